@@ -1,0 +1,228 @@
+"""The asyncio client, for web backends: same API as `Client`, awaitable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+import structlog
+
+from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, cancel_script_call
+from producer.client import Client, QueueStatus
+from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
+from producer.errors import StreamTimeout
+from shared.connection import async_redis, subscribe_confirmed_async
+from shared.events import Envelope, EventType, FinishedData
+from shared.jobs import PromptJob
+from shared.settings import Settings
+from shared.store import CANCEL_LUA, keys_from
+
+log = structlog.get_logger(__name__)
+
+_RECONNECT_FIRST_S = 0.1
+_RECONNECT_MAX_S = 5.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class AsyncClient:
+    """Asyncio client. Submitting goes through RQ's (sync) enqueue in a thread."""
+
+    def __init__(self, settings: Settings, connection: aioredis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = connection or async_redis(settings)
+        self.keys = keys_from(settings)
+        self._sync = Client(settings)
+        self._cancel_script = self.redis.register_script(CANCEL_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
+        return cls(settings or Settings())
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> AsyncClient:
+        return cls(Settings(redis_url=url, **overrides))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        self._sync.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def submit(self, job: PromptJob | None = None, /, **fields: Any) -> AsyncRunHandle:
+        """Validate and enqueue; raises InvalidJobError before anything is queued."""
+        handle = await asyncio.to_thread(self._sync.submit, job, **fields)
+        return AsyncRunHandle(self, handle.session_id, handle.run_id, handle.queued_seq)
+
+    async def status(self) -> QueueStatus:
+        return await asyncio.to_thread(self._sync.status)
+
+    async def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
+        return [e async for e in self.stream(session_id, after=after, follow=False)]
+
+    async def stream(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        follow: bool = True,
+        stop_at_finish: bool = False,
+        run_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[Envelope]:
+        """Subscribe, replay after `after`, then follow; see `Client.stream`."""
+        cursor = SeqCursor(last_seq=after, stop_at_finish=stop_at_finish, run_id=run_id)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = _RECONNECT_FIRST_S
+        while not cursor.done:
+            try:
+                async for envelope in self._stream_once(session_id, cursor, follow, deadline):
+                    yield envelope
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                log.warning("stream_reconnect", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _stream_once(
+        self, session_id: str, cursor: SeqCursor, follow: bool, deadline: float | None
+    ) -> AsyncIterator[Envelope]:
+        pubsub = self.redis.pubsub()
+        try:
+            if follow:
+                await subscribe_confirmed_async(pubsub, self.keys.channel(session_id))
+            async for envelope in self._replay(session_id, cursor.last_seq, None):
+                yield envelope
+                cursor.delivered(envelope)
+                if cursor.done:
+                    return
+            if not follow:
+                return
+            while True:
+                wait = 1.0 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    raise StreamTimeout(
+                        "the stream reached its time limit before its stopping point"
+                    )
+                message = await pubsub.get_message(timeout=min(wait, 1.0))
+                if message is None or message.get("type") != "message":
+                    continue
+                envelope = Envelope.from_json(message["data"])
+                verdict = cursor.judge(envelope)
+                if verdict is Verdict.DUPLICATE:
+                    continue
+                batch = [envelope]
+                if verdict is Verdict.GAP:
+                    batch = [
+                        e async for e in self._replay(session_id, cursor.last_seq, envelope.seq)
+                    ]
+                for item in batch:
+                    yield item
+                    cursor.delivered(item)
+                    if cursor.done:
+                        return
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _replay(
+        self, session_id: str, after: int, upto: int | None
+    ) -> AsyncIterator[Envelope]:
+        log_key = self.keys.log(session_id)
+        start = log_start(after)
+        while True:
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
+            )
+            for _entry_id, fields in entries:
+                yield Envelope.from_json(fields[ENVELOPE_FIELD])
+            if len(entries) < REPLAY_PAGE:
+                return
+            start = "(" + entries[-1][0].decode()
+
+    async def cancel(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        reason: str = "cancelled by request",
+    ) -> CancelResult:
+        """See `Client.cancel`."""
+        target = run_id
+        if target is None:
+            head = await self.redis.lindex(self.keys.pending(session_id), 0)
+            target = None if head is None else _text(head)
+        if target is None:
+            return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
+        keys, args = cancel_script_call(self.settings, self.keys, session_id, target, reason)
+        pubsub = self.redis.pubsub()
+        try:
+            if wait:
+                await subscribe_confirmed_async(pubsub, self.keys.channel(session_id))
+            outcome = CancelOutcome(_text(await self._cancel_script(keys=keys, args=args)))
+            if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
+                return CancelResult(outcome, session_id, target)
+            limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
+            deadline = time.monotonic() + limit
+            next_send = time.monotonic() + RESEND_EVERY_S
+            while (now := time.monotonic()) < deadline:
+                message = await pubsub.get_message(timeout=max(0.0, min(deadline, next_send) - now))
+                if message is not None and message.get("type") == "message":
+                    envelope = Envelope.from_json(message["data"])
+                    if envelope.run_id == target and envelope.type is EventType.FINISHED:
+                        return CancelResult(outcome, session_id, target)
+                if time.monotonic() >= next_send:
+                    next_send = time.monotonic() + RESEND_EVERY_S
+                    again = _text(await self._cancel_script(keys=keys, args=args))
+                    if again == CancelOutcome.ALREADY_FINISHED:
+                        return CancelResult(outcome, session_id, target)
+            return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncRunHandle:
+    """A submitted run, for asyncio code."""
+
+    client: AsyncClient
+    session_id: str
+    run_id: str
+    queued_seq: int
+
+    def stream(self, *, timeout_s: float | None = None) -> AsyncIterator[Envelope]:
+        return self.client.stream(
+            self.session_id,
+            after=self.queued_seq - 1,
+            stop_at_finish=True,
+            run_id=self.run_id,
+            timeout_s=timeout_s,
+        )
+
+    async def wait(self, *, timeout_s: float | None = None) -> FinishedData:
+        async for envelope in self.stream(timeout_s=timeout_s):
+            if envelope.type is EventType.FINISHED and envelope.run_id == self.run_id:
+                data = envelope.typed_data()
+                assert isinstance(data, FinishedData)
+                return data
+        raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
+
+    async def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
+        return await self.client.cancel(
+            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s
+        )

@@ -1,0 +1,242 @@
+"""`claude-queue`: the command line for producers, operators and workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from producer.client import Client
+from producer.errors import InvalidJobError
+from producer.render import Renderer
+from shared.events import Envelope, EventType, RunStatus
+from shared.jobs import describe_validation_error
+from shared.settings import Settings
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REDIS = 3
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(
+            f"invalid CLAUDE_QUEUE_* settings: {describe_validation_error(exc)}"
+        ) from None
+
+
+def _client() -> Client:
+    settings = _settings()
+    client = Client(settings)
+    try:
+        client.redis.ping()
+    except Exception as exc:
+        click.echo(
+            f"error: cannot reach Redis at {settings.redis_url_redacted}: {exc}\n"
+            "Set CLAUDE_QUEUE_REDIS_URL or start Redis.",
+            err=True,
+        )
+        sys.exit(EXIT_REDIS)
+    return client
+
+
+def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
+    renderer = Renderer(Console(highlight=False))
+    status: RunStatus | None = None
+    for envelope in envelopes:
+        assert isinstance(envelope, Envelope)
+        if as_json:
+            click.echo(envelope.model_dump_json())
+        else:
+            renderer.show(envelope)
+        if envelope.type is EventType.FINISHED:
+            status = RunStatus(str(envelope.data.get("status")))
+    return status
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run Claude Code sessions on background workers, through Redis.
+
+    Configuration comes from CLAUDE_QUEUE_* environment variables
+    (CLAUDE_QUEUE_REDIS_URL, CLAUDE_QUEUE_QUEUE_NAME, CLAUDE_QUEUE_CLAUDE_BIN, ...);
+    see the README for the full table.
+    """
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--session", "session_id", required=True, help="Session id (letters, digits, _ . -).")
+@click.option("--cwd", help="Absolute working directory for the CLI on the worker.")
+@click.option("--model", help="Model name passed to the CLI.")
+@click.option("--context", "context_json", help="JSON object prepended to the prompt.")
+@click.option("--profile", help="Permission profile defined in worker settings.")
+@click.option("--partial", is_flag=True, help="Include partial message stream events.")
+@click.option("--max-turns", type=int, help="Limit agentic turns.")
+@click.option("--timeout", "timeout_s", type=float, help="Wall-clock limit of the run, seconds.")
+@click.option("--follow", is_flag=True, help="Stream the run's events until it finishes.")
+@click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
+def submit(
+    prompt: str,
+    session_id: str,
+    cwd: str | None,
+    model: str | None,
+    context_json: str | None,
+    profile: str | None,
+    partial: bool,
+    max_turns: int | None,
+    timeout_s: float | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """Queue PROMPT for a session ("-" reads the prompt from stdin).
+
+    A prompt that starts with "-" goes after "--": claude-queue submit --session s -- "--x".
+    With --follow, exits 0 if the run succeeded and 1 otherwise.
+    """
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    context = None
+    if context_json is not None:
+        try:
+            context = json.loads(context_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--context") from None
+    fields: dict[str, Any] = {"session_id": session_id, "prompt": prompt}
+    optional = {
+        "cwd": cwd,
+        "model": model,
+        "context": context,
+        "profile": profile,
+        "max_turns": max_turns,
+        "timeout_s": timeout_s,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    if partial:
+        fields["include_partial_messages"] = True
+    client = _client()
+    try:
+        handle = client.submit(**fields)
+    except InvalidJobError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not follow:
+        payload = {
+            "session_id": handle.session_id,
+            "run_id": handle.run_id,
+            "seq": handle.queued_seq,
+        }
+        click.echo(
+            json.dumps(payload)
+            if as_json
+            else f"queued run {handle.run_id} "
+            f"in session {handle.session_id} (seq {handle.queued_seq})"
+        )
+        return
+    status = _follow(client, handle.stream(), as_json)
+    sys.exit(EXIT_OK if status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
+
+
+@main.command()
+@click.argument("session_id")
+@click.option("--after", type=int, default=0, show_default=True, help="Replay after this seq.")
+@click.option("--no-follow", is_flag=True, help="Print the log and exit; do not wait.")
+@click.option("--until-finished", is_flag=True, help="Stop at the next finished event.")
+@click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
+def tail(session_id: str, after: int, no_follow: bool, until_finished: bool, as_json: bool) -> None:
+    """Replay a session's events, then follow new ones live (Ctrl-C to stop)."""
+    client = _client()
+    stream = client.stream(
+        session_id, after=after, follow=not no_follow, stop_at_finish=until_finished
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        _follow(client, stream, as_json)
+
+
+@main.command()
+@click.argument("session_id")
+@click.option("--run", "run_id", help="Run to cancel (default: the session's current run).")
+@click.option("--wait", is_flag=True, help="Wait until the owning worker has ended the run.")
+@click.option("--timeout", "timeout_s", type=float, help="How long --wait waits, seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def cancel(
+    session_id: str, run_id: str | None, wait: bool, timeout_s: float | None, as_json: bool
+) -> None:
+    """Cancel a queued or running run; the CLI and everything it started are killed."""
+    result = _client().cancel(session_id, run_id=run_id, wait=wait, timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        click.echo(f"{result.outcome.value} (session {session_id}, run {result.run_id or '-'})")
+    sys.exit(EXIT_RUN_FAILED if result.outcome.value == "owner_unreachable" else EXIT_OK)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(as_json: bool) -> None:
+    """Queue depth, workers, and runs in progress."""
+    info = _client().status()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "queue": info.queue,
+                    "queued": info.queued,
+                    "workers": info.workers,
+                    "running": info.running,
+                },
+                default=str,
+            )
+        )
+        return
+    console = Console(highlight=False)
+    console.print(f"queue [bold]{info.queue}[/]: {info.queued} queued")
+    console.print(f"workers: {len(info.workers)}")
+    for w in info.workers:
+        console.print(f"  {w['name']}  {w['state']}  job={w['current_job'] or '-'}")
+    console.print(f"running runs: {len(info.running)}")
+    for run_id, session_id in info.running.items():
+        console.print(f"  {run_id}  session={session_id}")
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--name", help="Worker name (default: host.pid).")
+@click.option(
+    "--mode",
+    type=click.Choice(["fork", "simple"]),
+    default="fork",
+    show_default=True,
+    help="fork: a work horse per job (RQ default); simple: run jobs in-process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Run a pool of this many worker processes.",
+)
+def worker(burst: bool, name: str | None, mode: str, processes: int) -> None:
+    """Run a worker: take prompt jobs from the queue and run the Claude CLI."""
+    settings = _settings()
+    if processes > 1:
+        from worker.pool import run_pool
+
+        sys.exit(run_pool(settings, processes=processes, burst=burst, name=name, mode=mode))
+    from worker.rqworker import run_worker
+
+    sys.exit(
+        run_worker(settings, name=name, burst=burst, mode="simple" if mode == "simple" else "fork")
+    )
+
+
+if __name__ == "__main__":
+    main()

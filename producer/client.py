@@ -1,0 +1,291 @@
+"""The synchronous client: submit, stream, history, cancel, status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+import structlog
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, cancel_script_call
+from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
+from producer.errors import StreamTimeout
+from producer.submission import prepare, validate_job
+from shared.connection import subscribe_confirmed, sync_redis
+from shared.events import Envelope, EventType, FinishedData
+from shared.jobs import JOB_FUNCTION, PromptJob
+from shared.settings import Settings
+from shared.store import CANCEL_LUA, SUBMIT_LUA, keys_from
+
+log = structlog.get_logger(__name__)
+
+_RECONNECT_FIRST_S = 0.1
+_RECONNECT_MAX_S = 5.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    queue: str
+    queued: int
+    workers: list[dict[str, Any]]
+    running: dict[str, str] = field(default_factory=dict)
+
+
+class Client:
+    """Talks to claude-queue through Redis. Thread-safe like redis-py's client."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = connection or sync_redis(settings)
+        self.keys = keys_from(settings)
+        self.queue = Queue(settings.queue_name, connection=self.redis, serializer=JSONSerializer)
+        self._submit_script = self.redis.register_script(SUBMIT_LUA)
+        self._cancel_script = self.redis.register_script(CANCEL_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Client:
+        """A client from settings (default: read from CLAUDE_QUEUE_* environment)."""
+        return cls(settings or Settings())
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Client:
+        """A client for this Redis URL; other settings from keyword overrides."""
+        return cls(Settings(redis_url=url, **overrides))
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- submit -------------------------------------------------------------
+
+    def submit(self, job: PromptJob | None = None, /, **fields: Any) -> RunHandle:
+        """Validate and enqueue a prompt job; returns at once with a handle to the run.
+
+        Raises InvalidJobError, naming each bad field, before anything is queued.
+        """
+        validated = validate_job(self.settings, job, fields)
+        submission = prepare(self.settings, self.keys, validated)
+        # One MULTI/EXEC: the job and its `queued` event appear together or not at all.
+        pipe = self.redis.pipeline()
+        self.queue.enqueue_call(
+            JOB_FUNCTION,
+            args=(submission.payload,),
+            job_id=submission.request.run_id,
+            timeout=submission.rq_timeout_s,
+            result_ttl=submission.result_ttl_s,
+            description=f"claude-queue run for session {validated.session_id}",
+            pipeline=pipe,
+        )
+        self._submit_script(keys=submission.script_keys, args=submission.script_args, client=pipe)
+        queued_seq = int(pipe.execute()[-1])
+        return RunHandle(self, validated.session_id, submission.request.run_id, queued_seq)
+
+    # -- read ---------------------------------------------------------------
+
+    def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
+        """Every logged event of a session after seq `after`."""
+        return list(self.stream(session_id, after=after, follow=False))
+
+    def stream(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        follow: bool = True,
+        stop_at_finish: bool = False,
+        run_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[Envelope]:
+        """Replay the session log after `after`, then follow live events.
+
+        Subscribes before replaying, so a stream joined mid-run has no gap and no
+        duplicate. With stop_at_finish it ends at the next `finished` event (of
+        `run_id`, when given). Reconnects by itself if Redis drops.
+        """
+        cursor = SeqCursor(last_seq=after, stop_at_finish=stop_at_finish, run_id=run_id)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = _RECONNECT_FIRST_S
+        while not cursor.done:
+            try:
+                yield from self._stream_once(session_id, cursor, follow, deadline)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                log.warning("stream_reconnect", error=str(exc), retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    def _stream_once(
+        self, session_id: str, cursor: SeqCursor, follow: bool, deadline: float | None
+    ) -> Iterator[Envelope]:
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            if follow:
+                subscribe_confirmed(pubsub, self.keys.channel(session_id))
+            for envelope in self._replay(session_id, cursor.last_seq, None):
+                yield envelope
+                cursor.delivered(envelope)
+                if cursor.done:
+                    return
+            if not follow:
+                return
+            while True:
+                wait = 1.0 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    raise StreamTimeout(
+                        "the stream reached its time limit before its stopping point"
+                    )
+                message = pubsub.get_message(timeout=min(wait, 1.0))
+                if message is None or message.get("type") != "message":
+                    continue
+                envelope = Envelope.from_json(message["data"])
+                verdict = cursor.judge(envelope)
+                if verdict is Verdict.DUPLICATE:
+                    continue
+                batch = [envelope]
+                if verdict is Verdict.GAP:  # a live message was missed: the log has it
+                    batch = list(self._replay(session_id, cursor.last_seq, envelope.seq))
+                for item in batch:
+                    yield item
+                    cursor.delivered(item)
+                    if cursor.done:
+                        return
+        finally:
+            pubsub.close()
+
+    def _replay(self, session_id: str, after: int, upto: int | None) -> Iterator[Envelope]:
+        log_key = self.keys.log(session_id)
+        start = log_start(after)
+        while True:
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
+            )
+            for _entry_id, fields in entries:
+                yield Envelope.from_json(fields[ENVELOPE_FIELD])
+            if len(entries) < REPLAY_PAGE:
+                return
+            last_id = entries[-1][0].decode()
+            start = "(" + last_id
+
+    # -- cancel -------------------------------------------------------------
+
+    def cancel(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        reason: str = "cancelled by request",
+    ) -> CancelResult:
+        """Cancel a run (default: the session's current one) and say what happened.
+
+        With wait=True, returns once the owner has ended the run, re-sending the
+        request until then; `owner_unreachable` if it never does within timeout_s.
+        """
+        target = run_id or self._current_run(session_id)
+        if target is None:
+            return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
+        keys, args = cancel_script_call(self.settings, self.keys, session_id, target, reason)
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            if wait:
+                subscribe_confirmed(pubsub, self.keys.channel(session_id))
+            outcome = CancelOutcome(_text(self._cancel_script(keys=keys, args=args)))
+            if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
+                return CancelResult(outcome, session_id, target)
+            limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
+            deadline = time.monotonic() + limit
+            next_send = time.monotonic() + RESEND_EVERY_S
+            while (now := time.monotonic()) < deadline:
+                message = pubsub.get_message(timeout=max(0.0, min(deadline, next_send) - now))
+                if message is not None and message.get("type") == "message":
+                    envelope = Envelope.from_json(message["data"])
+                    if envelope.run_id == target and envelope.type is EventType.FINISHED:
+                        return CancelResult(outcome, session_id, target)
+                if time.monotonic() >= next_send:
+                    next_send = time.monotonic() + RESEND_EVERY_S
+                    # Re-send; the script also tells us if the run finished meanwhile.
+                    again = _text(self._cancel_script(keys=keys, args=args))
+                    if again == CancelOutcome.ALREADY_FINISHED:
+                        return CancelResult(outcome, session_id, target)
+            return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
+        finally:
+            pubsub.close()
+
+    def _current_run(self, session_id: str) -> str | None:
+        head = self.redis.lindex(self.keys.pending(session_id), 0)
+        return None if head is None else _text(head)
+
+    # -- status -------------------------------------------------------------
+
+    def status(self) -> QueueStatus:
+        """Queue depth, workers and running runs."""
+        workers = [
+            {
+                "name": w.name,
+                "state": w.get_state(),
+                "current_job": w.get_current_job_id(),
+                "hostname": w.hostname,
+                "pid": w.pid,
+            }
+            for w in Worker.all(queue=self.queue)
+        ]
+        raw_running = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.running))
+        running = {k.decode(): v.decode() for k, v in raw_running.items()}
+        return QueueStatus(
+            queue=self.settings.queue_name,
+            queued=self.queue.count,
+            workers=workers,
+            running=running,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandle:
+    """A submitted run: follow it, wait for it, cancel it."""
+
+    client: Client
+    session_id: str
+    run_id: str
+    queued_seq: int
+
+    def stream(self, *, timeout_s: float | None = None) -> Iterator[Envelope]:
+        """This run's session events from its `queued` event up to its `finished`."""
+        return self.client.stream(
+            self.session_id,
+            after=self.queued_seq - 1,
+            stop_at_finish=True,
+            run_id=self.run_id,
+            timeout_s=timeout_s,
+        )
+
+    def wait(self, *, timeout_s: float | None = None) -> FinishedData:
+        """Block until the run's `finished` event; return its data."""
+        for envelope in self.stream(timeout_s=timeout_s):
+            if envelope.type is EventType.FINISHED and envelope.run_id == self.run_id:
+                data = envelope.typed_data()
+                assert isinstance(data, FinishedData)
+                return data
+        raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
+
+    def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
+        return self.client.cancel(
+            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s
+        )

@@ -1,0 +1,59 @@
+"""Ordering rules shared by the sync and asyncio streams. Pure.
+
+A stream subscribes first, then replays the log after its cursor, then follows
+the live channel. Live messages may repeat what the replay already gave
+(dropped), or skip ahead when a message was missed (a gap: fetch it from the log).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from shared.events import Envelope, EventType
+
+
+class Verdict(Enum):
+    DELIVER = "deliver"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+
+
+@dataclass(slots=True)
+class SeqCursor:
+    """Last seq delivered, and when to stop."""
+
+    last_seq: int = 0
+    stop_at_finish: bool = False
+    run_id: str | None = None
+    done: bool = False
+
+    def judge(self, envelope: Envelope) -> Verdict:
+        if envelope.seq <= self.last_seq:
+            return Verdict.DUPLICATE
+        if envelope.seq > self.last_seq + 1:
+            return Verdict.GAP
+        return Verdict.DELIVER
+
+    def delivered(self, envelope: Envelope) -> None:
+        self.last_seq = envelope.seq
+        if (
+            self.stop_at_finish
+            and envelope.type is EventType.FINISHED
+            and (self.run_id is None or envelope.run_id == self.run_id)
+        ):
+            self.done = True
+
+
+def log_start(after: int) -> str:
+    """XRANGE start id for 'everything after seq `after`' (entry ids are `<seq>-0`)."""
+    return f"{after + 1}-0"
+
+
+def log_end(before: int | None) -> str:
+    """XRANGE end id for 'up to and including seq `before`'."""
+    return "+" if before is None else f"{before}-0"
+
+
+REPLAY_PAGE = 1000
+ENVELOPE_FIELD = b"e"

@@ -1,0 +1,1 @@
+"""Models, settings, Redis key names and logging shared by producer and worker."""

@@ -1,0 +1,53 @@
+"""Redis connections built from settings (sync and asyncio)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub as AsyncPubSub
+from redis.client import PubSub
+
+from shared.settings import Settings
+
+
+def sync_redis(settings: Settings) -> redis.Redis:
+    """A sync client; bytes responses, because RQ needs them."""
+    return redis.Redis.from_url(
+        settings.redis_url.get_secret_value(), health_check_interval=30, socket_keepalive=True
+    )
+
+
+def async_redis(settings: Settings) -> aioredis.Redis:
+    """An asyncio client, for web backends."""
+    return aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(), health_check_interval=30, socket_keepalive=True
+    )
+
+
+def subscribe_confirmed(pubsub: PubSub, channel: str, timeout_s: float = 10.0) -> None:
+    """Subscribe and wait until Redis confirms, so nothing published afterwards is missed.
+
+    The pubsub must be created with ignore_subscribe_messages=False.
+    """
+    pubsub.subscribe(channel)
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=remaining)
+        if message is not None and message.get("type") == "subscribe":
+            return
+    raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")
+
+
+async def subscribe_confirmed_async(
+    pubsub: AsyncPubSub, channel: str, timeout_s: float = 10.0
+) -> None:
+    """The asyncio twin of subscribe_confirmed."""
+    await pubsub.subscribe(channel)
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = await pubsub.get_message(timeout=remaining)
+        if message is not None and message.get("type") == "subscribe":
+            return
+    raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")

@@ -1,0 +1,104 @@
+"""Job payloads: what a producer submits and what travels through the RQ queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The RQ job function, by import path: producers never import worker code.
+JOB_FUNCTION = "worker.job.run_prompt"
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PROFILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\[\]-]{0,127}$"
+MAX_PROMPT_CHARS = 1_000_000
+MAX_CONTEXT_BYTES = 1024 * 1024
+MAX_METADATA_BYTES = 64 * 1024
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+class PromptJob(BaseModel):
+    """One prompt for one session: what `Client.submit` takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, description="Letters, digits, _ . -")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    context: dict[str, Any] | None = Field(
+        default=None, description="JSON object prepended to the prompt as a <context> block."
+    )
+    cwd: str | None = Field(default=None, description="Absolute working directory for the CLI.")
+    model: str | None = Field(default=None, pattern=MODEL_PATTERN)
+    profile: str | None = Field(
+        default=None, pattern=PROFILE_PATTERN, description="Permission profile name."
+    )
+    include_partial_messages: bool = False
+    max_turns: int | None = Field(default=None, ge=1, le=1000)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must contain something other than whitespace")
+        if "\x00" in value:
+            raise ValueError("prompt must not contain NUL characters")
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd_absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not os.path.isabs(value) or "\x00" in value):
+            raise ValueError("cwd must be an absolute path")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _context_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and _json_size(value) > MAX_CONTEXT_BYTES:
+            raise ValueError(f"context is larger than {MAX_CONTEXT_BYTES} bytes as JSON")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _json_size(value) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+
+def new_run_id() -> str:
+    """A fresh, unique run id."""
+    return uuid.uuid4().hex
+
+
+class RunRequest(BaseModel):
+    """The RQ job payload: a validated PromptJob plus the run it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(default=1, ge=1, le=1)
+    run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    submitted_at: float
+    job: PromptJob
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """One line per invalid field, naming it: `prompt: String should have at least 1 character`."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for error in errors():
+        field_path = ".".join(str(part) for part in error.get("loc", ())) or "(job)"
+        lines.append(f"{field_path}: {error.get('msg', 'invalid')}")
+    return "; ".join(lines)

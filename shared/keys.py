@@ -1,0 +1,61 @@
+"""Every Redis key and channel name claude-queue uses, in one place.
+
+All keys of a session share the `{session_id}` hash tag, so the Lua scripts that
+touch several of them stay valid on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (settings.key_prefix)."""
+
+    prefix: str
+
+    def _session(self, session_id: str) -> str:
+        return f"{self.prefix}:{{{session_id}}}"
+
+    def log(self, session_id: str) -> str:
+        """Stream: the durable, ordered event log of a session (entry id = `<seq>-0`)."""
+        return f"{self._session(session_id)}:log"
+
+    def seq(self, session_id: str) -> str:
+        """Counter: last seq assigned in a session."""
+        return f"{self._session(session_id)}:seq"
+
+    def channel(self, session_id: str) -> str:
+        """Pub/sub channel carrying a session's live events."""
+        return f"{self._session(session_id)}:events"
+
+    def pending(self, session_id: str) -> str:
+        """List: run ids of a session not yet finished, in submit order."""
+        return f"{self._session(session_id)}:pending"
+
+    def session_state(self, session_id: str) -> str:
+        """Hash: per-session state carried between runs (claude session id, cwd, ...)."""
+        return f"{self._session(session_id)}:state"
+
+    def run(self, session_id: str, run_id: str) -> str:
+        """Hash: the record of one run (status, owner, pid, start time, ...)."""
+        return f"{self._session(session_id)}:run:{run_id}"
+
+    def cancel_flag(self, session_id: str, run_id: str) -> str:
+        """String: set when a cancel was requested, so a late spawn still sees it."""
+        return f"{self._session(session_id)}:run:{run_id}:cancel"
+
+    def control(self, session_id: str, run_id: str) -> str:
+        """Pub/sub channel the owner of a run listens on for control messages."""
+        return f"{self._session(session_id)}:run:{run_id}:control"
+
+    @property
+    def sessions(self) -> str:
+        """Sorted set: session ids scored by their last activity (epoch seconds)."""
+        return f"{self.prefix}:sessions"
+
+    @property
+    def running(self) -> str:
+        """Hash: run id -> session id of every run a worker is executing now."""
+        return f"{self.prefix}:running"

@@ -1,0 +1,147 @@
+"""Atomic Redis operations on runs and session logs (Lua scripts).
+
+Every event is written by one of these scripts, which assign the session's seq,
+append the envelope to the session log and publish it, all in one round trip.
+Run state moves only through these scripts too, so exactly one party can win
+each transition (queued -> running, queued -> cancelled, running -> finished),
+and only the winner publishes the matching events.
+
+Run record states: queued -> running -> finished (with final_status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.keys import Keys
+from shared.settings import Settings
+
+# One Lua helper appended to by every writing script: seq, XADD, PUBLISH.
+_APPEND_FN = """
+local function append(seq_key, log_key, channel, maxlen, body)
+  local seq = redis.call('INCR', seq_key)
+  local env = '{"seq":' .. seq .. ',' .. body
+  redis.call('XADD', log_key, 'MAXLEN', '~', maxlen, seq .. '-0', 'e', env)
+  redis.call('PUBLISH', channel, env)
+  return seq
+end
+local function touch(seq_key, log_key, sessions_key, ttl, now, session_id)
+  redis.call('EXPIRE', seq_key, ttl)
+  redis.call('EXPIRE', log_key, ttl)
+  redis.call('ZADD', sessions_key, now, session_id)
+end
+"""
+
+# KEYS: run, pending, seq, log, sessions
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, queued_body
+SUBMIT_LUA = (
+    _APPEND_FN
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('run exists') end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'session_id', ARGV[5], 'submitted_at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local seq = append(KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[7])
+touch(KEYS[3], KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5])
+return seq
+"""
+)
+
+# KEYS: run, pending, running
+# ARGV: run_id, session_id, owner, worker, host, now, ttl
+# Returns 'claimed', or the state that stops this delivery from running.
+CLAIM_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' or status == 'finished' then return status end
+if not status then
+  -- a job placed in the queue without a producer: give it a record now
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+  redis.call('HSET', KEYS[1], 'session_id', ARGV[2], 'submitted_at', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[3], 'worker', ARGV[4],
+  'host', ARGV[5], 'started_at', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return 'claimed'
+"""
+
+# KEYS: run, seq, log, sessions, pending, running
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, owner, first_index, final_status, bodies...
+# Idempotent per run: bodies whose run-local index was already written are skipped,
+# so a retry after a lost reply never duplicates. Refused (-1) unless the caller
+# still owns the running run: a fenced-off or already-finished run gets nothing more.
+PUBLISH_LUA = (
+    _APPEND_FN
+    + """
+local st = redis.call('HMGET', KEYS[1], 'status', 'owner', 'pub_idx')
+if st[2] ~= ARGV[7] then return -1 end
+local last = tonumber(st[3] or '0')
+local first = tonumber(ARGV[8])
+if st[1] ~= 'running' then
+  -- a retry of a final write whose reply was lost is fine; anything new is refused
+  if st[1] == 'finished' and last >= first + (#ARGV - 10) then return 0 end
+  return -1
+end
+local seq = 0
+for i = 10, #ARGV do
+  local idx = first + (i - 10)
+  if idx > last then
+    seq = append(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[i])
+    last = idx
+  end
+end
+redis.call('HSET', KEYS[1], 'pub_idx', last)
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', ARGV[9],
+    'finished_at', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
+  redis.call('LREM', KEYS[5], 0, ARGV[6])
+  redis.call('HDEL', KEYS[6], ARGV[6])
+end
+touch(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
+return seq
+"""
+)
+
+# KEYS: run, cancel_flag, pending, seq, log, sessions
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, control_channel, control_msg,
+#       interrupted_body, finished_body
+CANCEL_LUA = (
+    _APPEND_FN
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'nothing_to_cancel' end
+if status == 'finished' then return 'already_finished' end
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'interrupted',
+    'finished_at', ARGV[4])
+  redis.call('LREM', KEYS[3], 0, ARGV[6])
+  append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[9])
+  append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[10])
+  touch(KEYS[4], KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5])
+  return 'cancelled_queued'
+end
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+return 'cancelled_running'
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """Retention applied to every session log write."""
+
+    maxlen: int
+    ttl_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LogLimits:
+        return cls(maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
+
+
+def keys_from(settings: Settings) -> Keys:
+    """The key namespace for these settings."""
+    return Keys(settings.key_prefix)

@@ -1,0 +1,147 @@
+"""Shared fixtures: a real Redis on a dedicated db, settings, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer.client import Client
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
+TEST_REDIS_URL = os.environ.get("CLAUDE_QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_PREFIX = "cqtest"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    del config, items
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never depend on the developer's CLAUDE_QUEUE_* variables."""
+    for name in list(os.environ):
+        if name.startswith("CLAUDE_QUEUE_") and name != "CLAUDE_QUEUE_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        message = f"no Redis at {TEST_REDIS_URL} ({exc}); set CLAUDE_QUEUE_TEST_REDIS_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """The dedicated test db, flushed before and after each test (never FLUSHALL)."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment that makes a worker process build exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_QUEUE_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    values = {
+        "REDIS_URL": settings.redis_url.get_secret_value(),
+        "KEY_PREFIX": settings.key_prefix,
+        "QUEUE_NAME": settings.queue_name,
+        "CLAUDE_BIN": settings.claude_bin,
+        "IDLE_TIMEOUT_S": str(settings.idle_timeout_s),
+        "RESULT_GRACE_S": str(settings.result_grace_s),
+        "MAX_LINE_BYTES": str(settings.max_line_bytes),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+    }
+    env.update({f"CLAUDE_QUEUE_{k}": v for k, v in values.items()})
+    if settings.extra_env:
+        import json
+
+        env["CLAUDE_QUEUE_EXTRA_ENV"] = json.dumps(settings.extra_env)
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def settings(redis_client: redis.Redis, redis_url: str) -> Settings:
+    del redis_client  # requested for the per-test flush
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=TEST_PREFIX,
+        queue_name=f"{TEST_PREFIX}-queue",
+        claude_bin=str(FAKE_CLI),
+        idle_timeout_s=60.0,
+        result_grace_s=1.0,
+        max_line_bytes=16 * 1024 * 1024,
+        log_format="json",
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    with Client(settings) as c:
+        yield c
+
+
+WorkerFactory = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Start real `claude-queue worker` processes; all are stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        name: str | None = None,
+        *,
+        mode: str = "fork",
+        burst: bool = False,
+        env: dict[str, str] | None = None,
+        settings_override: Settings | None = None,
+    ) -> subprocess.Popen[bytes]:
+        worker_name = name or f"w{len(started)}"
+        argv = [sys.executable, "-m", "producer", "worker", "--name", worker_name, "--mode", mode]
+        if burst:
+            argv.append("--burst")
+        with (tmp_path / f"{worker_name}.log").open("wb") as log_file:
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=worker_env(settings_override or settings, env),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # second SIGTERM: cold stop
+    for proc in started:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,94 @@
+"""Listen for control messages addressed to the run this worker owns.
+
+A thread holds one pub/sub subscription on the run's control channel and calls
+`on_cancel` for a valid cancel of *this* run. Anything else (malformed, another
+run, a pid we did not start) is logged and ignored: a message can only ever make
+us kill the process tree we started for this run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Callable
+
+import redis
+import structlog
+from pydantic import ValidationError
+
+from shared.connection import subscribe_confirmed
+from shared.control import CancelRequest
+
+log = structlog.get_logger(__name__)
+
+_POLL_S = 1.0
+
+
+class ControlListener:
+    """Subscribes before the CLI is spawned, so no cancel published after that is missed."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        *,
+        run_id: str,
+        current_pid: Callable[[], int],
+        on_cancel: Callable[[CancelRequest], None],
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._run_id = run_id
+        self._current_pid = current_pid
+        self._on_cancel = on_cancel
+        self._stop_token = f"stop:{secrets.token_hex(16)}"
+        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        subscribe_confirmed(self._pubsub, self._channel)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Unblock and end the thread: a private token published to our own channel."""
+        self._stopping.set()
+        # If Redis is unreachable the thread still notices _stopping within one poll.
+        with contextlib.suppress(redis.RedisError):
+            self._client.publish(self._channel, self._stop_token)
+        self._thread.join(timeout=_POLL_S * 2)
+        with contextlib.suppress(redis.RedisError):
+            self._pubsub.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=_POLL_S)
+            except redis.RedisError as exc:
+                log.warning("control_listener_error", error=str(exc))
+                if self._stopping.wait(_POLL_S):
+                    return
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            raw = message["data"]
+            if raw == self._stop_token.encode():
+                return
+            self._handle(raw)
+
+    def _handle(self, raw: bytes) -> None:
+        try:
+            request = CancelRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            log.warning("control_message_ignored", reason="malformed", error=str(exc)[:500])
+            return
+        if request.run_id != self._run_id:
+            log.warning("control_message_ignored", reason="other run", target=request.run_id)
+            return
+        pid = self._current_pid()
+        if request.pid is not None and request.pid != pid:
+            log.warning("control_message_ignored", reason="pid not ours", pid=request.pid)
+            return
+        log.info("cancel_received", reason=request.reason)
+        self._on_cancel(request)

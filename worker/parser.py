@@ -1,0 +1,233 @@
+"""Turn one line of `claude --output-format stream-json` into events. Pure: no I/O.
+
+`parse_line` never raises: whatever bytes arrive, the result is a list of events
+(possibly empty) plus, for lines deliberately dropped, a note saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.blocks import ContentBlock, TextBlock, parse_block
+from shared.events import (
+    ErrorCode,
+    ErrorData,
+    Event,
+    EventType,
+    InitData,
+    MessageData,
+    RateLimitData,
+    ResultData,
+    StreamEventData,
+    TextData,
+)
+
+# Rate-limit statuses that mean "you may go on": no event for those.
+_RATE_LIMIT_OK = frozenset({"allowed", "allowed_warning"})
+# Text the CLI injects as a user turn when a skill runs; it is not the user's message.
+_SKILL_PROMPT_PREFIXES = ("Base directory for this skill:",)
+_PREVIEW_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The events a line produced, or why it produced none."""
+
+    events: list[Event] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def _event(event_type: EventType, data: Any) -> Event:
+    return Event.model_construct(type=event_type, data=data)
+
+
+def _error(code: ErrorCode, message: str, **detail: Any) -> Event:
+    return _event(EventType.ERROR, ErrorData(code=code, message=message, detail=detail))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _blocks(content: Any) -> list[ContentBlock]:
+    if isinstance(content, str):
+        return [TextBlock(text=content)]
+    if isinstance(content, list):
+        return [parse_block(block) for block in content]
+    return []
+
+
+def _text_of(blocks: list[ContentBlock]) -> str:
+    return "".join(block.text for block in blocks if isinstance(block, TextBlock))
+
+
+def _is_skill_injection(line: dict[str, Any], blocks: list[ContentBlock]) -> bool:
+    if line.get("isMeta") is True or line.get("isSynthetic") is True:
+        return True
+    text = _text_of(blocks).lstrip()
+    return text.startswith(_SKILL_PROMPT_PREFIXES)
+
+
+def _message(line: dict[str, Any], role: str) -> Parsed:
+    message = _dict_or_none(line.get("message")) or {}
+    blocks = _blocks(message.get("content"))
+    if role == "user" and _is_skill_injection(line, blocks):
+        return Parsed(skipped="skill prompt injection")
+    top_level_error = line.get("error")
+    if role == "assistant" and top_level_error:
+        # e.g. "Not logged in": the CLI phrases an error as an assistant message.
+        code = (
+            ErrorCode.AUTHENTICATION
+            if top_level_error == "authentication_failed"
+            else ErrorCode.CLI_ERROR
+        )
+        text = _text_of(blocks) or str(top_level_error)
+        return Parsed([_error(code, text, error=top_level_error)])
+    data = MessageData(
+        role="assistant" if role == "assistant" else "user",
+        content=blocks,
+        message_id=_str_or_none(message.get("id")),
+        model=_str_or_none(message.get("model")),
+        parent_tool_use_id=_str_or_none(line.get("parent_tool_use_id")),
+        stop_reason=_str_or_none(message.get("stop_reason")),
+        usage=_dict_or_none(message.get("usage")),
+    )
+    return Parsed([_event(EventType.MESSAGE, data)])
+
+
+def _result(line: dict[str, Any]) -> Parsed:
+    subtype = _str_or_none(line.get("subtype"))
+    result_text = _str_or_none(line.get("result"))
+    # is_error wins over a "success" subtype; an error_* subtype is an error either way.
+    is_error = line.get("is_error") is True or (subtype or "").startswith("error")
+    denials = line.get("permission_denials")
+    data = ResultData(
+        subtype=subtype,
+        is_error=is_error,
+        result=result_text,
+        claude_session_id=_str_or_none(line.get("session_id")),
+        total_cost_usd=_float_or_none(line.get("total_cost_usd")),
+        usage=_dict_or_none(line.get("usage")),
+        num_turns=_int_or_none(line.get("num_turns")),
+        duration_ms=_int_or_none(line.get("duration_ms")),
+        permission_denials=denials if isinstance(denials, list) else [],
+    )
+    events = [_event(EventType.RESULT, data)]
+    if is_error:
+        message = result_text or f"the CLI reported an error result ({subtype})"
+        events.append(_error(ErrorCode.RESULT_ERROR, message, subtype=subtype))
+    return Parsed(events)
+
+
+def _system(line: dict[str, Any]) -> Parsed:
+    if line.get("subtype") != "init":
+        return Parsed(skipped=f"system/{line.get('subtype')}")
+    tools = line.get("tools")
+    data = InitData(
+        claude_session_id=_str_or_none(line.get("session_id")),
+        model=_str_or_none(line.get("model")),
+        cwd=_str_or_none(line.get("cwd")),
+        permission_mode=_str_or_none(line.get("permissionMode")),
+        tools=[t for t in tools if isinstance(t, str)] if isinstance(tools, list) else [],
+        cli_version=_str_or_none(line.get("claude_code_version")),
+    )
+    return Parsed([_event(EventType.INIT, data)])
+
+
+def _rate_limit(line: dict[str, Any]) -> Parsed:
+    info = _dict_or_none(line.get("rate_limit_info")) or {}
+    status = _str_or_none(info.get("status")) or "unknown"
+    if status in _RATE_LIMIT_OK:
+        return Parsed(skipped=f"rate limit {status}")
+    data = RateLimitData(
+        status=status,
+        limit_type=_str_or_none(info.get("rateLimitType")),
+        resets_at=_int_or_none(info.get("resetsAt")),
+        info=info,
+    )
+    return Parsed([_event(EventType.RATE_LIMIT, data)])
+
+
+def _error_line(line: dict[str, Any]) -> Parsed:
+    raw = line.get("error")
+    message = (
+        _str_or_none(raw)
+        or _str_or_none((_dict_or_none(raw) or {}).get("message"))
+        or _str_or_none(line.get("message"))
+        or "the CLI reported an error"
+    )
+    return Parsed([_error(ErrorCode.CLI_ERROR, message, line=line)])
+
+
+def _stream_event(line: dict[str, Any]) -> Parsed:
+    data = StreamEventData(
+        event=_dict_or_none(line.get("event")) or {},
+        parent_tool_use_id=_str_or_none(line.get("parent_tool_use_id")),
+    )
+    return Parsed([_event(EventType.STREAM_EVENT, data)])
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
+
+
+def parse_line(raw: bytes) -> Parsed:
+    """Parse one output line (without its newline) into events."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return Parsed(skipped="blank line")
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError):
+        return Parsed([_event(EventType.TEXT, TextData(text=text))])
+    line_type = line.get("type") if isinstance(line, dict) else None
+    if not isinstance(line, dict) or not isinstance(line_type, str):
+        return Parsed(
+            [_error(ErrorCode.MISSING_TYPE, "CLI printed JSON with no type", line=_preview(text))]
+        )
+    try:
+        return _dispatch(line_type, line)
+    except Exception as exc:  # a malformed line must never take the run down
+        return Parsed(
+            [
+                _error(
+                    ErrorCode.CLI_ERROR,
+                    f"could not parse a {line_type!r} line: {exc}",
+                    line=_preview(text),
+                )
+            ]
+        )
+
+
+def _dispatch(line_type: str, line: dict[str, Any]) -> Parsed:
+    if line_type in ("assistant", "user"):
+        return _message(line, line_type)
+    handler = _HANDLERS.get(line_type)
+    if handler is None:
+        return Parsed(skipped=f"unknown type {line_type!r}")
+    return handler(line)
+
+
+_HANDLERS = {
+    "stream_event": _stream_event,
+    "result": _result,
+    "system": _system,
+    "rate_limit_event": _rate_limit,
+    "error": _error_line,
+}

@@ -1,0 +1,72 @@
+"""`claude-queue worker --processes N`: supervise N worker processes on one host.
+
+Each member is a full `claude-queue worker` process. The pool forwards SIGTERM
+and SIGINT to its members (so their own warm/cold shutdown applies), and
+replaces a member that dies unexpectedly unless the pool is stopping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import structlog
+
+from shared.logging import configure_logging
+from shared.settings import Settings
+from worker.rqworker import default_worker_name
+
+log = structlog.get_logger(__name__)
+
+_RESTART_BACKOFF_S = 1.0
+_SUPERVISE_EVERY_S = 0.5
+
+
+def _member_argv(name: str, *, burst: bool, mode: str) -> list[str]:
+    argv = [sys.executable, "-m", "producer", "worker", "--name", name, "--mode", mode]
+    return [*argv, "--burst"] if burst else argv
+
+
+def run_pool(
+    settings: Settings, *, processes: int, burst: bool, name: str | None, mode: str
+) -> int:
+    """Run until every member has exited (burst) or the pool is signalled to stop."""
+    configure_logging(settings)
+    base = name or default_worker_name(settings)
+    names = [f"{base}-{index}" for index in range(processes)]
+    members: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("pool_stopping", signal=signal.Signals(signum).name)
+        for member in members.values():
+            if member.poll() is None:
+                member.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for member_name in names:
+        members[member_name] = subprocess.Popen(_member_argv(member_name, burst=burst, mode=mode))
+    log.info("pool_started", members=names, pid=os.getpid())
+    while members:
+        for member_name, member in list(members.items()):
+            code = member.poll()
+            if code is None:
+                continue
+            del members[member_name]
+            if stopping or burst or code == 0:
+                continue
+            log.warning("pool_member_died", member=member_name, exit_code=code)
+            time.sleep(_RESTART_BACKOFF_S)
+            members[member_name] = subprocess.Popen(
+                _member_argv(member_name, burst=burst, mode=mode)
+            )
+        if members:
+            time.sleep(_SUPERVISE_EVERY_S)  # a signal cuts this short
+    return 0

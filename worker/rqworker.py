@@ -1,0 +1,104 @@
+"""The RQ worker that runs prompt jobs, and its process entry point."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal
+
+import structlog
+from rq import Queue, SimpleWorker, Worker
+from rq.serializers import JSONSerializer
+
+from shared.connection import sync_redis
+from shared.logging import configure_logging
+from shared.settings import Settings
+from shared.store import keys_from
+from worker.job import bound_context
+from worker.proctree import enable_subreaper, kill_run_tree
+from worker.runner import WorkerContext
+
+log = structlog.get_logger(__name__)
+
+WorkerMode = Literal["fork", "simple"]
+
+RET_OK = 0
+RET_CONNECT = 2
+
+
+class _ContextMixin:
+    """Binds the worker context around every job and sweeps each run's leftovers."""
+
+    context: WorkerContext
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        try:
+            with bound_context(self.context):
+                return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        super().execute_job(job, queue)  # type: ignore[misc]
+        # If the work horse died mid-run, its CLI tree was reparented to us (subreaper).
+        leftovers = kill_run_tree(job.id, None)
+        if leftovers:
+            log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
+
+
+class ForkingClaudeWorker(_ContextMixin, Worker):
+    """Forks a work horse per job (RQ's default model)."""
+
+
+class SimpleClaudeWorker(_ContextMixin, SimpleWorker):
+    """Runs jobs in the worker process itself (no fork)."""
+
+
+def default_worker_name(settings: Settings) -> str:
+    """`<host>.<pid>` unless settings name the worker."""
+    return settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
+
+
+def build_worker(
+    settings: Settings, *, name: str | None = None, mode: WorkerMode = "fork"
+) -> ForkingClaudeWorker | SimpleClaudeWorker:
+    """An RQ worker on the configured queue, carrying the run context."""
+    connection = sync_redis(settings)
+    worker_name = name or default_worker_name(settings)
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
+    rq_worker = worker_class(
+        [queue], name=worker_name, connection=connection, serializer=JSONSerializer
+    )
+    rq_worker.context = WorkerContext(
+        settings=settings,
+        redis=connection,
+        keys=keys_from(settings),
+        worker_name=worker_name,
+        host=socket.gethostname(),
+    )
+    return rq_worker
+
+
+def run_worker(
+    settings: Settings, *, name: str | None = None, burst: bool = False, mode: WorkerMode = "fork"
+) -> int:
+    """Process entry: configure logging, then work the queue until stopped."""
+    configure_logging(settings)
+    subreaper = enable_subreaper()
+    rq_worker = build_worker(settings, name=name, mode=mode)
+    log.info(
+        "worker_starting",
+        worker=rq_worker.name,
+        queue=settings.queue_name,
+        redis=settings.redis_url_redacted,
+        mode=mode,
+        subreaper=subreaper,
+    )
+    try:
+        rq_worker.connection.ping()
+    except Exception as exc:
+        log.error("redis_unreachable", redis=settings.redis_url_redacted, error=str(exc))
+        return RET_CONNECT
+    rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
+    return RET_OK

@@ -1,0 +1,318 @@
+"""Execute one run: claim it, spawn the CLI, pump its lines through parser and
+publisher, honour cancel and timeouts, and always end with exactly one `finished`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+import structlog
+
+from shared.control import CancelRequest
+from shared.events import (
+    ErrorCode,
+    ErrorData,
+    Event,
+    EventType,
+    FinishedData,
+    RunStatus,
+    StartedData,
+)
+from shared.jobs import RunRequest
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.store import CLAIM_LUA, LogLimits
+from worker.command import UnknownProfileError, build_command
+from worker.control import ControlListener
+from worker.outcome import RunObservations, final_events
+from worker.parser import parse_line
+from worker.process import CliProcess, LineTooLong
+from worker.proctree import enable_subreaper
+from worker.publisher import OwnershipLost, Publisher
+
+log = structlog.get_logger(__name__)
+
+_CANCEL_FLAG_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What every run on this worker needs; built once at worker start."""
+
+    settings: Settings
+    redis: redis.Redis
+    keys: Keys
+    worker_name: str
+    host: str
+
+
+class _CancelState:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _error(code: ErrorCode, message: str, **detail: object) -> Event:
+    return Event(type=EventType.ERROR, data=ErrorData(code=code, message=message, detail=detail))
+
+
+def _fail_now(publisher: Publisher, code: ErrorCode, message: str, started: float) -> RunStatus:
+    finished = FinishedData(
+        status=RunStatus.FAILED, duration_s=round(time.monotonic() - started, 6), reason=message
+    )
+    publisher.publish(
+        _error(code, message),
+        Event(type=EventType.FINISHED, data=finished),
+        final_status=RunStatus.FAILED,
+    )
+    return RunStatus.FAILED
+
+
+def _claim(ctx: WorkerContext, session_id: str, run_id: str) -> Publisher | None:
+    """Move the run from queued to running for us; None if it is not ours to run."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        session_id=session_id, run_id=run_id, worker=ctx.worker_name
+    )
+    owner = secrets.token_hex(8)
+    claim = ctx.redis.register_script(CLAIM_LUA)(
+        keys=[ctx.keys.run(session_id, run_id), ctx.keys.pending(session_id), ctx.keys.running],
+        args=[
+            run_id,
+            session_id,
+            owner,
+            ctx.worker_name,
+            ctx.host,
+            time.time(),
+            ctx.settings.event_log_ttl_s,
+        ],
+    )
+    if claim != b"claimed":
+        log.info("run_skipped", state=_text(claim))
+        return None
+    return Publisher(
+        ctx.redis,
+        ctx.keys,
+        LogLimits.from_settings(ctx.settings),
+        session_id=session_id,
+        run_id=run_id,
+        owner=owner,
+        max_event_bytes=ctx.settings.max_event_bytes,
+    )
+
+
+def claim_and_fail(
+    ctx: WorkerContext,
+    *,
+    session_id: str,
+    run_id: str,
+    code: ErrorCode,
+    message: str,
+    started: float,
+) -> None:
+    """End a run that cannot start (e.g. an invalid payload) with error + finished."""
+    publisher = _claim(ctx, session_id, run_id)
+    if publisher is not None:
+        _fail_now(publisher, code, message, started)
+
+
+def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
+    """Run one request to its end. None when this delivery was not ours to run."""
+    started = time.monotonic()
+    publisher = _claim(ctx, request.job.session_id, request.run_id)
+    if publisher is None:
+        return None
+    try:
+        return _run_cli(request, ctx, publisher, started)
+    except OwnershipLost:
+        log.warning("run_taken_over")
+        return None
+
+
+def _run_cli(
+    request: RunRequest, ctx: WorkerContext, publisher: Publisher, started: float
+) -> RunStatus:
+    job, run_id, settings = request.job, request.run_id, ctx.settings
+    state_key = ctx.keys.session_state(job.session_id)
+    resume_id = ctx.redis.hget(state_key, "claude_session_id")
+    try:
+        command = build_command(
+            request,
+            settings,
+            worker_name=ctx.worker_name,
+            base_env=os.environ,
+            resume_claude_session_id=_text(resume_id),
+        )
+    except UnknownProfileError as exc:
+        return _fail_now(publisher, ErrorCode.UNKNOWN_PROFILE, str(exc), started)
+
+    enable_subreaper()
+    proc = CliProcess(
+        command,
+        run_id=run_id,
+        max_line_bytes=settings.max_line_bytes,
+        stderr_tail_bytes=settings.stderr_tail_bytes,
+    )
+    cancel = _CancelState()
+
+    def on_cancel(message: CancelRequest) -> None:
+        cancel.request(message.reason)
+        proc.kill_tree()
+        proc.wake()
+
+    listener = ControlListener(
+        ctx.redis,
+        ctx.keys.control(job.session_id, run_id),
+        run_id=run_id,
+        current_pid=lambda: proc.pid,
+        on_cancel=on_cancel,
+    )
+    listener.start()  # subscribed before spawn: a cancel sent from here on is heard
+    seen = RunObservations()
+    try:
+        try:
+            proc.spawn()
+        except OSError as exc:
+            message = (
+                f"cannot start the Claude CLI {settings.claude_bin!r}: {exc.strerror or exc}. "
+                "Install it or point CLAUDE_QUEUE_CLAUDE_BIN at it."
+            )
+            return _fail_now(publisher, ErrorCode.CLI_NOT_FOUND, message, started)
+        run_key = ctx.keys.run(job.session_id, run_id)
+        ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
+        publisher.publish(
+            Event(
+                type=EventType.STARTED,
+                data=StartedData(worker=ctx.worker_name, host=ctx.host, pid=proc.pid),
+            )
+        )
+        # A cancel that landed between dequeue and spawn left only the flag behind.
+        if ctx.redis.exists(ctx.keys.cancel_flag(job.session_id, run_id)):
+            on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
+        _pump(proc, publisher, seen, cancel, request, ctx)
+    finally:
+        listener.stop()
+        proc.kill_tree()
+        exit_code = proc.wait() if proc.pid else None
+        proc.close()
+    if cancel.is_set():
+        seen.cancel_reason = cancel.reason or "cancelled"
+    if seen.claude_session_id:
+        ctx.redis.hset(
+            state_key,
+            mapping={
+                "claude_session_id": seen.claude_session_id,
+                "cwd": job.cwd or "",
+                "last_run_id": run_id,
+                "updated_at": time.time(),
+            },
+        )
+        ctx.redis.expire(state_key, settings.event_log_ttl_s)
+    events, status = final_events(
+        seen,
+        exit_code=exit_code,
+        duration_s=time.monotonic() - started,
+        stderr_tail=proc.stderr_tail(),
+    )
+    publisher.publish(*events, final_status=status)
+    log.info("run_finished", status=status.value, exit_code=exit_code, events=publisher.published)
+    return status
+
+
+def _pump(
+    proc: CliProcess,
+    publisher: Publisher,
+    seen: RunObservations,
+    cancel: _CancelState,
+    request: RunRequest,
+    ctx: WorkerContext,
+) -> None:
+    """Read until the CLI's output ends, a cancel arrives or a time limit is hit."""
+    settings = ctx.settings
+    now = time.monotonic()
+    wall_deadline = now + (request.job.timeout_s or settings.default_timeout_s)
+    idle_deadline = now + settings.idle_timeout_s
+    result_deadline = math.inf
+    next_flag_check = now + _CANCEL_FLAG_POLL_S
+    flag_key = ctx.keys.cancel_flag(request.job.session_id, request.run_id)
+    while not cancel.is_set():
+        now = time.monotonic()
+        if now >= wall_deadline:
+            seen.timeout_reason = "the run exceeded its time limit (timeout_s)"
+            break
+        if now >= idle_deadline:
+            seen.timeout_reason = (
+                f"the CLI printed nothing for {settings.idle_timeout_s:g} s (idle_timeout_s)"
+            )
+            break
+        if now >= result_deadline:
+            # The CLI printed its final result but did not exit: a known CLI hang.
+            seen.killed_after_result = True
+            log.warning("cli_lingered_after_result", grace_s=settings.result_grace_s)
+            break
+        if now >= next_flag_check:
+            next_flag_check = now + _CANCEL_FLAG_POLL_S
+            if ctx.redis.exists(flag_key):
+                cancel.request("cancelled by request")
+                break
+        wait = min(wall_deadline, idle_deadline, result_deadline, next_flag_check) - now
+        chunk = proc.read(wait)
+        if chunk.lines:
+            idle_deadline = time.monotonic() + settings.idle_timeout_s
+        for line in chunk.lines:
+            for event in _events_of(line, settings.max_line_bytes):
+                seen.observe(event)
+                publisher.add(event)
+        if seen.results and result_deadline == math.inf:
+            result_deadline = time.monotonic() + settings.result_grace_s
+        publisher.flush()
+        if chunk.eof:
+            # stdout closed; give the CLI the result grace to exit by itself.
+            if not _await_exit(proc, settings.result_grace_s, cancel) and seen.results:
+                seen.killed_after_result = True
+            break
+    proc.kill_tree()
+
+
+def _await_exit(proc: CliProcess, grace_s: float, cancel: _CancelState) -> bool:
+    deadline = time.monotonic() + grace_s
+    while proc.poll() is None and not cancel.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        proc.read(min(remaining, 0.1))
+    return True
+
+
+def _events_of(line: bytes | LineTooLong, max_line_bytes: int) -> list[Event]:
+    if isinstance(line, LineTooLong):
+        return [
+            _error(
+                ErrorCode.LINE_TOO_LONG,
+                f"the CLI printed a {line.size}-byte line, over the {max_line_bytes}-byte "
+                "limit (CLAUDE_QUEUE_MAX_LINE_BYTES); it was dropped",
+                bytes=line.size,
+            )
+        ]
+    parsed = parse_line(line)
+    if parsed.skipped and parsed.skipped.startswith("unknown"):
+        log.info("cli_line_skipped", why=parsed.skipped)
+    return parsed.events
