@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,9 +76,11 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
     }
     env.update({f"CLAUDE_QUEUE_{k}": v for k, v in values.items()})
     if settings.extra_env:
-        import json
-
         env["CLAUDE_QUEUE_EXTRA_ENV"] = json.dumps(settings.extra_env)
+    env["CLAUDE_QUEUE_PROFILES"] = json.dumps(
+        {name: profile.model_dump(mode="json") for name, profile in settings.profiles.items()}
+    )
+    env["CLAUDE_QUEUE_DEFAULT_PROFILE"] = settings.default_profile
     env.update(extra or {})
     return env
 

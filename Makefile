@@ -1,0 +1,54 @@
+# claude-queue: the commands the README names. Everything installs itself.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLI_DIR := devtools/claude-cli
+CLAUDE := $(CLI_DIR)/node_modules/.bin/claude
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast test-e2e bench lint typecheck fixtures redis clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(CLAUDE): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
+	cd $(CLI_DIR) && npm ci --no-fund --no-audit --loglevel=error
+	touch $(CLAUDE)
+
+install: $(STAMP) $(CLAUDE)  ## Python deps in .venv, the pinned claude CLI in devtools/claude-cli
+
+redis:  ## make sure a Redis answers (starts a local one if not)
+	@bash .ci/ensure-redis
+
+demo: install redis  ## start a worker, submit a prompt, stream its events
+	$(BIN)/python -m devtools.demo
+
+test: install redis  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: install redis  ## skip slow and e2e tests
+	$(BIN)/pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
+
+test-e2e: install redis  ## only the real-CLI conformance tier
+	$(BIN)/pytest -q -m e2e $(PYTEST_ARGS)
+
+bench: install redis  ## benchmarks against same-run baselines; QUICK=1 for a smoke run
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict shared producer worker devtools bench tests
+
+fixtures: install  ## re-record real CLI output into tests/fixtures/cli
+	$(BIN)/python -m devtools.capture --out tests/fixtures/cli
+
+clean:
+	rm -rf $(VENV) $(CLI_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
