@@ -39,11 +39,14 @@ class _ContextMixin:
             structlog.contextvars.clear_contextvars()
 
     def execute_job(self, job: Any, queue: Any) -> None:
-        super().execute_job(job, queue)  # type: ignore[misc]
-        # If the work horse died mid-run, its CLI tree was reparented to us (subreaper).
-        leftovers = kill_run_tree(job.id, None)
-        if leftovers:
-            log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        finally:
+            # If the work horse died mid-run (job timeout, cold shutdown), the CLI's
+            # descendants were reparented to us (subreaper): end them here.
+            leftovers = kill_run_tree(job.id, None)
+            if leftovers:
+                log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
 
 
 class ForkingClaudeWorker(_ContextMixin, Worker):
