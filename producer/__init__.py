@@ -9,7 +9,8 @@ for envelope in handle.stream():
 
 from producer.aio import AsyncClient, AsyncRunHandle
 from producer.client import Client, RunHandle
-from producer.errors import ClaudeQueueError, InvalidJobError, StreamTimeout
+from producer.errors import ClaudeQueueError, InvalidJobError, SessionBusy, StreamTimeout
+from producer.sessions import SessionInfo
 
 __all__ = [
     "AsyncClient",
@@ -18,5 +19,7 @@ __all__ = [
     "Client",
     "InvalidJobError",
     "RunHandle",
+    "SessionBusy",
+    "SessionInfo",
     "StreamTimeout",
 ]

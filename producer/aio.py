@@ -16,9 +16,10 @@ from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, can
 from producer.client import Client, QueueStatus
 from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
 from producer.errors import StreamTimeout
+from producer.sessions import SessionInfo
 from shared.connection import async_redis, subscribe_confirmed_async
 from shared.events import Envelope, EventType, FinishedData
-from shared.jobs import PromptJob
+from shared.jobs import OnBusy, PromptJob
 from shared.settings import Settings
 from shared.store import CANCEL_LUA, keys_from
 
@@ -60,10 +61,21 @@ class AsyncClient:
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
-    async def submit(self, job: PromptJob | None = None, /, **fields: Any) -> AsyncRunHandle:
-        """Validate and enqueue; raises InvalidJobError before anything is queued."""
-        handle = await asyncio.to_thread(self._sync.submit, job, **fields)
+    async def submit(
+        self, job: PromptJob | None = None, /, *, on_busy: OnBusy = "enqueue", **fields: Any
+    ) -> AsyncRunHandle:
+        """See `Client.submit`; raises InvalidJobError before anything is queued."""
+        handle = await asyncio.to_thread(self._sync.submit, job, on_busy=on_busy, **fields)
         return AsyncRunHandle(self, handle.session_id, handle.run_id, handle.queued_seq)
+
+    async def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
+        return await asyncio.to_thread(self._sync.sessions, limit=limit)
+
+    async def session(self, session_id: str) -> SessionInfo | None:
+        return await asyncio.to_thread(self._sync.session, session_id)
+
+    async def delete_session(self, session_id: str, *, force: bool = False) -> int:
+        return await asyncio.to_thread(self._sync.delete_session, session_id, force=force)
 
     async def status(self) -> QueueStatus:
         return await asyncio.to_thread(self._sync.status)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any
+from typing import Any, cast
 
 import click
 from pydantic import ValidationError
 from rich.console import Console
 
 from producer.client import Client
-from producer.errors import InvalidJobError
+from producer.errors import InvalidJobError, SessionBusy
 from producer.render import Renderer
 from shared.events import Envelope, EventType, RunStatus
-from shared.jobs import describe_validation_error
+from shared.jobs import OnBusy, describe_validation_error
 from shared.settings import Settings
 
 EXIT_OK = 0
@@ -82,6 +82,21 @@ def main() -> None:
 @click.option("--partial", is_flag=True, help="Include partial message stream events.")
 @click.option("--max-turns", type=int, help="Limit agentic turns.")
 @click.option("--timeout", "timeout_s", type=float, help="Wall-clock limit of the run, seconds.")
+@click.option("--new-conversation", is_flag=True, help="Do not resume the session's conversation.")
+@click.option(
+    "--on-busy",
+    type=click.Choice(["enqueue", "reject", "interrupt"]),
+    default="enqueue",
+    show_default=True,
+    help="If the session has a run pending: wait behind it, refuse, or cancel it.",
+)
+@click.option(
+    "--resume-policy",
+    type=click.Choice(["fail", "start_fresh"]),
+    default="fail",
+    show_default=True,
+    help="If the conversation cannot be resumed: fail the run, or start fresh.",
+)
 @click.option("--follow", is_flag=True, help="Stream the run's events until it finishes.")
 @click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
 def submit(
@@ -94,6 +109,9 @@ def submit(
     partial: bool,
     max_turns: int | None,
     timeout_s: float | None,
+    new_conversation: bool,
+    on_busy: str,
+    resume_policy: str,
     follow: bool,
     as_json: bool,
 ) -> None:
@@ -122,10 +140,12 @@ def submit(
     fields.update({k: v for k, v in optional.items() if v is not None})
     if partial:
         fields["include_partial_messages"] = True
+    fields["new_conversation"] = new_conversation
+    fields["resume_policy"] = resume_policy
     client = _client()
     try:
-        handle = client.submit(**fields)
-    except InvalidJobError as exc:
+        handle = client.submit(on_busy=cast(OnBusy, on_busy), **fields)
+    except (InvalidJobError, SessionBusy) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     if not follow:
@@ -205,6 +225,56 @@ def status(as_json: bool) -> None:
     console.print(f"running runs: {len(info.running)}")
     for run_id, session_id in info.running.items():
         console.print(f"  {run_id}  session={session_id}")
+
+
+@main.command()
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
+def sessions(limit: int, as_json: bool) -> None:
+    """List sessions, most recently active first."""
+    infos = _client().sessions(limit=limit)
+    if as_json:
+        for info in infos:
+            click.echo(json.dumps(info.as_dict()))
+        return
+    console = Console(highlight=False)
+    if not infos:
+        console.print("no sessions")
+    for info in infos:
+        console.print(
+            f"{info.session_id}  [bold]{info.state}[/]  last run {info.last_run_id or '-'}  "
+            f"claude {info.claude_session_id or '-'}  {info.events} events  "
+            f"transcript {info.transcript_bytes} B"
+        )
+
+
+@main.group()
+def session() -> None:
+    """Show or delete one session."""
+
+
+@session.command("show")
+@click.argument("session_id")
+def session_show(session_id: str) -> None:
+    """Everything known about a session, as JSON."""
+    info = _client().session(session_id)
+    if info is None:
+        click.echo(f"error: no session {session_id!r}", err=True)
+        sys.exit(EXIT_RUN_FAILED)
+    click.echo(json.dumps(info.as_dict(), indent=2))
+
+
+@session.command("delete")
+@click.argument("session_id")
+@click.option("--force", is_flag=True, help="Cancel queued and running runs first.")
+def session_delete(session_id: str, force: bool) -> None:
+    """Delete a session's log, transcript and state."""
+    try:
+        removed = _client().delete_session(session_id, force=force)
+    except SessionBusy as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"deleted session {session_id} ({removed} keys)")
 
 
 @main.command()

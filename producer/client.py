@@ -14,11 +14,12 @@ from rq.serializers import JSONSerializer
 
 from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, cancel_script_call
 from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
-from producer.errors import StreamTimeout
+from producer.errors import SessionBusy, StreamTimeout
+from producer.sessions import SessionInfo, delete_session, list_sessions, session_info
 from producer.submission import prepare, validate_job
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, EventType, FinishedData
-from shared.jobs import JOB_FUNCTION, PromptJob
+from shared.jobs import JOB_FUNCTION, OnBusy, PromptJob
 from shared.settings import Settings
 from shared.store import CANCEL_LUA, SUBMIT_LUA, keys_from
 
@@ -72,27 +73,72 @@ class Client:
 
     # -- submit -------------------------------------------------------------
 
-    def submit(self, job: PromptJob | None = None, /, **fields: Any) -> RunHandle:
+    def submit(
+        self, job: PromptJob | None = None, /, *, on_busy: OnBusy = "enqueue", **fields: Any
+    ) -> RunHandle:
         """Validate and enqueue a prompt job; returns at once with a handle to the run.
 
         Raises InvalidJobError, naming each bad field, before anything is queued.
+        `on_busy` decides what happens when the session already has a run pending:
+        `enqueue` waits behind it, `reject` raises SessionBusy (nothing queued),
+        `interrupt` cancels it (process tree and all) and then runs this one.
         """
         validated = validate_job(self.settings, job, fields)
+        session_id = validated.session_id
+        if on_busy == "interrupt":
+            for pending_run in self._pending_runs(session_id):
+                self.cancel(session_id, run_id=pending_run, reason="interrupted by a newer prompt")
         submission = prepare(self.settings, self.keys, validated)
-        # One MULTI/EXEC: the job and its `queued` event appear together or not at all.
-        pipe = self.redis.pipeline()
-        self.queue.enqueue_call(
-            JOB_FUNCTION,
-            args=(submission.payload,),
-            job_id=submission.request.run_id,
-            timeout=submission.rq_timeout_s,
-            result_ttl=submission.result_ttl_s,
-            description=f"claude-queue run for session {validated.session_id}",
-            pipeline=pipe,
-        )
-        self._submit_script(keys=submission.script_keys, args=submission.script_args, client=pipe)
-        queued_seq = int(pipe.execute()[-1])
-        return RunHandle(self, validated.session_id, submission.request.run_id, queued_seq)
+        pending_key = self.keys.pending(session_id)
+        while True:
+            # One MULTI/EXEC: the job and its `queued` event appear together or not at all.
+            with self.redis.pipeline() as pipe:
+                try:
+                    if on_busy == "reject":
+                        pipe.watch(pending_key)  # type: ignore[no-untyped-call]
+                        if pipe.llen(pending_key):
+                            raise SessionBusy(f"session {session_id} has a run queued or running")
+                    self.queue.enqueue_call(
+                        JOB_FUNCTION,
+                        args=(submission.payload,),
+                        job_id=submission.request.run_id,
+                        timeout=submission.rq_timeout_s,
+                        result_ttl=submission.result_ttl_s,
+                        description=f"claude-queue run for session {session_id}",
+                        pipeline=pipe,
+                    )
+                    self._submit_script(
+                        keys=submission.script_keys, args=submission.script_args, client=pipe
+                    )
+                    queued_seq = int(pipe.execute()[-1])
+                    break
+                except redis.WatchError:
+                    continue  # the session changed while we looked: look again
+        return RunHandle(self, session_id, submission.request.run_id, queued_seq)
+
+    def _pending_runs(self, session_id: str) -> list[str]:
+        return [_text(r) for r in self.redis.lrange(self.keys.pending(session_id), 0, -1)]
+
+    # -- sessions -----------------------------------------------------------
+
+    def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
+        """Sessions by most recent activity, with state, last run and sizes."""
+        return list_sessions(self.redis, self.keys, self.settings, limit=limit)
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        """One session's state, or None if it does not exist (or expired)."""
+        return session_info(self.redis, self.keys, session_id)
+
+    def delete_session(self, session_id: str, *, force: bool = False) -> int:
+        """Delete a session's log, transcript and state; returns the number of keys removed.
+
+        Refuses (SessionBusy) while a run is queued or running, unless force=True,
+        which cancels those runs first.
+        """
+        if force:
+            for pending_run in self._pending_runs(session_id):
+                self.cancel(session_id, run_id=pending_run, wait=True, reason="session deleted")
+        return delete_session(self.redis, self.keys, session_id)
 
     # -- read ---------------------------------------------------------------
 

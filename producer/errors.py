@@ -16,5 +16,9 @@ class InvalidJobError(ClaudeQueueError, ValueError):
     """The job failed validation; the message names each bad field. Nothing was queued."""
 
 
+class SessionBusy(ClaudeQueueError):
+    """The session has a run queued or running, and the caller asked not to wait."""
+
+
 class StreamTimeout(ClaudeQueueError, TimeoutError):
     """A stream did not reach its stopping point within its time limit."""

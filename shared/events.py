@@ -58,6 +58,10 @@ class ErrorCode(StrEnum):
     INVALID_JOB = "invalid_job"
     UNKNOWN_PROFILE = "unknown_profile"
     TIMEOUT = "timeout"
+    RESUME_FAILED = "resume_failed"
+    TRANSCRIPT_MISSING = "transcript_missing"
+    CWD_NOT_FOUND = "cwd_not_found"
+    LOST = "lost"
     INTERNAL = "internal"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,6 +19,10 @@ MAX_PROMPT_CHARS = 1_000_000
 MAX_CONTEXT_BYTES = 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+ResumePolicy = Literal["fail", "start_fresh"]
+OnBusy = Literal["enqueue", "reject", "interrupt"]
 
 
 def _json_size(value: Any) -> int:
@@ -44,6 +48,12 @@ class PromptJob(BaseModel):
     max_turns: int | None = Field(default=None, ge=1, le=1000)
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    new_conversation: bool = Field(
+        default=False, description="Start a fresh conversation instead of resuming the session's."
+    )
+    resume_policy: ResumePolicy = Field(
+        default="fail", description="When the conversation cannot be resumed: fail or start_fresh."
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -38,9 +38,25 @@ class Keys:
         """Hash: per-session state carried between runs (claude session id, cwd, ...)."""
         return f"{self._session(session_id)}:state"
 
+    def lease(self, session_id: str) -> str:
+        """String: the fencing token of the run allowed to execute in the session now (PX ttl)."""
+        return f"{self._session(session_id)}:lease"
+
+    def fence(self, session_id: str) -> str:
+        """Counter: last fencing token handed out in the session."""
+        return f"{self._session(session_id)}:fence"
+
+    def transcript(self, session_id: str) -> str:
+        """Hash: the CLI's conversation transcript (compressed), so any host can resume."""
+        return f"{self._session(session_id)}:transcript"
+
     def run(self, session_id: str, run_id: str) -> str:
         """Hash: the record of one run (status, owner, pid, start time, ...)."""
         return f"{self._session(session_id)}:run:{run_id}"
+
+    def session_pattern(self, session_id: str) -> str:
+        """SCAN pattern matching every key of one session."""
+        return f"{self.prefix}:{{{session_id}}}:*"
 
     def cancel_flag(self, session_id: str, run_id: str) -> str:
         """String: set when a cancel was requested, so a late spawn still sees it."""

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
 
     event_log_maxlen: int = Field(default=100_000, ge=100, description="Events kept per session.")
     event_log_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=60, description="Session log lifetime after its last event."
+        default=7 * 24 * 3600, ge=1, description="Session lifetime after its last event."
     )
     max_line_bytes: int = Field(
         default=16 * MiB, ge=64 * 1024, description="Longest CLI output line accepted."
@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How long the CLI may linger after its final result."
     )
 
+    lease_ttl_s: float = Field(
+        default=15.0, gt=0, description="A run's session lease (heartbeat) lifetime."
+    )
+    lease_renew_s: float = Field(
+        default=5.0, gt=0, description="How often a running run renews its lease."
+    )
+    transcript_max_bytes: int = Field(
+        default=8 * MiB, ge=1024, description="Largest compressed transcript kept in Redis."
+    )
+
     profiles: dict[str, PermissionProfile] = Field(default_factory=default_profiles)
     default_profile: str = "readonly"
     system_prompt_template: str = DEFAULT_SYSTEM_PROMPT_TEMPLATE
@@ -102,6 +112,12 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _lease_renewed_in_time(self) -> Settings:
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("lease_renew_s must be at most half of lease_ttl_s")
+        return self
 
     @model_validator(mode="after")
     def _default_profile_exists(self) -> Settings:

@@ -48,30 +48,69 @@ return seq
 """
 )
 
-# KEYS: run, pending, running
-# ARGV: run_id, session_id, owner, worker, host, now, ttl
-# Returns 'claimed', or the state that stops this delivery from running.
+# KEYS: run, pending, running, lease, fence
+# ARGV: run_id, session_id, worker, host, now, ttl, lease_ttl_ms
+# One run at a time per session, in submit order: a run may start only when it is
+# the head of the session's pending list and nobody holds the session lease.
+# Returns {'claimed', token}, {'waiting', head}, or {state} when this delivery must
+# not run at all ('running' / 'finished': a duplicate or a run cancelled meanwhile).
 CLAIM_LUA = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' or status == 'finished' then return status end
+if status == 'running' or status == 'finished' then return {status} end
 if not status then
   -- a job placed in the queue without a producer: give it a record now
   redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  redis.call('HSET', KEYS[1], 'session_id', ARGV[2], 'submitted_at', ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'session_id', ARGV[2], 'submitted_at', ARGV[5])
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[3], 'worker', ARGV[4],
-  'host', ARGV[5], 'started_at', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
+local head = redis.call('LINDEX', KEYS[2], 0)
+if head ~= ARGV[1] then return {'waiting', head or ''} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'waiting', head} end
+local token = tostring(redis.call('INCR', KEYS[5]))
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', token, 'worker', ARGV[3],
+  'host', ARGV[4], 'started_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-return 'claimed'
+return {'claimed', token}
 """
 
-# KEYS: run, seq, log, sessions, pending, running
-# ARGV: channel, maxlen, ttl, now, session_id, run_id, owner, first_index, final_status, bodies...
+# KEYS: lease, run   ARGV: token, lease_ttl_ms
+# The heartbeat: extend the lease only while it is still ours. 0 = lost.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'status') ~= 'running' then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: run, pending, running, lease, seq, log, sessions
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, error_body, finished_body
+# A running run whose lease expired has no live owner: it is lost. Returns 1 if this
+# call declared it lost (and so wrote its terminal events), else 0.
+REAP_LUA = (
+    _APPEND_FN
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'lost', 'finished_at', ARGV[4])
+redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
+redis.call('LREM', KEYS[2], 0, ARGV[6])
+redis.call('HDEL', KEYS[3], ARGV[6])
+append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[7])
+append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[8])
+touch(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: run, seq, log, sessions, pending, running, lease
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, token, first_index, final_status, bodies...
 # Idempotent per run: bodies whose run-local index was already written are skipped,
-# so a retry after a lost reply never duplicates. Refused (-1) unless the caller
-# still owns the running run: a fenced-off or already-finished run gets nothing more.
+# so a retry after a lost reply never duplicates. Fenced: refused (-1) unless the
+# caller's token is both the run's owner and the session's current lease, so a worker
+# that lost its lease cannot publish into the session any more.
 PUBLISH_LUA = (
     _APPEND_FN
     + """
@@ -84,6 +123,7 @@ if st[1] ~= 'running' then
   if st[1] == 'finished' and last >= first + (#ARGV - 10) then return 0 end
   return -1
 end
+if redis.call('GET', KEYS[7]) ~= ARGV[7] then return -1 end
 local seq = 0
 for i = 10, #ARGV do
   local idx = first + (i - 10)
@@ -99,6 +139,7 @@ if ARGV[9] ~= '' then
   redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
   redis.call('LREM', KEYS[5], 0, ARGV[6])
   redis.call('HDEL', KEYS[6], ARGV[6])
+  redis.call('DEL', KEYS[7])
 end
 touch(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
 return seq

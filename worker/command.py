@@ -51,9 +51,15 @@ def build_command(
     worker_name: str,
     base_env: Mapping[str, str],
     resume_claude_session_id: str | None = None,
+    cwd: str | None = None,
 ) -> CliCommand:
-    """Argv, env and stdin for a run. Raises UnknownProfileError for an unknown profile."""
+    """Argv, env and stdin for a run. Raises UnknownProfileError for an unknown profile.
+
+    `cwd` overrides the job's (e.g. the session's previous cwd, so a resume finds its
+    transcript).
+    """
     job = request.job
+    cwd = cwd or job.cwd
     profile_name = job.profile or settings.default_profile
     profile = settings.profiles.get(profile_name)
     if profile is None:
@@ -67,7 +73,7 @@ def build_command(
             "session_id": job.session_id,
             "run_id": request.run_id,
             "worker": worker_name,
-            "cwd": job.cwd or "",
+            "cwd": cwd or "",
             "model": job.model or "",
             "profile": profile_name,
         },
@@ -97,4 +103,4 @@ def build_command(
     env = {k: v for k, v in base_env.items() if not k.startswith(_PRIVATE_ENV_PREFIX)}
     env.update(settings.extra_env)
     env[RUN_MARKER_ENV] = request.run_id
-    return CliCommand(argv=argv, env=env, stdin=build_stdin(job.prompt, job.context), cwd=job.cwd)
+    return CliCommand(argv=argv, env=env, stdin=build_stdin(job.prompt, job.context), cwd=cwd)

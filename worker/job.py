@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from shared.events import ErrorCode, RunStatus
 from shared.jobs import SESSION_ID_PATTERN, RunRequest, describe_validation_error
-from worker.runner import WorkerContext, claim_and_fail, execute_run
+from worker.context import WorkerContext
+from worker.runner import claim_and_fail, execute_run
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,7 @@ _RETRY_MAX_S = 2.0
 
 
 class OwnershipLost(RuntimeError):
-    """Redis refused our events: the run was finished or taken over by someone else."""
+    """Redis refused our events: the run was finished, or its lease passed to someone else."""
 
 
 class Publisher:
@@ -42,7 +42,7 @@ class Publisher:
         *,
         session_id: str,
         run_id: str,
-        owner: str,
+        token: str,
         max_event_bytes: int,
         retry_for_s: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -52,7 +52,7 @@ class Publisher:
         self._limits = limits
         self._session_id = session_id
         self._run_id = run_id
-        self._owner = owner
+        self._token = token
         self._max_event_bytes = max_event_bytes
         self._retry_for_s = retry_for_s
         self._clock = clock
@@ -63,6 +63,7 @@ class Publisher:
             keys.sessions,
             keys.pending(session_id),
             keys.running,
+            keys.lease(session_id),
         ]
         self._channel = keys.channel(session_id)
         self._pending: deque[tuple[int, str]] = deque()
@@ -117,7 +118,7 @@ class Publisher:
             self._clock(),
             self._session_id,
             self._run_id,
-            self._owner,
+            self._token,
             first_index,
             final_status,
             *(body for _, body in batch),

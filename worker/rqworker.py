@@ -14,9 +14,9 @@ from shared.connection import sync_redis
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.store import keys_from
+from worker.context import WorkerContext
 from worker.job import bound_context
 from worker.proctree import enable_subreaper, kill_run_tree
-from worker.runner import WorkerContext
 
 log = structlog.get_logger(__name__)
 

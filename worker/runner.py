@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 
-import redis
 import structlog
 
 from shared.control import CancelRequest
@@ -24,12 +21,13 @@ from shared.events import (
     RunStatus,
     StartedData,
 )
-from shared.jobs import RunRequest
-from shared.keys import Keys
-from shared.settings import Settings
-from shared.store import CLAIM_LUA, LogLimits
+from shared.jobs import PromptJob, RunRequest
+from worker import session
+from worker.claim import claim_run
 from worker.command import UnknownProfileError, build_command
+from worker.context import WorkerContext
 from worker.control import ControlListener
+from worker.lease import LeaseKeeper
 from worker.outcome import RunObservations, final_events
 from worker.parser import parse_line
 from worker.process import CliProcess, LineTooLong
@@ -39,17 +37,7 @@ from worker.publisher import OwnershipLost, Publisher
 log = structlog.get_logger(__name__)
 
 _CANCEL_FLAG_POLL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerContext:
-    """What every run on this worker needs; built once at worker start."""
-
-    settings: Settings
-    redis: redis.Redis
-    keys: Keys
-    worker_name: str
-    host: str
+_FINISHED_MARK = b'"type":"finished"'
 
 
 class _CancelState:
@@ -64,10 +52,6 @@ class _CancelState:
 
     def is_set(self) -> bool:
         return self._event.is_set()
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _error(code: ErrorCode, message: str, **detail: object) -> Event:
@@ -86,39 +70,6 @@ def _fail_now(publisher: Publisher, code: ErrorCode, message: str, started: floa
     return RunStatus.FAILED
 
 
-def _claim(ctx: WorkerContext, session_id: str, run_id: str) -> Publisher | None:
-    """Move the run from queued to running for us; None if it is not ours to run."""
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        session_id=session_id, run_id=run_id, worker=ctx.worker_name
-    )
-    owner = secrets.token_hex(8)
-    claim = ctx.redis.register_script(CLAIM_LUA)(
-        keys=[ctx.keys.run(session_id, run_id), ctx.keys.pending(session_id), ctx.keys.running],
-        args=[
-            run_id,
-            session_id,
-            owner,
-            ctx.worker_name,
-            ctx.host,
-            time.time(),
-            ctx.settings.event_log_ttl_s,
-        ],
-    )
-    if claim != b"claimed":
-        log.info("run_skipped", state=_text(claim))
-        return None
-    return Publisher(
-        ctx.redis,
-        ctx.keys,
-        LogLimits.from_settings(ctx.settings),
-        session_id=session_id,
-        run_id=run_id,
-        owner=owner,
-        max_event_bytes=ctx.settings.max_event_bytes,
-    )
-
-
 def claim_and_fail(
     ctx: WorkerContext,
     *,
@@ -129,37 +80,44 @@ def claim_and_fail(
     started: float,
 ) -> None:
     """End a run that cannot start (e.g. an invalid payload) with error + finished."""
-    publisher = _claim(ctx, session_id, run_id)
-    if publisher is not None:
-        _fail_now(publisher, code, message, started)
+    claimed = claim_run(ctx, session_id, run_id)
+    if claimed is not None:
+        _fail_now(claimed[0], code, message, started)
 
 
 def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
     """Run one request to its end. None when this delivery was not ours to run."""
     started = time.monotonic()
-    publisher = _claim(ctx, request.job.session_id, request.run_id)
-    if publisher is None:
+    claimed = claim_run(ctx, request.job.session_id, request.run_id)
+    if claimed is None:
         return None
+    publisher, token = claimed
     try:
-        return _run_cli(request, ctx, publisher, started)
+        return _run_cli(request, ctx, publisher, token, started)
     except OwnershipLost:
-        log.warning("run_taken_over")
+        log.warning("run_fenced_off", detail="the session lease passed on; events refused")
         return None
 
 
 def _run_cli(
-    request: RunRequest, ctx: WorkerContext, publisher: Publisher, started: float
+    request: RunRequest, ctx: WorkerContext, publisher: Publisher, token: str, started: float
 ) -> RunStatus:
     job, run_id, settings = request.job, request.run_id, ctx.settings
-    state_key = ctx.keys.session_state(job.session_id)
-    resume_id = ctx.redis.hget(state_key, "claude_session_id")
+    plan = session.plan_resume(ctx.redis, ctx.keys, job, _cli_env(ctx), os.getcwd())
+    if plan.failure is not None:
+        return _fail_now(publisher, *plan.failure, started)
+    if problem := session.cwd_problem(plan.cwd):
+        return _fail_now(publisher, ErrorCode.CWD_NOT_FOUND, problem, started)
+    if plan.notice is not None:
+        publisher.publish(_error(*plan.notice))
     try:
         command = build_command(
             request,
             settings,
             worker_name=ctx.worker_name,
             base_env=os.environ,
-            resume_claude_session_id=_text(resume_id),
+            resume_claude_session_id=plan.resume_id,
+            cwd=plan.cwd,
         )
     except UnknownProfileError as exc:
         return _fail_now(publisher, ErrorCode.UNKNOWN_PROFILE, str(exc), started)
@@ -185,6 +143,19 @@ def _run_cli(
         current_pid=lambda: proc.pid,
         on_cancel=on_cancel,
     )
+    run_key = ctx.keys.run(job.session_id, run_id)
+    lease = LeaseKeeper(
+        ctx.redis,
+        lease_key=ctx.keys.lease(job.session_id),
+        run_key=run_key,
+        token=token,
+        ttl_s=settings.lease_ttl_s,
+        renew_s=settings.lease_renew_s,
+        on_lost=lambda: on_cancel(
+            CancelRequest(session_id=job.session_id, run_id=run_id, reason="lease lost")
+        ),
+    )
+    lease.start()
     listener.start()  # subscribed before spawn: a cancel sent from here on is heard
     seen = RunObservations()
     try:
@@ -196,7 +167,6 @@ def _run_cli(
                 "Install it or point CLAUDE_QUEUE_CLAUDE_BIN at it."
             )
             return _fail_now(publisher, ErrorCode.CLI_NOT_FOUND, message, started)
-        run_key = ctx.keys.run(job.session_id, run_id)
         ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
         publisher.publish(
             Event(
@@ -210,31 +180,49 @@ def _run_cli(
         _pump(proc, publisher, seen, cancel, request, ctx)
     finally:
         listener.stop()
+        lease.stop()
         proc.kill_tree()
         exit_code = proc.wait() if proc.pid else None
         proc.close()
     if cancel.is_set():
         seen.cancel_reason = cancel.reason or "cancelled"
+    stderr_tail = proc.stderr_tail()
+    closing: list[Event] = []
+    if plan.resume_id and exit_code and session.RESUME_NOT_FOUND in stderr_tail:
+        closing.append(_resume_failed(job, plan.resume_id, ctx))
     if seen.claude_session_id:
-        ctx.redis.hset(
-            state_key,
-            mapping={
-                "claude_session_id": seen.claude_session_id,
-                "cwd": job.cwd or "",
-                "last_run_id": run_id,
-                "updated_at": time.time(),
-            },
+        session.remember(
+            ctx.redis,
+            ctx.keys,
+            settings,
+            job=job,
+            run_id=run_id,
+            cwd=plan.cwd,
+            claude_session_id=seen.claude_session_id,
+            env=command.env,
         )
-        ctx.redis.expire(state_key, settings.event_log_ttl_s)
     events, status = final_events(
         seen,
         exit_code=exit_code,
         duration_s=time.monotonic() - started,
-        stderr_tail=proc.stderr_tail(),
+        stderr_tail=stderr_tail,
     )
-    publisher.publish(*events, final_status=status)
+    publisher.publish(*closing, *events, final_status=status)
     log.info("run_finished", status=status.value, exit_code=exit_code, events=publisher.published)
     return status
+
+
+def _resume_failed(job: PromptJob, resume_id: str, ctx: WorkerContext) -> Event:
+    message = f"the CLI could not resume conversation {resume_id}: no transcript was found"
+    if job.resume_policy == "start_fresh":
+        session.forget_conversation(ctx.redis, ctx.keys, job.session_id)
+        message += "; the session's next run starts a fresh conversation (resume_policy)"
+    return _error(ErrorCode.RESUME_FAILED, message, claude_session_id=resume_id)
+
+
+def _cli_env(ctx: WorkerContext) -> dict[str, str]:
+    """The environment the CLI will see (HOME and CLAUDE_CONFIG_DIR locate transcripts)."""
+    return {**os.environ, **ctx.settings.extra_env}
 
 
 def _pump(

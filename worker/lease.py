@@ -1,0 +1,62 @@
+"""Keep a run's session lease alive (the run's heartbeat) from a background thread.
+
+The lease says which run may execute in a session now; its fencing token is
+checked by every publish. If renewal finds the lease gone or taken, the run has
+lost its session: `on_lost` is called once so the runner can stop the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+import structlog
+
+from shared.store import RENEW_LUA
+
+log = structlog.get_logger(__name__)
+
+
+class LeaseKeeper:
+    """Renews one lease every `renew_s` until stopped."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        lease_key: str,
+        run_key: str,
+        token: str,
+        ttl_s: float,
+        renew_s: float,
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._renew = client.register_script(RENEW_LUA)
+        self._keys = [lease_key, run_key]
+        self._args: list[str | int] = [token, int(ttl_s * 1000)]
+        self._renew_s = renew_s
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._renew_s + 1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._renew_s):
+            try:
+                still_ours = self._renew(keys=self._keys, args=self._args) == 1
+            except redis.RedisError as exc:
+                # Redis unreachable: keep trying; if it stays away past the TTL the
+                # lease is gone anyway and the next successful call reports it.
+                log.warning("lease_renew_failed", error=str(exc))
+                continue
+            if not still_ours:
+                log.error("lease_lost")
+                self._on_lost()
+                return

@@ -1,0 +1,102 @@
+"""Portable transcripts: carry the CLI's conversation file between worker hosts.
+
+The CLI keeps each conversation in `<config dir>/projects/<cwd slug>/<id>.jsonl`
+(config dir: $CLAUDE_CONFIG_DIR, else $HOME/.claude) and `--resume` only looks
+there. After a run the worker stores that one file, compressed and size-capped,
+in Redis under the session; before a resume on a host that lacks it (or has an
+older copy) the worker writes it back. Only the transcript file is carried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import cast
+
+import redis
+
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def config_dir(env: Mapping[str, str]) -> Path:
+    """Where the CLI keeps its state, for the environment it runs with."""
+    if env.get("CLAUDE_CONFIG_DIR"):
+        return Path(env["CLAUDE_CONFIG_DIR"])
+    return Path(env.get("HOME") or Path.home()) / ".claude"
+
+
+def transcript_path(env: Mapping[str, str], cwd: str, claude_session_id: str) -> Path:
+    """The file the CLI reads on `--resume=<claude_session_id>` when run in `cwd`."""
+    slug = _NON_ALNUM.sub("-", os.path.abspath(cwd))
+    return config_dir(env) / "projects" / slug / f"{claude_session_id}.jsonl"
+
+
+class Restore(StrEnum):
+    PRESENT = "present"  # the local copy is already the stored one
+    RESTORED = "restored"  # written from Redis
+    LOCAL_ONLY = "local_only"  # nothing stored, but the file is here
+    MISSING = "missing"  # neither here nor in Redis
+
+
+@dataclass(frozen=True, slots=True)
+class SavedTranscript:
+    stored: bool
+    size: int
+    compressed: int
+
+
+def save(
+    client: redis.Redis,
+    key: str,
+    path: Path,
+    *,
+    claude_session_id: str,
+    max_bytes: int,
+    ttl_s: int,
+) -> SavedTranscript:
+    """Store the transcript at `path` under `key`; not stored if it compresses past max_bytes."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return SavedTranscript(stored=False, size=0, compressed=0)
+    packed = zlib.compress(raw, 6)
+    if len(packed) > max_bytes:
+        client.hset(key, mapping={"too_large": 1, "claude_session_id": claude_session_id})
+        client.hdel(key, "data")
+        return SavedTranscript(stored=False, size=len(raw), compressed=len(packed))
+    client.hset(
+        key,
+        mapping={
+            "claude_session_id": claude_session_id,
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "size": len(raw),
+            "data": packed,
+            "too_large": 0,
+        },
+    )
+    client.expire(key, ttl_s)
+    return SavedTranscript(stored=True, size=len(raw), compressed=len(packed))
+
+
+def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str) -> Restore:
+    """Make sure `path` holds the stored transcript of `claude_session_id`."""
+    stored = cast(dict[bytes, bytes], client.hgetall(key))
+    data = stored.get(b"data")
+    if data is None or stored.get(b"claude_session_id", b"").decode() != claude_session_id:
+        return Restore.LOCAL_ONLY if path.exists() else Restore.MISSING
+    want = stored.get(b"sha256", b"").decode()
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == want:
+        return Restore.PRESENT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(zlib.decompress(data))
+        temp = Path(handle.name)
+    temp.replace(path)  # atomic: the CLI never sees half a transcript
+    return Restore.RESTORED
