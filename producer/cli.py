@@ -278,6 +278,16 @@ def session_delete(session_id: str, force: bool) -> None:
 
 
 @main.command()
+def reap() -> None:
+    """Declare runs lost whose worker died (for cron; every worker also does this)."""
+    from worker.reaper import reap_all
+
+    client = _client()
+    lost = reap_all(client.redis, client.keys, client.settings)
+    click.echo(f"{lost} run(s) declared lost")
+
+
+@main.command()
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--name", help="Worker name (default: host.pid).")
 @click.option(

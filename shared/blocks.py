@@ -66,9 +66,19 @@ class ImageBlock(_Block):
 
 
 class UnknownBlock(_Block):
-    """Any block we do not model (or that failed validation), kept as it came."""
+    """A block of a type we do not model, kept as it came."""
 
     type: str
+
+
+class MalformedBlock(_Block):
+    """A block of a known type that did not match its shape; the original is in `block`.
+
+    Kept under its own type so that clients validating the envelope still can.
+    """
+
+    type: Literal["malformed"] = "malformed"
+    block: Any
 
 
 KNOWN_BLOCK_TYPES = frozenset(
@@ -85,10 +95,12 @@ KNOWN_BLOCK_TYPES = frozenset(
 
 
 def _block_tag(value: Any) -> str:
+    if isinstance(value, UnknownBlock | MalformedBlock):
+        return "unknown" if isinstance(value, UnknownBlock) else "malformed"
     block_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if isinstance(value, UnknownBlock):
-        return "unknown"
-    return block_type if block_type in KNOWN_BLOCK_TYPES else "unknown"
+    if block_type == "malformed":
+        return "malformed"
+    return block_type if isinstance(block_type, str) and block_type in KNOWN_BLOCK_TYPES else "unknown"
 
 
 ContentBlock = Annotated[
@@ -99,6 +111,7 @@ ContentBlock = Annotated[
     | Annotated[ServerToolUseBlock, Tag("server_tool_use")]
     | Annotated[ToolResultBlock, Tag("tool_result")]
     | Annotated[ImageBlock, Tag("image")]
+    | Annotated[MalformedBlock, Tag("malformed")]
     | Annotated[UnknownBlock, Tag("unknown")],
     Discriminator(_block_tag),
 ]
@@ -107,11 +120,8 @@ _BLOCK_ADAPTER: TypeAdapter[ContentBlock] = TypeAdapter(ContentBlock)
 
 
 def parse_block(raw: Any) -> ContentBlock:
-    """Validate one raw block; anything malformed is kept verbatim as UnknownBlock."""
+    """Validate one raw block; unknown types are kept verbatim, malformed ones wrapped."""
     try:
         return _BLOCK_ADAPTER.validate_python(raw)
     except ValidationError:
-        if isinstance(raw, dict):
-            fields = {k: v for k, v in raw.items() if k != "type"}
-            return UnknownBlock(type=str(raw.get("type", "unknown")), **fields)
-        return UnknownBlock(type="unknown", value=raw)
+        return MalformedBlock(block=raw)

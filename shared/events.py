@@ -41,6 +41,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     TIMED_OUT = "timed_out"
     LOST = "lost"
+    BUFFER_OVERFLOW = "buffer_overflow"
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.FINISHED})
@@ -62,6 +63,7 @@ class ErrorCode(StrEnum):
     TRANSCRIPT_MISSING = "transcript_missing"
     CWD_NOT_FOUND = "cwd_not_found"
     LOST = "lost"
+    BUFFER_OVERFLOW = "buffer_overflow"
     INTERNAL = "internal"
 
 

@@ -64,6 +64,16 @@ class PromptJob(BaseModel):
             raise ValueError("prompt must not contain NUL characters")
         return value
 
+    @field_validator("prompt", "context", "metadata", "cwd", "model")
+    @classmethod
+    def _utf8_encodable(cls, value: Any) -> Any:
+        # Lone surrogates survive JSON decoding but cannot be sent to the CLI.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"must be valid Unicode text ({exc.reason})") from None
+        return value
+
     @field_validator("cwd")
     @classmethod
     def _cwd_absolute(cls, value: str | None) -> str | None:

@@ -72,6 +72,11 @@ class Keys:
         return f"{self.prefix}:sessions"
 
     @property
+    def reaper_lock(self) -> str:
+        """String: name of the worker elected to reap lost runs (short PX lock)."""
+        return f"{self.prefix}:reaper"
+
+    @property
     def running(self) -> str:
         """Hash: run id -> session id of every run a worker is executing now."""
         return f"{self.prefix}:running"

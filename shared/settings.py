@@ -6,9 +6,10 @@ the project reads the environment anywhere else.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,15 @@ class Settings(BaseSettings):
     lease_renew_s: float = Field(
         default=5.0, gt=0, description="How often a running run renews its lease."
     )
+    reaper_interval_s: float = Field(
+        default=5.0, gt=0, description="How often a worker looks for runs whose owner died."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="After a SIGTERM, how long a running run may finish."
+    )
+    publish_buffer_bytes: int = Field(
+        default=64 * MiB, ge=1024, description="Events held in memory while Redis is away."
+    )
     transcript_max_bytes: int = Field(
         default=8 * MiB, ge=1024, description="Largest compressed transcript kept in Redis."
     )
@@ -133,18 +143,29 @@ class Settings(BaseSettings):
         """The Redis URL with any password replaced, safe to log and print."""
         return redact_url(self.redis_url.get_secret_value())
 
+    @property
+    def scope(self) -> str:
+        """Identifies this deployment (Redis database + key prefix) on a host."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        where = f"{parts.hostname}:{parts.port}{parts.path}/{self.key_prefix}"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
+
     def hostname(self) -> str:
         """This host's name, as recorded on runs and workers."""
         return socket.gethostname()
 
 
 def redact_url(url: str) -> str:
-    """Hide the password part of a URL."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Hide the password part of a URL, even one with unescaped `/ ? #` in it.
+
+    Everything between `://` and the last `@` is taken as user info, so an
+    ambiguous URL is over-redacted rather than leaked.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:***@{hostpart}"

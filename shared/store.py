@@ -86,20 +86,27 @@ return 1
 """
 
 # KEYS: run, pending, running, lease, seq, log, sessions
-# ARGV: channel, maxlen, ttl, now, session_id, run_id, error_body, finished_body
-# A running run whose lease expired has no live owner: it is lost. Returns 1 if this
-# call declared it lost (and so wrote its terminal events), else 0.
-REAP_LUA = (
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, final_status, condition, bodies...
+# End a running run from outside its own runner, writing its closing events.
+# condition 'lease_gone': the reaper; the run is lost only if no lease is alive.
+# condition 'worker:<name>': that worker's main process, after its work horse died.
+# Returns 1 if this call finished the run, else 0.
+FORCE_FINISH_LUA = (
     _APPEND_FN
     + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'lost', 'finished_at', ARGV[4])
+local run = redis.call('HMGET', KEYS[1], 'status', 'worker', 'owner')
+if run[1] ~= 'running' then return 0 end
+if ARGV[8] == 'lease_gone' then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+elseif ARGV[8] ~= 'worker:' .. (run[2] or '') then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', ARGV[7], 'finished_at', ARGV[4])
 redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
 redis.call('LREM', KEYS[2], 0, ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[6])
-append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[7])
-append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[8])
+if redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
+for i = 9, #ARGV do append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[i]) end
 touch(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """

@@ -71,6 +71,11 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         "IDLE_TIMEOUT_S": str(settings.idle_timeout_s),
         "RESULT_GRACE_S": str(settings.result_grace_s),
         "MAX_LINE_BYTES": str(settings.max_line_bytes),
+        "LEASE_TTL_S": str(settings.lease_ttl_s),
+        "LEASE_RENEW_S": str(settings.lease_renew_s),
+        "REAPER_INTERVAL_S": str(settings.reaper_interval_s),
+        "SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "EVENT_LOG_TTL_S": str(settings.event_log_ttl_s),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
     }
@@ -95,6 +100,7 @@ def settings(redis_client: redis.Redis, redis_url: str) -> Settings:
         claude_bin=str(FAKE_CLI),
         idle_timeout_s=60.0,
         result_grace_s=1.0,
+        shutdown_grace_s=2.0,
         max_line_bytes=16 * 1024 * 1024,
         log_format="json",
     )

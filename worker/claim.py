@@ -100,4 +100,5 @@ def _publisher(ctx: WorkerContext, session_id: str, run_id: str, token: str) -> 
         run_id=run_id,
         token=token,
         max_event_bytes=ctx.settings.max_event_bytes,
+        max_buffer_bytes=ctx.settings.publish_buffer_bytes,
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from shared.jobs import RunRequest
 from shared.settings import Settings
-from worker.proctree import RUN_MARKER_ENV
+from worker.proctree import RUN_MARKER_ENV, SCOPE_MARKER_ENV
 
 # Worker settings (Redis password included) are none of the CLI's business.
 _PRIVATE_ENV_PREFIX = "CLAUDE_QUEUE_"
@@ -103,4 +103,5 @@ def build_command(
     env = {k: v for k, v in base_env.items() if not k.startswith(_PRIVATE_ENV_PREFIX)}
     env.update(settings.extra_env)
     env[RUN_MARKER_ENV] = request.run_id
+    env[SCOPE_MARKER_ENV] = settings.scope
     return CliCommand(argv=argv, env=env, stdin=build_stdin(job.prompt, job.context), cwd=cwd)

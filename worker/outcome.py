@@ -25,6 +25,8 @@ class RunObservations:
     results: list[ResultData] = field(default_factory=list)
     cancel_reason: str | None = None
     timeout_reason: str | None = None
+    # A failure of our own making (e.g. events could not be buffered): code and message.
+    failure: tuple[ErrorCode, str] | None = None
     killed_after_result: bool = False
 
     def observe(self, event: Event) -> None:
@@ -50,6 +52,9 @@ def final_events(
     if seen.cancel_reason is not None:
         status, reason = RunStatus.INTERRUPTED, seen.cancel_reason
         events.append(Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason)))
+    elif seen.failure is not None:
+        status, reason = RunStatus.FAILED, seen.failure[1]
+        events.append(_error(*seen.failure))
     elif seen.timeout_reason is not None:
         status, reason = RunStatus.TIMED_OUT, seen.timeout_reason
         events.append(_error(ErrorCode.TIMEOUT, reason))

@@ -98,7 +98,10 @@ def _message(line: dict[str, Any], role: str) -> Parsed:
             else ErrorCode.CLI_ERROR
         )
         text = _text_of(blocks) or str(top_level_error)
-        return Parsed([_error(code, text, error=top_level_error)])
+        detail = {"error": top_level_error}
+        if line.get("api_error_status") is not None:
+            detail["api_error_status"] = line.get("api_error_status")
+        return Parsed([_error(code, text, **detail)])
     data = MessageData(
         role="assistant" if role == "assistant" else "user",
         content=blocks,
@@ -130,8 +133,16 @@ def _result(line: dict[str, Any]) -> Parsed:
     )
     events = [_event(EventType.RESULT, data)]
     if is_error:
-        message = result_text or f"the CLI reported an error result ({subtype})"
-        events.append(_error(ErrorCode.RESULT_ERROR, message, subtype=subtype))
+        # e.g. a failed --resume: {"subtype": "error_during_execution", "errors": ["No ..."]}
+        errors = line.get("errors")
+        listed = (
+            "; ".join(e for e in errors if isinstance(e, str)) if isinstance(errors, list) else ""
+        )
+        message = result_text or listed or f"the CLI reported an error result ({subtype})"
+        detail: dict[str, Any] = {"subtype": subtype}
+        if line.get("api_error_status") is not None:
+            detail["api_error_status"] = line.get("api_error_status")
+        events.append(_error(ErrorCode.RESULT_ERROR, message, **detail))
     return Parsed(events)
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 RUN_MARKER_ENV = "CLAUDE_QUEUE_RUN_ID"
+SCOPE_MARKER_ENV = "CLAUDE_QUEUE_SCOPE"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _MAX_KILL_ROUNDS = 50
@@ -154,3 +155,25 @@ def kill_run_tree(run_id: str, root_pid: int | None, *, keep_root_zombie: bool =
         _reap_adopted(root_pid if keep_root_zombie else None)
     _reap_adopted(root_pid if keep_root_zombie else None)
     return len(signalled)
+
+
+def marked_runs(scope: str) -> set[str]:
+    """Run ids carried by live processes of this deployment (same scope marker)."""
+    run_prefix = f"{RUN_MARKER_ENV}=".encode()
+    scope_item = f"{SCOPE_MARKER_ENV}={scope}".encode()
+    found: set[str] = set()
+    for stat in _all_stats():
+        if stat.state in ("Z", "X"):
+            continue
+        try:
+            with open(f"/proc/{stat.pid}/environ", "rb") as handle:
+                items = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if scope_item in items:
+            found.update(
+                item[len(run_prefix) :].decode(errors="replace")
+                for item in items
+                if item.startswith(run_prefix)
+            )
+    return found

@@ -1,5 +1,9 @@
 """The only writer of a run's events: batches them into the session log and channel.
 
+If Redis goes away mid-run, events wait in a bounded in-memory buffer, in order,
+and are written when it is back; seq is assigned only when written, and a write
+retried after a lost reply is de-duplicated by its run-local index.
+
 Events are buffered as they are parsed and written by `flush()` in one Lua call
 per batch (seq assignment, XADD and PUBLISH together). The runner flushes after
 each read from the CLI, so a burst becomes a few large batches while a trickle
@@ -27,6 +31,10 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 
 
+class BufferOverflow(RuntimeError):
+    """Redis stayed away while more events piled up than the buffer may hold."""
+
+
 class OwnershipLost(RuntimeError):
     """Redis refused our events: the run was finished, or its lease passed to someone else."""
 
@@ -44,7 +52,8 @@ class Publisher:
         run_id: str,
         token: str,
         max_event_bytes: int,
-        retry_for_s: float = 30.0,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        retry_for_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -68,12 +77,26 @@ class Publisher:
         self._channel = keys.channel(session_id)
         self._pending: deque[tuple[int, str]] = deque()
         self._next_index = 1
+        self._buffered_bytes = 0
+        self._max_buffer_bytes = max_buffer_bytes
+        self._down_since: float | None = None
+        self._next_attempt = 0.0
+        self._retry_delay = _RETRY_FIRST_S
         self.published = 0
         self.last_seq = 0
 
     def add(self, event: Event) -> None:
         """Queue an event; it is written at the next flush."""
-        body = encode_body(self._session_id, self._run_id, self._clock(), event)
+        try:
+            body = encode_body(self._session_id, self._run_id, self._clock(), event)
+        except (ValueError, RecursionError) as exc:  # e.g. nesting past the serializer's depth
+            unencodable = ErrorData(
+                code=ErrorCode.CLI_ERROR,
+                message=f"a {event.type.value} event could not be encoded and was dropped: {exc}",
+                detail={"event_type": event.type.value},
+            )
+            replacement = Event(type=EventType.ERROR, data=unencodable)
+            body = encode_body(self._session_id, self._run_id, self._clock(), replacement)
         if len(body) > self._max_event_bytes:
             oversized = ErrorData(
                 code=ErrorCode.EVENT_TOO_LARGE,
@@ -85,27 +108,84 @@ class Publisher:
             replacement = Event(type=EventType.ERROR, data=oversized)
             body = encode_body(self._session_id, self._run_id, self._clock(), replacement)
         self._pending.append((self._next_index, body))
+        self._buffered_bytes += len(body)
         self._next_index += 1
 
     def publish(self, *events: Event, final_status: RunStatus | None = None) -> None:
-        """Add events and flush them now."""
+        """Add events and write them now, waiting out a Redis outage if need be."""
         for event in events:
             self.add(event)
-        self.flush(final_status=final_status)
+        self.flush(final_status=final_status, wait=True)
 
-    def flush(self, *, final_status: RunStatus | None = None) -> None:
-        """Write everything buffered; with final_status, also close the run atomically."""
-        while self._pending or final_status is not None:
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffered_bytes
+
+    def flush(self, *, final_status: RunStatus | None = None, wait: bool = False) -> None:
+        """Write everything buffered; with final_status, also close the run atomically.
+
+        While Redis is unreachable a plain flush keeps the events (in order, seq not
+        yet assigned) and returns, so the CLI keeps being read; it retries with
+        backoff on later flushes. `wait=True` (and any final flush) blocks until
+        written or `retry_for_s` passes. Raises BufferOverflow past the buffer limit.
+        """
+        wait = wait or final_status is not None
+        if not wait and time.monotonic() < self._next_attempt:
+            self._check_buffer()
+            return
+        deadline = time.monotonic() + self._retry_for_s
+        while True:
+            try:
+                self._drain(final_status)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._note_outage(exc)
+                if not wait:
+                    self._check_buffer()
+                    return
+                if time.monotonic() + self._retry_delay > deadline:
+                    raise
+                time.sleep(self._retry_delay)
+                continue
+            if self._down_since is not None:
+                log.info("redis_back", outage_s=round(time.monotonic() - self._down_since, 3))
+            self._down_since = None
+            self._retry_delay = _RETRY_FIRST_S
+            self._next_attempt = 0.0
+            return
+
+    def _note_outage(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("redis_unreachable_buffering", error=str(exc))
+        else:
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        self._next_attempt = now + self._retry_delay
+
+    def _check_buffer(self) -> None:
+        if self._buffered_bytes > self._max_buffer_bytes:
+            raise BufferOverflow(
+                f"{self._buffered_bytes} bytes of events waited for Redis, over the "
+                f"{self._max_buffer_bytes}-byte limit (CLAUDE_QUEUE_PUBLISH_BUFFER_BYTES)"
+            )
+
+    def _drain(self, final_status: RunStatus | None) -> None:
+        while True:
             batch: list[tuple[int, str]] = []
             size = 0
-            while self._pending and len(batch) < _MAX_BATCH_EVENTS and size < _MAX_BATCH_BYTES:
-                index, body = self._pending[0]
+            for index, body in self._pending:
+                if len(batch) >= _MAX_BATCH_EVENTS or size >= _MAX_BATCH_BYTES:
+                    break
                 batch.append((index, body))
                 size += len(body)
-                self._pending.popleft()
-            last_batch = not self._pending
+            last_batch = len(batch) == len(self._pending)
             status = final_status.value if (final_status is not None and last_batch) else ""
-            self._write(batch, status)
+            if batch or status:
+                self._write(batch, status)
+            # Only now, with the batch safely written, drop it from the buffer.
+            for _ in batch:
+                self._pending.popleft()
+            self._buffered_bytes -= size
             if last_batch:
                 return
 
@@ -123,18 +203,7 @@ class Publisher:
             final_status,
             *(body for _, body in batch),
         ]
-        deadline = time.monotonic() + self._retry_for_s
-        delay = _RETRY_FIRST_S
-        while True:
-            try:
-                seq = int(self._script(keys=self._keys, args=args))
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("publish_retry", error=str(exc), retry_in_s=delay)
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+        seq = int(self._script(keys=self._keys, args=args))
         if seq < 0:
             raise OwnershipLost(f"run {self._run_id} is no longer ours to publish to")
         self.published += len(batch)

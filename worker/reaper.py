@@ -1,4 +1,13 @@
-"""Declare runs lost when their owner stopped renewing the session lease."""
+"""End runs whose owner is gone, and clean up after them.
+
+- `reap_all`: a run whose session lease expired has no live owner: it is declared
+  `lost` (error + finished{lost}); its RQ job is moved from the started registry
+  to the failed one, so `rq info` shows no ghost.
+- `finish_for_worker`: a worker's main process ends the run of a work horse that
+  died under it (cold shutdown, crash) with `interrupted`.
+- `kill_orphans`: at worker start, kill processes of runs that are no longer
+  running (left behind by a worker that died on this host).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,11 @@ from typing import cast
 
 import redis
 import structlog
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from shared.events import (
     ErrorCode,
@@ -14,12 +28,14 @@ from shared.events import (
     Event,
     EventType,
     FinishedData,
+    InterruptedData,
     RunStatus,
     encode_body,
 )
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.store import REAP_LUA
+from shared.store import FORCE_FINISH_LUA
+from worker.proctree import kill_run_tree, marked_runs
 
 log = structlog.get_logger(__name__)
 
@@ -29,22 +45,27 @@ LOST_MESSAGE = (
 )
 
 
-def reap_if_lost(
-    client: redis.Redis, keys: Keys, settings: Settings, session_id: str, run_id: str
+def _force_finish(
+    client: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    *,
+    session_id: str,
+    run_id: str,
+    status: RunStatus,
+    condition: str,
+    closing: Event,
+    reason: str,
 ) -> bool:
-    """Write error + finished{lost} for the run if it is running with no live lease."""
     run_key = keys.run(session_id, run_id)
     started_at = cast(bytes | None, client.hget(run_key, "started_at"))
     now = time.time()
     duration = max(0.0, now - float(started_at)) if started_at else 0.0
-    error = Event(type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message=LOST_MESSAGE))
     finished = Event(
         type=EventType.FINISHED,
-        data=FinishedData(
-            status=RunStatus.LOST, duration_s=round(duration, 6), reason=LOST_MESSAGE
-        ),
+        data=FinishedData(status=status, duration_s=round(duration, 6), reason=reason),
     )
-    reaped = client.register_script(REAP_LUA)(
+    done = client.register_script(FORCE_FINISH_LUA)(
         keys=[
             run_key,
             keys.pending(session_id),
@@ -61,14 +82,57 @@ def reap_if_lost(
             now,
             session_id,
             run_id,
-            encode_body(session_id, run_id, now, error),
+            status.value,
+            condition,
+            encode_body(session_id, run_id, now, closing),
             encode_body(session_id, run_id, now, finished),
         ],
     )
-    if reaped == 1:
+    return bool(done == 1)
+
+
+def reap_if_lost(
+    client: redis.Redis, keys: Keys, settings: Settings, session_id: str, run_id: str
+) -> bool:
+    """Declare the run lost if it is running with no live lease; True if we did."""
+    lost = _force_finish(
+        client,
+        keys,
+        settings,
+        session_id=session_id,
+        run_id=run_id,
+        status=RunStatus.LOST,
+        condition="lease_gone",
+        closing=Event(
+            type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message=LOST_MESSAGE)
+        ),
+        reason=LOST_MESSAGE,
+    )
+    if lost:
         log.warning("run_lost", session_id=session_id, run_id=run_id)
-        return True
-    return False
+        fail_rq_job(client, settings, run_id, LOST_MESSAGE)
+    return lost
+
+
+def finish_for_worker(
+    client: redis.Redis, keys: Keys, settings: Settings, *, worker_name: str, run_id: str
+) -> bool:
+    """End our own run after its work horse died; True if it was still open."""
+    session_id = cast(bytes | None, client.hget(keys.running, run_id))
+    if session_id is None:
+        return False
+    reason = "the worker stopped while the run was in progress"
+    return _force_finish(
+        client,
+        keys,
+        settings,
+        session_id=session_id.decode(),
+        run_id=run_id,
+        status=RunStatus.INTERRUPTED,
+        condition=f"worker:{worker_name}",
+        closing=Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason)),
+        reason=reason,
+    )
 
 
 def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
@@ -78,3 +142,29 @@ def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
         reap_if_lost(client, keys, settings, session_id.decode(), run_id.decode())
         for run_id, session_id in running.items()
     )
+
+
+def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: str) -> None:
+    """Move a started RQ job whose worker vanished to the failed registry."""
+    try:
+        job = Job.fetch(run_id, connection=client, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return
+    registry = StartedJobRegistry(settings.queue_name, connection=client)
+    with client.pipeline() as pipe:
+        registry.remove_executions(job, pipeline=pipe)
+        record_job_failure(job, f"claude-queue: {message}", pipe)
+        pipe.execute()
+
+
+def kill_orphans(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+    """Kill this host's leftover processes of runs that are not running any more."""
+    killed = 0
+    running = {k.decode() for k in cast(dict[bytes, bytes], client.hgetall(keys.running))}
+    for run_id in marked_runs(settings.scope) - running:
+        killed += kill_run_tree(run_id, None)
+    if killed:
+        log.warning("orphans_killed", processes=killed)
+    return killed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from typing import Any, Literal
 
 import structlog
@@ -11,12 +12,15 @@ from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 from shared.connection import sync_redis
+from shared.control import CancelRequest
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.store import keys_from
-from worker.context import WorkerContext
+from worker.context import WorkerContext, text
 from worker.job import bound_context
+from worker.maintenance import Maintenance
 from worker.proctree import enable_subreaper, kill_run_tree
+from worker.reaper import finish_for_worker, kill_orphans
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +31,10 @@ RET_CONNECT = 2
 
 
 class _ContextMixin:
-    """Binds the worker context around every job and sweeps each run's leftovers."""
+    """Binds the worker context around every job, and cleans up after work horses."""
 
     context: WorkerContext
+    name: str
 
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
         try:
@@ -42,11 +47,43 @@ class _ContextMixin:
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
-            # If the work horse died mid-run (job timeout, cold shutdown), the CLI's
-            # descendants were reparented to us (subreaper): end them here.
+            # If the work horse died mid-run (job timeout, cold shutdown, crash), the
+            # CLI's descendants were reparented to us (subreaper): end them, then
+            # give the run the terminal event its horse could not write.
             leftovers = kill_run_tree(job.id, None)
             if leftovers:
                 log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
+            ctx = self.context
+            if finish_for_worker(
+                ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=job.id
+            ):
+                log.warning("run_interrupted_by_worker_stop", run_id=job.id)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """First SIGTERM: stop taking jobs; the current run gets shutdown_grace_s to end."""
+        super().request_stop(signum, frame)  # type: ignore[misc]
+        current = self.get_current_job_id()  # type: ignore[attr-defined]
+        if current:
+            grace = self.context.settings.shutdown_grace_s
+            log.info("warm_shutdown", run_id=current, grace_s=grace)
+            timer = threading.Timer(grace, self._cancel_for_shutdown, args=(current,))
+            timer.daemon = True
+            timer.start()
+
+    def _cancel_for_shutdown(self, run_id: str) -> None:
+        ctx = self.context
+        session_id = text(ctx.redis.hget(ctx.keys.running, run_id))
+        if session_id is None:
+            return
+        log.warning("shutdown_grace_over", run_id=run_id)
+        request_cancel(ctx, session_id, run_id, "the worker is shutting down")
+
+
+def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str) -> None:
+    """Ask the owner of a run (here: ourselves) to cancel it, flag first."""
+    message = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
+    ctx.redis.set(ctx.keys.cancel_flag(session_id, run_id), reason, ex=ctx.settings.event_log_ttl_s)
+    ctx.redis.publish(ctx.keys.control(session_id, run_id), message.model_dump_json())
 
 
 class ForkingClaudeWorker(_ContextMixin, Worker):
@@ -103,5 +140,12 @@ def run_worker(
     except Exception as exc:
         log.error("redis_unreachable", redis=settings.redis_url_redacted, error=str(exc))
         return RET_CONNECT
-    rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
+    ctx = rq_worker.context
+    kill_orphans(ctx.redis, ctx.keys, settings)
+    maintenance = Maintenance(ctx)
+    maintenance.start()
+    try:
+        rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
+    finally:
+        maintenance.stop()
     return RET_OK

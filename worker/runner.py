@@ -4,11 +4,14 @@ publisher, honour cancel and timeouts, and always end with exactly one `finished
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 
+import redis
 import structlog
 
 from shared.control import CancelRequest
@@ -22,6 +25,7 @@ from shared.events import (
     StartedData,
 )
 from shared.jobs import PromptJob, RunRequest
+from shared.settings import Settings
 from worker import session
 from worker.claim import claim_run
 from worker.command import UnknownProfileError, build_command
@@ -32,7 +36,7 @@ from worker.outcome import RunObservations, final_events
 from worker.parser import parse_line
 from worker.process import CliProcess, LineTooLong
 from worker.proctree import enable_subreaper
-from worker.publisher import OwnershipLost, Publisher
+from worker.publisher import BufferOverflow, OwnershipLost, Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +101,13 @@ def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
     except OwnershipLost:
         log.warning("run_fenced_off", detail="the session lease passed on; events refused")
         return None
+    except Exception as exc:
+        # A bug of ours must still end the run: error + finished, then re-raise for RQ.
+        log.exception("run_crashed")
+        # If even that fails, the reaper ends the run once its lease expires.
+        with contextlib.suppress(OwnershipLost, redis.RedisError):
+            _fail_now(publisher, ErrorCode.INTERNAL, f"the worker failed: {exc!r}", started)
+        raise
 
 
 def _run_cli(
@@ -175,7 +186,7 @@ def _run_cli(
             )
         )
         # A cancel that landed between dequeue and spawn left only the flag behind.
-        if ctx.redis.exists(ctx.keys.cancel_flag(job.session_id, run_id)):
+        if _flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
         _pump(proc, publisher, seen, cancel, request, ctx)
     finally:
@@ -225,6 +236,36 @@ def _cli_env(ctx: WorkerContext) -> dict[str, str]:
     return {**os.environ, **ctx.settings.extra_env}
 
 
+@dataclass(slots=True)
+class _Deadlines:
+    """The monotonic times at which the pump must act."""
+
+    wall: float
+    idle: float
+    flag_check: float
+    result: float = math.inf
+
+    def next(self) -> float:
+        return min(self.wall, self.idle, self.result, self.flag_check)
+
+
+def _time_is_up(now: float, due: _Deadlines, seen: RunObservations, settings: Settings) -> bool:
+    """Record why the run must stop now, if a limit has passed."""
+    if now >= due.wall:
+        seen.timeout_reason = "the run exceeded its time limit (timeout_s)"
+    elif now >= due.idle:
+        seen.timeout_reason = (
+            f"the CLI printed nothing for {settings.idle_timeout_s:g} s (idle_timeout_s)"
+        )
+    elif now >= due.result:
+        # The CLI printed its final result but did not exit: a known CLI hang.
+        seen.killed_after_result = True
+        log.warning("cli_lingered_after_result", grace_s=settings.result_grace_s)
+    else:
+        return False
+    return True
+
+
 def _pump(
     proc: CliProcess,
     publisher: Publisher,
@@ -236,48 +277,49 @@ def _pump(
     """Read until the CLI's output ends, a cancel arrives or a time limit is hit."""
     settings = ctx.settings
     now = time.monotonic()
-    wall_deadline = now + (request.job.timeout_s or settings.default_timeout_s)
-    idle_deadline = now + settings.idle_timeout_s
-    result_deadline = math.inf
-    next_flag_check = now + _CANCEL_FLAG_POLL_S
+    due = _Deadlines(
+        wall=now + (request.job.timeout_s or settings.default_timeout_s),
+        idle=now + settings.idle_timeout_s,
+        flag_check=now + _CANCEL_FLAG_POLL_S,
+    )
     flag_key = ctx.keys.cancel_flag(request.job.session_id, request.run_id)
     while not cancel.is_set():
         now = time.monotonic()
-        if now >= wall_deadline:
-            seen.timeout_reason = "the run exceeded its time limit (timeout_s)"
+        if _time_is_up(now, due, seen, settings):
             break
-        if now >= idle_deadline:
-            seen.timeout_reason = (
-                f"the CLI printed nothing for {settings.idle_timeout_s:g} s (idle_timeout_s)"
-            )
-            break
-        if now >= result_deadline:
-            # The CLI printed its final result but did not exit: a known CLI hang.
-            seen.killed_after_result = True
-            log.warning("cli_lingered_after_result", grace_s=settings.result_grace_s)
-            break
-        if now >= next_flag_check:
-            next_flag_check = now + _CANCEL_FLAG_POLL_S
-            if ctx.redis.exists(flag_key):
+        if now >= due.flag_check:
+            due.flag_check = now + _CANCEL_FLAG_POLL_S
+            if _flag_set(ctx.redis, flag_key):
                 cancel.request("cancelled by request")
                 break
-        wait = min(wall_deadline, idle_deadline, result_deadline, next_flag_check) - now
-        chunk = proc.read(wait)
+        chunk = proc.read(due.next() - now)
         if chunk.lines:
-            idle_deadline = time.monotonic() + settings.idle_timeout_s
+            due.idle = time.monotonic() + settings.idle_timeout_s
         for line in chunk.lines:
             for event in _events_of(line, settings.max_line_bytes):
                 seen.observe(event)
                 publisher.add(event)
-        if seen.results and result_deadline == math.inf:
-            result_deadline = time.monotonic() + settings.result_grace_s
-        publisher.flush()
+        if seen.results and due.result == math.inf:
+            due.result = time.monotonic() + settings.result_grace_s
+        try:
+            publisher.flush()
+        except BufferOverflow as exc:
+            seen.failure = (ErrorCode.BUFFER_OVERFLOW, f"Redis was unreachable for too long: {exc}")
+            break
         if chunk.eof:
             # stdout closed; give the CLI the result grace to exit by itself.
             if not _await_exit(proc, settings.result_grace_s, cancel) and seen.results:
                 seen.killed_after_result = True
             break
     proc.kill_tree()
+
+
+def _flag_set(client: redis.Redis, key: str) -> bool:
+    """Is the cancel flag set? An unreachable Redis reads as no: the CLI keeps running."""
+    try:
+        return bool(client.exists(key))
+    except redis.RedisError:
+        return False
 
 
 def _await_exit(proc: CliProcess, grace_s: float, cancel: _CancelState) -> bool:

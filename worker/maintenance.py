@@ -1,0 +1,64 @@
+"""Background duties of every worker process, beside RQ's own loop.
+
+Every `reaper_interval_s`:
+- locally, kill leftovers of runs that are no longer running (this host only);
+- if elected (a short Redis lock, so only one worker does it at a time),
+  declare runs lost whose owner stopped renewing its lease.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+import structlog
+
+from shared.connection import sync_redis
+from worker.context import WorkerContext
+from worker.reaper import kill_orphans, reap_all
+
+log = structlog.get_logger(__name__)
+
+# Take the reaper lock, or keep it if it is already ours.
+_ELECT_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Maintenance:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._client = sync_redis(ctx.settings)
+        self._elect = self._client.register_script(_ELECT_LUA)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._ctx.settings.reaper_interval_s + 1)
+        self._client.close()
+
+    def run_once(self) -> int:
+        """One round; returns how many runs were declared lost."""
+        ctx = self._ctx
+        kill_orphans(self._client, ctx.keys, ctx.settings)
+        lock_ms = int(ctx.settings.reaper_interval_s * 2000)
+        elected = self._elect(keys=[ctx.keys.reaper_lock], args=[ctx.worker_name, lock_ms])
+        if elected != 1:
+            return 0
+        return reap_all(self._client, ctx.keys, ctx.settings)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._ctx.settings.reaper_interval_s):
+            try:
+                self.run_once()
+            except redis.RedisError as exc:
+                log.warning("maintenance_failed", error=str(exc))
