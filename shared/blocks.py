@@ -100,7 +100,8 @@ def _block_tag(value: Any) -> str:
     block_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if block_type == "malformed":
         return "malformed"
-    return block_type if isinstance(block_type, str) and block_type in KNOWN_BLOCK_TYPES else "unknown"
+    known = isinstance(block_type, str) and block_type in KNOWN_BLOCK_TYPES
+    return str(block_type) if known else "unknown"
 
 
 ContentBlock = Annotated[

@@ -19,7 +19,7 @@ from shared.store import keys_from
 from worker.context import WorkerContext, text
 from worker.job import bound_context
 from worker.maintenance import Maintenance
-from worker.proctree import enable_subreaper, kill_run_tree
+from worker.proctree import die_with_parent, enable_subreaper, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,9 @@ class _ContextMixin:
     name: str
 
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        if getattr(self, "_is_horse", False):
+            # A work horse must not outlive its worker (its CLI dies with it in turn).
+            die_with_parent()
         try:
             with bound_context(self.context):
                 return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]

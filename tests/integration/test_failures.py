@@ -147,14 +147,10 @@ def test_profile_unknown_to_the_worker_fails_the_run(
 ) -> None:
     only_readonly = {"readonly": settings.profiles["readonly"]}
     start_worker(settings_override=settings.model_copy(update={"profiles": only_readonly}))
-    events = _run_with(client, profile="bash")
+    handle = client.submit(session_id="prof", prompt="hi", profile="bash")
+    events = list(handle.stream(timeout_s=60))
     assert events[-1].data["status"] == "failed"
     assert any(e["code"] == "unknown_profile" for e in _errors(events))
-
-
-def _run_with(client: Client, **fields: str) -> list[Envelope]:
-    handle = client.submit(session_id="prof", prompt="hi", **fields)
-    return list(handle.stream(timeout_s=60))
 
 
 def test_malformed_payload_in_the_queue_fails_cleanly_and_the_worker_goes_on(

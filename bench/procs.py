@@ -1,0 +1,140 @@
+"""Processes: starting and stopping them, running the CLI directly, reading /proc.
+
+Linux only, like claude-queue itself. Nothing here imports the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
+REAL_CLI = REPO / "devtools" / "claude-cli" / "node_modules" / ".bin" / "claude"
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# The documented invocation the worker uses for a job with the default `readonly`
+# profile (README: "claude -p --output-format stream-json --verbose ..."). The
+# direct baselines run the CLI exactly like this, with the prompt on stdin.
+SYSTEM_PROMPT = (
+    "You are running unattended on a claude-queue worker (bench) for session bench, "
+    "run bench. Nobody can answer questions mid-run, so finish the task or explain clearly "
+    "what blocked you."
+)
+
+
+def cli_argv(claude_bin: str | Path) -> list[str]:
+    return [
+        str(claude_bin),
+        "-p",
+        "--output-format=stream-json",
+        "--verbose",
+        "--permission-mode=default",
+        f"--append-system-prompt={SYSTEM_PROMPT}",
+        "--allowed-tools=Read,Glob,Grep",
+    ]
+
+
+def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment minus CLAUDE_QUEUE_*, the venv first on PATH, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_QUEUE_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def _term_with_parent() -> None:
+    """Between fork and exec: SIGTERM this child if the bench dies without cleaning up."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A long-lived helper process (worker, pool) in its own session, output to a file.
+
+    Its own session keeps a terminal Ctrl-C away from it: the bench stops it itself.
+    """
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_term_with_parent,  # noqa: PLW1509 - prctl only
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM twice (RQ: warm, then cold shutdown), then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time of a process (clock ticks since boot); None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def alive(pid: int, ticks: int | None) -> bool:
+    """True while this very process (pid + start time) exists and is not a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0] not in ("Z", "X") and (ticks is None or int(fields[19]) == ticks)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) in MiB; 0 if the process is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reaped_children_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's reaped descendants (cutime + cstime), 0 if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
+    except OSError:
+        return 0.0
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def kill_if_alive(pid: int, ticks: int | None) -> None:
+    if alive(pid, ticks):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

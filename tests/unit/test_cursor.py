@@ -1,0 +1,99 @@
+"""Unit tests for producer.cursor.SeqCursor: duplicate / gap / deliver and when to stop."""
+
+from __future__ import annotations
+
+import pytest
+
+from producer.cursor import SeqCursor, Verdict, log_end, log_start
+from shared.events import Envelope, EventType
+
+RUN_A = "a" * 32
+RUN_B = "b" * 32
+
+
+def env(seq: int, event_type: EventType = EventType.TEXT, run_id: str = RUN_A) -> Envelope:
+    data = {"status": "succeeded", "duration_s": 1.0} if event_type is EventType.FINISHED else {}
+    return Envelope(seq=seq, session_id="s1", run_id=run_id, ts=0.0, type=event_type, data=data)
+
+
+def test_fresh_cursor_delivers_seq_one() -> None:
+    cursor = SeqCursor()
+    assert cursor.judge(env(1)) is Verdict.DELIVER
+
+
+def test_fresh_cursor_sees_seq_two_as_gap() -> None:
+    assert SeqCursor().judge(env(2)) is Verdict.GAP
+
+
+@pytest.mark.parametrize(
+    ("seq", "verdict"),
+    [
+        (1, Verdict.DUPLICATE),
+        (4, Verdict.DUPLICATE),
+        (5, Verdict.DUPLICATE),
+        (6, Verdict.DELIVER),
+        (7, Verdict.GAP),
+        (1000, Verdict.GAP),
+    ],
+)
+def test_verdicts_relative_to_last_seq(seq: int, verdict: Verdict) -> None:
+    assert SeqCursor(last_seq=5).judge(env(seq)) is verdict
+
+
+def test_judge_does_not_advance() -> None:
+    cursor = SeqCursor(last_seq=5)
+    cursor.judge(env(6))
+    assert cursor.last_seq == 5
+    assert cursor.judge(env(6)) is Verdict.DELIVER
+
+
+def test_delivered_advances_and_next_is_deliver() -> None:
+    cursor = SeqCursor()
+    for seq in range(1, 6):
+        assert cursor.judge(env(seq)) is Verdict.DELIVER
+        cursor.delivered(env(seq))
+        assert cursor.last_seq == seq
+        assert cursor.judge(env(seq)) is Verdict.DUPLICATE
+    assert cursor.done is False
+
+
+def test_gap_filled_from_log_then_live_duplicate_dropped() -> None:
+    cursor = SeqCursor(last_seq=2)
+    live = env(5)
+    assert cursor.judge(live) is Verdict.GAP
+    for seq in (3, 4, 5):  # what the replay from the log gives
+        assert cursor.judge(env(seq)) is Verdict.DELIVER
+        cursor.delivered(env(seq))
+    assert cursor.judge(live) is Verdict.DUPLICATE
+
+
+def test_finished_without_stop_at_finish_does_not_stop() -> None:
+    cursor = SeqCursor()
+    cursor.delivered(env(1, EventType.FINISHED))
+    assert cursor.done is False
+
+
+def test_stop_at_finish_any_run() -> None:
+    cursor = SeqCursor(stop_at_finish=True)
+    cursor.delivered(env(1, EventType.ERROR))
+    assert cursor.done is False
+    cursor.delivered(env(2, EventType.FINISHED, run_id=RUN_B))
+    assert cursor.done is True
+    assert cursor.last_seq == 2
+
+
+def test_stop_at_finish_of_given_run_only() -> None:
+    cursor = SeqCursor(stop_at_finish=True, run_id=RUN_A)
+    cursor.delivered(env(1, EventType.FINISHED, run_id=RUN_B))
+    assert cursor.done is False
+    cursor.delivered(env(2, EventType.STARTED, run_id=RUN_A))
+    assert cursor.done is False
+    cursor.delivered(env(3, EventType.FINISHED, run_id=RUN_A))
+    assert cursor.done is True
+
+
+def test_log_range_ids() -> None:
+    assert log_start(0) == "1-0"
+    assert log_start(41) == "42-0"
+    assert log_end(None) == "+"
+    assert log_end(7) == "7-0"

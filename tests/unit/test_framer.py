@@ -1,0 +1,211 @@
+"""Unit tests for worker.process.LineFramer and TailBuffer (pure byte handling)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.process import Line, LineFramer, LineTooLong, TailBuffer
+
+
+def feed_all(framer: LineFramer, chunks: Iterable[bytes], limit: int) -> list[Line]:
+    """Feed chunks one by one, checking the memory bound after each, then close."""
+    out: list[Line] = []
+    for chunk in chunks:
+        out.extend(framer.feed(chunk))
+        assert len(framer._buf) <= limit
+    out.extend(framer.close())
+    assert len(framer._buf) == 0
+    return out
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def test_line_split_across_chunks() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b'{"type":') == []
+    assert framer.feed(b'"system"') == []
+    assert framer.feed(b"}\n") == [b'{"type":"system"}']
+    assert framer.close() == []
+
+
+def test_many_lines_in_one_chunk() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b"a\nbb\n\nccc\ndd") == [b"a", b"bb", b"", b"ccc"]
+    assert framer.feed(b"d\n") == [b"ddd"]
+
+
+def test_close_returns_trailing_unterminated_line() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b"one\ntwo") == [b"one"]
+    assert framer.close() == [b"two"]
+    assert framer.close() == []
+
+
+def test_close_after_newline_returns_nothing() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b"one\n") == [b"one"]
+    assert framer.close() == []
+
+
+def test_crlf_is_left_to_the_parser() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b"a\r\nb\n") == [b"a\r", b"b"]
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytewise", "halves"])
+def test_line_exactly_at_limit_passes(chunking: str) -> None:
+    limit = 64
+    data = b"x" * limit + b"\n"
+    chunks = {"whole": [data], "bytewise": bytewise(data), "halves": [data[:32], data[32:]]}
+    assert feed_all(LineFramer(limit), chunks[chunking], limit) == [b"x" * limit]
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytewise", "halves", "limit-then-rest"])
+def test_one_byte_over_limit_is_line_too_long(chunking: str) -> None:
+    limit = 64
+    data = b"y" * (limit + 1) + b"\n"
+    chunks = {
+        "whole": [data],
+        "bytewise": bytewise(data),
+        "halves": [data[:33], data[33:]],
+        "limit-then-rest": [data[:limit], data[limit:]],
+    }
+    assert feed_all(LineFramer(limit), chunks[chunking], limit) == [LineTooLong(limit + 1)]
+
+
+def test_huge_line_across_many_chunks_reports_exact_size() -> None:
+    limit = 1000
+    size = 123_457
+    data = b"z" * size + b"\n"
+    chunks = [data[i : i + 777] for i in range(0, len(data), 777)]
+    framer = LineFramer(limit)
+    out: list[Line] = []
+    for chunk in chunks:
+        out.extend(framer.feed(chunk))
+        assert len(framer._buf) <= limit
+    assert out == [LineTooLong(size)]
+    assert framer.close() == []
+
+
+def test_lines_after_oversized_line_come_through_intact() -> None:
+    limit = 10
+    framer = LineFramer(limit)
+    out = framer.feed(b"short\n" + b"L" * 25)
+    assert out == [b"short"]
+    assert len(framer._buf) <= limit
+    out = framer.feed(b"L" * 5 + b"\nnext\nafter")
+    assert out == [LineTooLong(30), b"next"]
+    assert framer.feed(b"-line\n") == [b"after-line"]
+    assert framer.close() == []
+
+
+def test_oversized_line_in_one_chunk_then_normal() -> None:
+    framer = LineFramer(4)
+    assert framer.feed(b"12345\n1234\n\n") == [LineTooLong(5), b"1234", b""]
+
+
+def test_unterminated_oversized_line_at_close() -> None:
+    framer = LineFramer(8)
+    assert framer.feed(b"ok\n" + b"q" * 20) == [b"ok"]
+    assert len(framer._buf) <= 8
+    assert framer.feed(b"q" * 5) == []
+    assert framer.close() == [LineTooLong(25)]
+    assert framer.close() == []
+
+
+def test_framer_usable_after_close() -> None:
+    framer = LineFramer(8)
+    framer.feed(b"q" * 20)
+    assert framer.close() == [LineTooLong(20)]
+    assert framer.feed(b"fresh\n") == [b"fresh"]
+
+
+def test_empty_chunks_are_harmless() -> None:
+    framer = LineFramer(8)
+    assert framer.feed(b"") == []
+    assert framer.feed(b"ab") == []
+    assert framer.feed(b"") == []
+    assert framer.feed(b"\n") == [b"ab"]
+
+
+# --------------------------------------------------------------------------- property
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[int, list[bytes], bool, list[bytes]]:
+    limit = draw(st.integers(min_value=0, max_value=16))
+    lines = draw(
+        st.lists(
+            st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
+            max_size=12,
+        )
+    )
+    terminated = draw(st.booleans())
+    data = b"".join(line + b"\n" for line in lines)
+    if not terminated and lines:
+        data = data[:-1]
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    bounds = [0, *cuts, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return limit, lines, terminated, chunks
+
+
+@settings(max_examples=400)
+@given(streams())
+def test_framer_returns_exactly_the_lines(case: tuple[int, list[bytes], bool, list[bytes]]) -> None:
+    limit, lines, terminated, chunks = case
+    expected: list[Line] = [
+        line if len(line) <= limit else LineTooLong(len(line)) for line in lines
+    ]
+    if not terminated and lines and lines[-1] == b"":
+        expected.pop()  # an unterminated empty last line is no line at all
+    assert feed_all(LineFramer(limit), chunks, limit) == expected
+
+
+# --------------------------------------------------------------------------- TailBuffer
+
+
+def test_tail_buffer_keeps_exactly_last_n_bytes() -> None:
+    tail = TailBuffer(10)
+    tail.write(b"0123456789abcdef")
+    assert tail.text() == "6789abcdef"
+    tail.write(b"XYZ")
+    assert tail.text() == "9abcdefXYZ"
+
+
+def test_tail_buffer_shorter_than_limit() -> None:
+    tail = TailBuffer(10)
+    assert tail.text() == ""
+    tail.write(b"abc")
+    assert tail.text() == "abc"
+
+
+def test_tail_buffer_memory_is_bounded() -> None:
+    tail = TailBuffer(100)
+    for _ in range(1000):
+        tail.write(b"x" * 37)
+        assert len(tail._data) <= 2 * 100 + 37
+    assert tail.text() == "x" * 100
+
+
+def test_tail_buffer_decodes_invalid_utf8_without_raising() -> None:
+    tail = TailBuffer(3)
+    tail.write("é".encode() * 3)  # 6 bytes; the last 3 start mid-character
+    assert tail.text() == "\ufffdé"
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 64), st.lists(st.binary(max_size=50), max_size=20))
+def test_tail_buffer_property(limit: int, chunks: list[bytes]) -> None:
+    ascii_chunks = [bytes(b % 128 for b in chunk) for chunk in chunks]
+    tail = TailBuffer(limit)
+    for chunk in ascii_chunks:
+        tail.write(chunk)
+    assert tail.text() == b"".join(ascii_chunks)[-limit:].decode()
