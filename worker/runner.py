@@ -5,11 +5,11 @@ publisher, honour cancel and timeouts, and always end with exactly one `finished
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import os
-import threading
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
 
 import redis
 import structlog
@@ -25,37 +25,21 @@ from shared.events import (
     StartedData,
 )
 from shared.jobs import PromptJob, RunRequest
-from shared.settings import Settings
 from worker import session
 from worker.claim import claim_run
-from worker.command import UnknownProfileError, build_command
+from worker.command import CliCommand, UnknownProfileError, build_command
 from worker.context import WorkerContext
 from worker.control import ControlListener
 from worker.lease import LeaseKeeper
 from worker.outcome import RunObservations, final_events
-from worker.parser import parse_line
-from worker.process import CliProcess, LineTooLong
+from worker.process import CliProcess
 from worker.proctree import enable_subreaper
-from worker.publisher import BufferOverflow, OwnershipLost, Publisher
+from worker.publisher import OwnershipLost, Publisher
+from worker.pump import CancelState, flag_set, pump
 
 log = structlog.get_logger(__name__)
 
-_CANCEL_FLAG_POLL_S = 1.0
 _FINISHED_MARK = b'"type":"finished"'
-
-
-class _CancelState:
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-
-    def request(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
 
 def _error(code: ErrorCode, message: str, **detail: object) -> Event:
@@ -110,10 +94,11 @@ def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
         raise
 
 
-def _run_cli(
-    request: RunRequest, ctx: WorkerContext, publisher: Publisher, token: str, started: float
-) -> RunStatus:
-    job, run_id, settings = request.job, request.run_id, ctx.settings
+def _prepare(
+    request: RunRequest, ctx: WorkerContext, publisher: Publisher, started: float
+) -> tuple[session.ResumePlan, CliCommand] | RunStatus:
+    """Decide cwd and resume, and build the command; a RunStatus if the run ends here."""
+    job = request.job
     plan = session.plan_resume(ctx.redis, ctx.keys, job, _cli_env(ctx), os.getcwd())
     if plan.failure is not None:
         return _fail_now(publisher, *plan.failure, started)
@@ -124,7 +109,7 @@ def _run_cli(
     try:
         command = build_command(
             request,
-            settings,
+            ctx.settings,
             worker_name=ctx.worker_name,
             base_env=os.environ,
             resume_claude_session_id=plan.resume_id,
@@ -132,15 +117,29 @@ def _run_cli(
         )
     except UnknownProfileError as exc:
         return _fail_now(publisher, ErrorCode.UNKNOWN_PROFILE, str(exc), started)
+    return plan, command
 
+
+def _run_cli(
+    request: RunRequest, ctx: WorkerContext, publisher: Publisher, token: str, started: float
+) -> RunStatus:
+    prepared = _prepare(request, ctx, publisher, started)
+    if isinstance(prepared, RunStatus):
+        return prepared
+    plan, command = prepared
+    job, run_id, settings = request.job, request.run_id, ctx.settings
     enable_subreaper()
+    # A private TMPDIR per run: the CLI's sockets and scratch files go with the run.
+    run_tmp = tempfile.mkdtemp(prefix=f"claude-queue-{run_id[:12]}-")
+    if "TMPDIR" not in settings.extra_env:
+        command = dataclasses.replace(command, env={**command.env, "TMPDIR": run_tmp})
     proc = CliProcess(
         command,
         run_id=run_id,
         max_line_bytes=settings.max_line_bytes,
         stderr_tail_bytes=settings.stderr_tail_bytes,
     )
-    cancel = _CancelState()
+    cancel = CancelState()
 
     def on_cancel(message: CancelRequest) -> None:
         cancel.request(message.reason)
@@ -186,17 +185,34 @@ def _run_cli(
             )
         )
         # A cancel that landed between dequeue and spawn left only the flag behind.
-        if _flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
+        if flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
-        _pump(proc, publisher, seen, cancel, request, ctx)
+        pump(proc, publisher, seen, cancel, request, ctx)
     finally:
         listener.stop()
         lease.stop()
         proc.kill_tree()
         exit_code = proc.wait() if proc.pid else None
         proc.close()
+        shutil.rmtree(run_tmp, ignore_errors=True)
     if cancel.is_set():
         seen.cancel_reason = cancel.reason or "cancelled"
+    return _conclude(request, ctx, publisher, plan, command, seen, exit_code, proc, started)
+
+
+def _conclude(
+    request: RunRequest,
+    ctx: WorkerContext,
+    publisher: Publisher,
+    plan: session.ResumePlan,
+    command: CliCommand,
+    seen: RunObservations,
+    exit_code: int | None,
+    proc: CliProcess,
+    started: float,
+) -> RunStatus:
+    """Remember the conversation, then publish the closing events and `finished`."""
+    job = request.job
     stderr_tail = proc.stderr_tail()
     closing: list[Event] = []
     if plan.resume_id and exit_code and session.RESUME_NOT_FOUND in stderr_tail:
@@ -205,9 +221,9 @@ def _run_cli(
         session.remember(
             ctx.redis,
             ctx.keys,
-            settings,
+            ctx.settings,
             job=job,
-            run_id=run_id,
+            run_id=request.run_id,
             cwd=plan.cwd,
             claude_session_id=seen.claude_session_id,
             env=command.env,
@@ -234,115 +250,3 @@ def _resume_failed(job: PromptJob, resume_id: str, ctx: WorkerContext) -> Event:
 def _cli_env(ctx: WorkerContext) -> dict[str, str]:
     """The environment the CLI will see (HOME and CLAUDE_CONFIG_DIR locate transcripts)."""
     return {**os.environ, **ctx.settings.extra_env}
-
-
-@dataclass(slots=True)
-class _Deadlines:
-    """The monotonic times at which the pump must act."""
-
-    wall: float
-    idle: float
-    flag_check: float
-    result: float = math.inf
-
-    def next(self) -> float:
-        return min(self.wall, self.idle, self.result, self.flag_check)
-
-
-def _time_is_up(now: float, due: _Deadlines, seen: RunObservations, settings: Settings) -> bool:
-    """Record why the run must stop now, if a limit has passed."""
-    if now >= due.wall:
-        seen.timeout_reason = "the run exceeded its time limit (timeout_s)"
-    elif now >= due.idle:
-        seen.timeout_reason = (
-            f"the CLI printed nothing for {settings.idle_timeout_s:g} s (idle_timeout_s)"
-        )
-    elif now >= due.result:
-        # The CLI printed its final result but did not exit: a known CLI hang.
-        seen.killed_after_result = True
-        log.warning("cli_lingered_after_result", grace_s=settings.result_grace_s)
-    else:
-        return False
-    return True
-
-
-def _pump(
-    proc: CliProcess,
-    publisher: Publisher,
-    seen: RunObservations,
-    cancel: _CancelState,
-    request: RunRequest,
-    ctx: WorkerContext,
-) -> None:
-    """Read until the CLI's output ends, a cancel arrives or a time limit is hit."""
-    settings = ctx.settings
-    now = time.monotonic()
-    due = _Deadlines(
-        wall=now + (request.job.timeout_s or settings.default_timeout_s),
-        idle=now + settings.idle_timeout_s,
-        flag_check=now + _CANCEL_FLAG_POLL_S,
-    )
-    flag_key = ctx.keys.cancel_flag(request.job.session_id, request.run_id)
-    while not cancel.is_set():
-        now = time.monotonic()
-        if _time_is_up(now, due, seen, settings):
-            break
-        if now >= due.flag_check:
-            due.flag_check = now + _CANCEL_FLAG_POLL_S
-            if _flag_set(ctx.redis, flag_key):
-                cancel.request("cancelled by request")
-                break
-        chunk = proc.read(due.next() - now)
-        if chunk.lines:
-            due.idle = time.monotonic() + settings.idle_timeout_s
-        for line in chunk.lines:
-            for event in _events_of(line, settings.max_line_bytes):
-                seen.observe(event)
-                publisher.add(event)
-        if seen.results and due.result == math.inf:
-            due.result = time.monotonic() + settings.result_grace_s
-        try:
-            publisher.flush()
-        except BufferOverflow as exc:
-            seen.failure = (ErrorCode.BUFFER_OVERFLOW, f"Redis was unreachable for too long: {exc}")
-            break
-        if chunk.eof:
-            # stdout closed; give the CLI the result grace to exit by itself.
-            if not _await_exit(proc, settings.result_grace_s, cancel) and seen.results:
-                seen.killed_after_result = True
-            break
-    proc.kill_tree()
-
-
-def _flag_set(client: redis.Redis, key: str) -> bool:
-    """Is the cancel flag set? An unreachable Redis reads as no: the CLI keeps running."""
-    try:
-        return bool(client.exists(key))
-    except redis.RedisError:
-        return False
-
-
-def _await_exit(proc: CliProcess, grace_s: float, cancel: _CancelState) -> bool:
-    deadline = time.monotonic() + grace_s
-    while proc.poll() is None and not cancel.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        proc.read(min(remaining, 0.1))
-    return True
-
-
-def _events_of(line: bytes | LineTooLong, max_line_bytes: int) -> list[Event]:
-    if isinstance(line, LineTooLong):
-        return [
-            _error(
-                ErrorCode.LINE_TOO_LONG,
-                f"the CLI printed a {line.size}-byte line, over the {max_line_bytes}-byte "
-                "limit (CLAUDE_QUEUE_MAX_LINE_BYTES); it was dropped",
-                bytes=line.size,
-            )
-        ]
-    parsed = parse_line(line)
-    if parsed.skipped and parsed.skipped.startswith("unknown"):
-        log.info("cli_line_skipped", why=parsed.skipped)
-    return parsed.events

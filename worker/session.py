@@ -84,9 +84,9 @@ def remember(
     A conversation the CLI never wrote to disk cannot be resumed, so the session
     keeps pointing at the previous one.
     """
-    path = transcripts.transcript_path(env, cwd, claude_session_id)
-    if not path.exists():
-        log.warning("transcript_not_written", path=str(path))
+    path = transcripts.find_local(env, cwd, claude_session_id)
+    if path is None:
+        log.warning("transcript_not_written", claude_session_id=claude_session_id)
         return
     saved = transcripts.save(
         client,

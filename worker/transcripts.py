@@ -38,6 +38,15 @@ def transcript_path(env: Mapping[str, str], cwd: str, claude_session_id: str) ->
     return config_dir(env) / "projects" / slug / f"{claude_session_id}.jsonl"
 
 
+def find_local(env: Mapping[str, str], cwd: str, claude_session_id: str) -> Path | None:
+    """The newest local copy of a transcript.
+
+    The CLI appends to the file where the conversation began even when resumed from
+    another cwd, so look in every project folder, not only the one for `cwd`.
+    """
+    return _newest_copy(transcript_path(env, cwd, claude_session_id), claude_session_id)
+
+
 class Restore(StrEnum):
     PRESENT = "present"  # the local copy is already the stored one
     RESTORED = "restored"  # written from Redis
@@ -86,17 +95,30 @@ def save(
 
 
 def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str) -> Restore:
-    """Make sure `path` holds the stored transcript of `claude_session_id`."""
+    """Make sure the stored transcript of `claude_session_id` is where the CLI will look.
+
+    `path` is where to write it if this host has no copy; an existing local copy
+    (wherever it is) is overwritten in place when it differs from the stored one.
+    """
     stored = cast(dict[bytes, bytes], client.hgetall(key))
     data = stored.get(b"data")
+    local = _newest_copy(path, claude_session_id)
     if data is None or stored.get(b"claude_session_id", b"").decode() != claude_session_id:
-        return Restore.LOCAL_ONLY if path.exists() else Restore.MISSING
+        return Restore.LOCAL_ONLY if local else Restore.MISSING
     want = stored.get(b"sha256", b"").decode()
-    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == want:
+    if local and hashlib.sha256(local.read_bytes()).hexdigest() == want:
         return Restore.PRESENT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+    target = local or path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".tmp") as handle:
         handle.write(zlib.decompress(data))
         temp = Path(handle.name)
-    temp.replace(path)  # atomic: the CLI never sees half a transcript
+    temp.replace(target)  # atomic: the CLI never sees half a transcript
     return Restore.RESTORED
+
+
+def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
+    """Newest `<projects>/*/<id>.jsonl`, where `path` is one such (maybe absent) file."""
+    projects = path.parent.parent
+    candidates = [p for p in projects.glob(f"*/{claude_session_id}.jsonl") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
