@@ -10,6 +10,7 @@ from shared.control import CancelRequest
 from shared.events import Event, EventType, FinishedData, InterruptedData, RunStatus, encode_body
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.store import log_write_args
 
 # How often cancel(wait=True) re-sends the control message while it waits.
 RESEND_EVERY_S = 0.5
@@ -54,12 +55,7 @@ def cancel_script_call(
             keys.sessions,
         ],
         [
-            keys.channel(session_id),
-            settings.event_log_maxlen,
-            settings.event_log_ttl_s,
-            now,
-            session_id,
-            run_id,
+            *log_write_args(keys, settings, session_id, run_id, now),
             keys.control(session_id, run_id),
             control.model_dump_json(),
             encode_body(session_id, run_id, now, interrupted),

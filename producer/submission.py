@@ -13,6 +13,7 @@ from shared.events import Event, EventType, QueuedData, encode_body
 from shared.jobs import PromptJob, RunRequest, describe_validation_error, new_run_id
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.store import log_write_args
 
 # RQ's own limit sits past ours, so the worker's timeout always acts first.
 _RQ_TIMEOUT_MARGIN_S = 120
@@ -71,12 +72,7 @@ def prepare(settings: Settings, keys: Keys, job: PromptJob) -> Submission:
             keys.sessions,
         ],
         script_args=[
-            keys.channel(session_id),
-            settings.event_log_maxlen,
-            settings.event_log_ttl_s,
-            now,
-            session_id,
-            run_id,
+            *log_write_args(keys, settings, session_id, run_id, now),
             encode_body(session_id, run_id, now, queued),
         ],
         rq_timeout_s=int(job.timeout_s or settings.default_timeout_s) + _RQ_TIMEOUT_MARGIN_S,

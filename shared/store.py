@@ -190,6 +190,20 @@ class LogLimits:
         return cls(maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
 
 
+def log_write_args(
+    keys: Keys, settings: Settings, session_id: str, run_id: str, now: float
+) -> list[str | int | float]:
+    """The ARGV every event-writing script starts with: channel, maxlen, ttl, now, ids."""
+    return [
+        keys.channel(session_id),
+        settings.event_log_maxlen,
+        settings.event_log_ttl_s,
+        now,
+        session_id,
+        run_id,
+    ]
+
+
 def keys_from(settings: Settings) -> Keys:
     """The key namespace for these settings."""
     return Keys(settings.key_prefix)

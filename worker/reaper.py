@@ -34,7 +34,7 @@ from shared.events import (
 )
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.store import FORCE_FINISH_LUA
+from shared.store import FORCE_FINISH_LUA, log_write_args
 from worker.proctree import kill_run_tree, marked_runs
 
 log = structlog.get_logger(__name__)
@@ -76,12 +76,7 @@ def _force_finish(
             keys.sessions,
         ],
         args=[
-            keys.channel(session_id),
-            settings.event_log_maxlen,
-            settings.event_log_ttl_s,
-            now,
-            session_id,
-            run_id,
+            *log_write_args(keys, settings, session_id, run_id, now),
             status.value,
             condition,
             encode_body(session_id, run_id, now, closing),
