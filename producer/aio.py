@@ -12,13 +12,22 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
-from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, cancel_script_call
+from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
 from producer.client import Client, QueueStatus
-from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
+from producer.cursor import (
+    ENVELOPE_FIELD,
+    REPLAY_PAGE,
+    SeqCursor,
+    Verdict,
+    finished_of,
+    live_envelope,
+    log_end,
+    log_start,
+)
 from producer.errors import StreamTimeout
 from producer.sessions import SessionInfo
 from shared.connection import async_redis, subscribe_confirmed_async
-from shared.events import Envelope, EventType, FinishedData
+from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
 from shared.settings import Settings
 from shared.store import CANCEL_LUA, keys_from
@@ -129,18 +138,15 @@ class AsyncClient:
                     raise StreamTimeout(
                         "the stream reached its time limit before its stopping point"
                     )
-                message = await pubsub.get_message(timeout=min(wait, 1.0))
-                if message is None or message.get("type") != "message":
+                live = live_envelope(await pubsub.get_message(timeout=min(wait, 1.0)))
+                if live is None:
                     continue
-                envelope = Envelope.from_json(message["data"])
-                verdict = cursor.judge(envelope)
+                verdict = cursor.judge(live)
                 if verdict is Verdict.DUPLICATE:
                     continue
-                batch = [envelope]
+                batch = [live]
                 if verdict is Verdict.GAP:
-                    batch = [
-                        e async for e in self._replay(session_id, cursor.last_seq, envelope.seq)
-                    ]
+                    batch = [e async for e in self._replay(session_id, cursor.last_seq, live.seq)]
                 for item in batch:
                     yield item
                     cursor.delivered(item)
@@ -190,16 +196,12 @@ class AsyncClient:
             if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
                 return CancelResult(outcome, session_id, target)
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
-            deadline = time.monotonic() + limit
-            next_send = time.monotonic() + RESEND_EVERY_S
-            while (now := time.monotonic()) < deadline:
-                message = await pubsub.get_message(timeout=max(0.0, min(deadline, next_send) - now))
-                if message is not None and message.get("type") == "message":
-                    envelope = Envelope.from_json(message["data"])
-                    if envelope.run_id == target and envelope.type is EventType.FINISHED:
-                        return CancelResult(outcome, session_id, target)
-                if time.monotonic() >= next_send:
-                    next_send = time.monotonic() + RESEND_EVERY_S
+            waiter = CancelWait(target, limit)
+            while (pause := waiter.wait_s()) is not None:
+                if waiter.is_done(await pubsub.get_message(timeout=pause)):
+                    return CancelResult(outcome, session_id, target)
+                # Re-send; the script also says if the run finished meanwhile.
+                if waiter.resend_due():
                     again = _text(await self._cancel_script(keys=keys, args=args))
                     if again == CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
@@ -228,10 +230,8 @@ class AsyncRunHandle:
 
     async def wait(self, *, timeout_s: float | None = None) -> FinishedData:
         async for envelope in self.stream(timeout_s=timeout_s):
-            if envelope.type is EventType.FINISHED and envelope.run_id == self.run_id:
-                data = envelope.typed_data()
-                assert isinstance(data, FinishedData)
-                return data
+            if (finished := finished_of(envelope, self.run_id)) is not None:
+                return finished
         raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
 
     async def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from producer.cursor import live_envelope
 from shared.control import CancelRequest
 from shared.events import Event, EventType, FinishedData, InterruptedData, RunStatus, encode_body
 from shared.keys import Keys
@@ -32,6 +34,39 @@ class CancelResult:
 
     def as_dict(self) -> dict[str, str | None]:
         return {"outcome": self.outcome.value, "session_id": self.session_id, "run_id": self.run_id}
+
+
+class CancelWait:
+    """When cancel(wait=True) re-sends and when it gives up. Pure; clients do the I/O."""
+
+    def __init__(self, run_id: str, limit_s: float) -> None:
+        now = time.monotonic()
+        self.run_id = run_id
+        self.deadline = now + limit_s
+        self.next_send = now + RESEND_EVERY_S
+
+    def wait_s(self) -> float | None:
+        """How long to wait for the next message; None once the time is up."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            return None
+        return max(0.0, min(self.deadline, self.next_send) - now)
+
+    def is_done(self, message: dict[str, Any] | None) -> bool:
+        """Did this pub/sub message say the run finished?"""
+        envelope = live_envelope(message)
+        return (
+            envelope is not None
+            and envelope.run_id == self.run_id
+            and envelope.type is EventType.FINISHED
+        )
+
+    def resend_due(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_send:
+            return False
+        self.next_send = now + RESEND_EVERY_S
+        return True
 
 
 def cancel_script_call(

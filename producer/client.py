@@ -12,13 +12,22 @@ import structlog
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from producer.cancelling import RESEND_EVERY_S, CancelOutcome, CancelResult, cancel_script_call
-from producer.cursor import ENVELOPE_FIELD, REPLAY_PAGE, SeqCursor, Verdict, log_end, log_start
+from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
+from producer.cursor import (
+    ENVELOPE_FIELD,
+    REPLAY_PAGE,
+    SeqCursor,
+    Verdict,
+    finished_of,
+    live_envelope,
+    log_end,
+    log_start,
+)
 from producer.errors import SessionBusy, StreamTimeout
 from producer.sessions import SessionInfo, delete_session, list_sessions, session_info
 from producer.submission import prepare, validate_job
 from shared.connection import subscribe_confirmed, sync_redis
-from shared.events import Envelope, EventType, FinishedData
+from shared.events import Envelope, FinishedData
 from shared.jobs import JOB_FUNCTION, OnBusy, PromptJob
 from shared.settings import Settings
 from shared.store import CANCEL_LUA, SUBMIT_LUA, keys_from
@@ -196,16 +205,15 @@ class Client:
                     raise StreamTimeout(
                         "the stream reached its time limit before its stopping point"
                     )
-                message = pubsub.get_message(timeout=min(wait, 1.0))
-                if message is None or message.get("type") != "message":
+                live = live_envelope(pubsub.get_message(timeout=min(wait, 1.0)))
+                if live is None:
                     continue
-                envelope = Envelope.from_json(message["data"])
-                verdict = cursor.judge(envelope)
+                verdict = cursor.judge(live)
                 if verdict is Verdict.DUPLICATE:
                     continue
-                batch = [envelope]
+                batch = [live]
                 if verdict is Verdict.GAP:  # a live message was missed: the log has it
-                    batch = list(self._replay(session_id, cursor.last_seq, envelope.seq))
+                    batch = list(self._replay(session_id, cursor.last_seq, live.seq))
                 for item in batch:
                     yield item
                     cursor.delivered(item)
@@ -257,17 +265,12 @@ class Client:
             if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
                 return CancelResult(outcome, session_id, target)
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
-            deadline = time.monotonic() + limit
-            next_send = time.monotonic() + RESEND_EVERY_S
-            while (now := time.monotonic()) < deadline:
-                message = pubsub.get_message(timeout=max(0.0, min(deadline, next_send) - now))
-                if message is not None and message.get("type") == "message":
-                    envelope = Envelope.from_json(message["data"])
-                    if envelope.run_id == target and envelope.type is EventType.FINISHED:
-                        return CancelResult(outcome, session_id, target)
-                if time.monotonic() >= next_send:
-                    next_send = time.monotonic() + RESEND_EVERY_S
-                    # Re-send; the script also tells us if the run finished meanwhile.
+            waiter = CancelWait(target, limit)
+            while (pause := waiter.wait_s()) is not None:
+                if waiter.is_done(pubsub.get_message(timeout=pause)):
+                    return CancelResult(outcome, session_id, target)
+                # Re-send; the script also says if the run finished meanwhile.
+                if waiter.resend_due():
                     again = _text(self._cancel_script(keys=keys, args=args))
                     if again == CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
@@ -325,10 +328,8 @@ class RunHandle:
     def wait(self, *, timeout_s: float | None = None) -> FinishedData:
         """Block until the run's `finished` event; return its data."""
         for envelope in self.stream(timeout_s=timeout_s):
-            if envelope.type is EventType.FINISHED and envelope.run_id == self.run_id:
-                data = envelope.typed_data()
-                assert isinstance(data, FinishedData)
-                return data
+            if (finished := finished_of(envelope, self.run_id)) is not None:
+                return finished
         raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
 
     def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:

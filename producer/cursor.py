@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
-from shared.events import Envelope, EventType
+from shared.events import Envelope, EventType, FinishedData
 
 
 class Verdict(Enum):
@@ -57,3 +58,19 @@ def log_end(before: int | None) -> str:
 
 REPLAY_PAGE = 1000
 ENVELOPE_FIELD = b"e"
+
+
+def live_envelope(message: dict[str, Any] | None) -> Envelope | None:
+    """The envelope carried by a pub/sub message; None for anything else."""
+    if message is None or message.get("type") != "message":
+        return None
+    return Envelope.from_json(message["data"])
+
+
+def finished_of(envelope: Envelope, run_id: str) -> FinishedData | None:
+    """The run's FinishedData if this envelope is its `finished` event."""
+    if envelope.type is not EventType.FINISHED or envelope.run_id != run_id:
+        return None
+    data = envelope.typed_data()
+    assert isinstance(data, FinishedData)
+    return data
