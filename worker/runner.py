@@ -217,7 +217,8 @@ def _conclude(
     closing: list[Event] = []
     if plan.resume_id and exit_code and session.RESUME_NOT_FOUND in stderr_tail:
         closing.append(_resume_failed(job, plan.resume_id, ctx))
-    if seen.claude_session_id:
+    elif seen.claude_session_id:
+        # Not after a failed resume: the CLI then names the dead conversation.
         session.remember(
             ctx.redis,
             ctx.keys,

@@ -120,5 +120,10 @@ def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str
 def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
     """Newest `<projects>/*/<id>.jsonl`, where `path` is one such (maybe absent) file."""
     projects = path.parent.parent
-    candidates = [p for p in projects.glob(f"*/{claude_session_id}.jsonl") if p.is_file()]
+    # An empty file is no conversation to the CLI, so it is no copy to us either.
+    candidates = [
+        p
+        for p in projects.glob(f"*/{claude_session_id}.jsonl")
+        if p.is_file() and p.stat().st_size > 0
+    ]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None

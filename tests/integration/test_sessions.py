@@ -278,3 +278,34 @@ def test_sessions_cli(settings: Settings, client: Client, start_worker: WorkerFa
     deleted = cli("session", "delete", "cli-s")
     assert deleted.returncode == 0
     assert cli("session", "show", "cli-s").returncode == 1
+
+
+@pytest.mark.parametrize("policy", ["fail", "start_fresh"])
+def test_cli_level_resume_failure(
+    client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path, policy: str
+) -> None:
+    home, workdir = tmp_path / "home", tmp_path / "w"
+    workdir.mkdir()
+    first = _run_on(
+        start_worker, client, "h", home, session_id="cli-rf", prompt="1", cwd=str(workdir)
+    )
+    conversation = str(first[-1].data["claude_session_id"])
+    # A local file the worker takes for a transcript, holding no conversation for the CLI.
+    (transcript,) = (home / ".claude" / "projects").glob(f"*/{conversation}.jsonl")
+    transcript.write_text("{}\n")
+    redis.Redis.from_url(settings.redis_url.get_secret_value()).delete(
+        client.keys.transcript("cli-rf")
+    )
+    failed = _run_on(
+        start_worker, client, "h", home, session_id="cli-rf", prompt="2", resume_policy=policy
+    )
+    assert failed[-1].data["status"] == "failed"
+    resume_errors = [e.data for e in failed if e.type is EventType.ERROR]
+    assert "resume_failed" in [e["code"] for e in resume_errors]
+    third = _run_on(start_worker, client, "h", home, session_id="cli-rf", prompt="3")
+    if policy == "start_fresh":  # the session moved on to a new conversation
+        assert third[-1].data["status"] == "succeeded"
+        assert _turn(third) is None
+        assert third[-1].data["claude_session_id"] != conversation
+    else:  # the session keeps pointing at the conversation it cannot resume
+        assert third[-1].data["status"] == "failed"

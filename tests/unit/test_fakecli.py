@@ -98,11 +98,15 @@ def test_bad_command_lines_are_rejected(tmp_path: Path, args: list[str], message
     assert message in proc.stderr.decode()
 
 
-def test_resume_of_missing_session_fails_silently_on_stdout(tmp_path: Path) -> None:
+def test_resume_of_missing_session_fails_like_the_real_cli(tmp_path: Path) -> None:
     sid = "0b5e5f0e-1111-4222-8333-444455556666"
     proc = run_fake("hi", *BASE_ARGS, f"--resume={sid}", home=tmp_path)
     assert proc.returncode == 1
-    assert proc.stdout == b""
+    (result,) = events(proc)  # no init line: one error result, as the real CLI prints
+    assert result["type"] == "result"
+    assert result["subtype"] == "error_during_execution"
+    assert result["is_error"] is True
+    assert result["errors"] == [f"No conversation found with session ID: {sid}"]
     assert proc.stderr.decode().strip() == f"No conversation found with session ID: {sid}"
 
 
