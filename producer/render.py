@@ -115,6 +115,13 @@ class Renderer:
             f"resets at {data.get('resets_at')}[/yellow]"
         )
 
+    def _on_retry(self, data: dict[str, Any], _env: Envelope) -> None:
+        self.console.print(
+            f"[yellow]model request failed ({escape(str(data.get('error_status')))} "
+            f"{escape(str(data.get('error')))}); retry {data.get('attempt')}/"
+            f"{data.get('max_retries')} in {data.get('retry_delay_ms')} ms[/yellow]"
+        )
+
     def _on_interrupted(self, data: dict[str, Any], _env: Envelope) -> None:
         self.console.print(f"[yellow]interrupted: {escape(str(data.get('reason')))}[/yellow]")
 

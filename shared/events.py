@@ -29,6 +29,7 @@ class EventType(StrEnum):
     ERROR = "error"
     TEXT = "text"
     RATE_LIMIT = "rate_limit"
+    RETRY = "retry"
     INTERRUPTED = "interrupted"
     FINISHED = "finished"
 
@@ -138,6 +139,16 @@ class RateLimitData(EventData):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class RetryData(EventData):
+    """The CLI is retrying a failed model request (it says so before waiting)."""
+
+    attempt: int | None = None
+    max_retries: int | None = None
+    retry_delay_ms: int | None = None
+    error_status: int | None = None
+    error: str | None = None
+
+
 class InterruptedData(EventData):
     reason: str
 
@@ -161,6 +172,7 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.ERROR: ErrorData,
     EventType.TEXT: TextData,
     EventType.RATE_LIMIT: RateLimitData,
+    EventType.RETRY: RetryData,
     EventType.INTERRUPTED: InterruptedData,
     EventType.FINISHED: FinishedData,
 }

@@ -20,6 +20,7 @@ from shared.events import (
     MessageData,
     RateLimitData,
     ResultData,
+    RetryData,
     StreamEventData,
     TextData,
 )
@@ -147,8 +148,19 @@ def _result(line: dict[str, Any]) -> Parsed:
 
 
 def _system(line: dict[str, Any]) -> Parsed:
-    if line.get("subtype") != "init":
-        return Parsed(skipped=f"system/{line.get('subtype')}")
+    subtype = line.get("subtype")
+    if subtype == "api_retry":
+        # Without this a client sees nothing while the CLI backs off for minutes.
+        retry = RetryData(
+            attempt=_int_or_none(line.get("attempt")),
+            max_retries=_int_or_none(line.get("max_retries")),
+            retry_delay_ms=_int_or_none(line.get("retry_delay_ms")),
+            error_status=_int_or_none(line.get("error_status")),
+            error=_str_or_none(line.get("error")),
+        )
+        return Parsed([_event(EventType.RETRY, retry)])
+    if subtype != "init":
+        return Parsed(skipped=f"system/{subtype}")
     tools = line.get("tools")
     data = InitData(
         claude_session_id=_str_or_none(line.get("session_id")),

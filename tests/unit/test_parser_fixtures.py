@@ -26,6 +26,7 @@ from shared.events import (
     InitData,
     MessageData,
     ResultData,
+    RetryData,
     RunStatus,
 )
 from worker.outcome import RunObservations, final_events
@@ -163,8 +164,8 @@ def test_each_line_yields_the_events_its_type_calls_for(name: str) -> None:
             if obj.get("isMeta") is True:
                 assert types == []
         elif line_type == "system":
-            expected = [EventType.INIT] if obj.get("subtype") == "init" else []
-            assert types == expected, obj
+            by_subtype = {"init": [EventType.INIT], "api_retry": [EventType.RETRY]}
+            assert types == by_subtype.get(str(obj.get("subtype")), []), obj
         elif line_type == "stream_event":
             assert types == [EventType.STREAM_EVENT]
         elif line_type == "result":
@@ -427,8 +428,10 @@ def test_error_then_retry_capture_succeeds() -> None:
     final = capture.results()[-1]
     assert final.is_error is False
     assert not capture.errors()
-    # the api_retry progress line is not an event
-    assert any(p.skipped == "system/api_retry" for p in capture.parsed)
+    # the api_retry progress line becomes a `retry` event with the CLI's figures
+    (retry,) = [e.data for p in capture.parsed for e in p.events if e.type is EventType.RETRY]
+    assert isinstance(retry, RetryData)
+    assert (retry.attempt, retry.error_status, retry.error) == (1, 429, "rate_limit")
     assert "Recovered after a retry." in [_text(m) for m in capture.messages()]
 
 
