@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:  # CI logs: wide enough that the table stays on one line
         console = Console(highlight=False, width=170)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     mode = "quick" if args.quick else "full"
     console.print(
         f"[bold]claude-queue bench[/] ({mode}, workers --mode {args.worker_mode}): "
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
     started = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     harness = Harness(quick=args.quick, redis_url=args.redis_url, mode=args.worker_mode)
     try:
         for name in args.names:
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     report.show(console, rows, title, errors)
     extra: dict[str, Any] = {
         "worker_mode": args.worker_mode,
+        "load_avg_at_start": load_at_start,
         "seconds": {**seconds, "total": total},
         "client_log_events": dict(harness.logs.counts),
         "client_log_samples": harness.logs.samples,

@@ -80,7 +80,7 @@ def _await_noop_idle(queue: Queue) -> None:
 
 
 def run(h: Harness) -> list[Row]:
-    trials = 5 if h.quick else 30
+    trials = 8 if h.quick else 50
     workers = h.workers(QUEUE)
     _, noop_name = h.noop_worker()
     noop_queue = Queue(noop_name, connection=h.redis, serializer=JSONSerializer)

@@ -75,16 +75,23 @@ def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    """SIGTERM twice (RQ: warm, then cold shutdown), then SIGKILL if it lingers."""
-    if proc.poll() is None:
+    """SIGTERM (RQ: warm shutdown), a second SIGTERM (cold: kill the run), then SIGKILL.
+
+    The two SIGTERMs are sent apart: Python runs one handler for signals that
+    arrive together, and the second one must be seen as a second.
+    """
+    for grace_s in (0.3, timeout_s):
+        if proc.poll() is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-            proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def start_ticks(pid: int) -> int | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import latency, replay, throughput
+from bench import latency, replay, scale, throughput
 from bench.harness import Harness, Workers
 
 QUEUE = "cqbench"
@@ -34,6 +34,8 @@ def _scenario(what: str, h: Harness, workers: Workers, n: int) -> Callable[[], o
         return lambda: throughput.queue_rate(h, workers, n)
     if what == "latency":
         return lambda: latency.queue_latencies(h, workers, n)
+    if what == "scale":
+        return lambda: scale.queue_trial(h, workers, n)
     return lambda: replay.run(h)
 
 
@@ -47,8 +49,9 @@ def summarize(raw: Path, top: int) -> str:
         if not stack or not count_text.isdigit():
             continue
         frames = stack.split(";")
-        # With --subprocesses a stack starts with one `process` frame per ancestor.
-        process = next((f for f in reversed(frames) if f.startswith("process ")), "process ?")
+        # With --subprocesses a stack starts with one `process` frame per ancestor; the
+        # chain of their commands is the process's role (e.g. worker > worker = a horse).
+        process = " > ".join(_command(f) for f in frames if f.startswith("process ")) or "?"
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
@@ -69,6 +72,12 @@ def summarize(raw: Path, top: int) -> str:
     return "\n".join(out)
 
 
+def _command(frame: str) -> str:
+    """`process 12:"/x/bin/python -m producer worker --name a"` -> `python -m producer`."""
+    words = frame.partition(":")[2].strip('"').split()
+    return " ".join([Path(words[0]).name, *(Path(w).name for w in words[1:3])]) if words else "?"
+
+
 def _short(frame: str) -> str:
     # "func (path/to/module.py:123)" -> "func (module.py)" so lines of a function merge
     name, _, where = frame.partition(" (")
@@ -77,7 +86,9 @@ def _short(frame: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--what", choices=["throughput", "latency", "replay"], default="throughput")
+    parser.add_argument(
+        "--what", choices=["throughput", "latency", "replay", "scale"], default="throughput"
+    )
     parser.add_argument("-n", type=int, default=50_000, help="events of the run")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "cqbench-profile")
     parser.add_argument("--top", type=int, default=25)
@@ -92,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     raw = args.out / f"{args.what}-worker.txt"
     h = Harness(quick=False)
     try:
-        workers = h.workers(QUEUE)
-        worker_pid = next(iter(workers.pids().values()))
+        if args.what == "scale":  # the whole pool: supervisor, members, horses, CLIs
+            workers = h.workers(scale.QUEUE, processes=scale.WORKERS)
+            worker_pid = workers.process.pid
+        else:
+            workers = h.workers(QUEUE)
+            worker_pid = next(iter(workers.pids().values()))
         _scenario(args.what, h, workers, min(args.n, 500))()  # warm-up, not recorded
         spy = subprocess.Popen(
             [

@@ -46,7 +46,7 @@ def run(h: Harness) -> list[Row]:
     name = "real CLI: wall time"
     if not procs.REAL_CLI.exists():
         return [skipped_row(name, f"{procs.REAL_CLI} is not installed (make install)")]
-    trials = 2 if h.quick else 8
+    trials = 2 if h.quick else 10
     script = [TextTurn(ANSWER) for _ in range(2 * (trials + 1))]
     with FakeAnthropic(script, default_text=ANSWER) as api:
         cli_env = {

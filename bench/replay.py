@@ -19,7 +19,7 @@ TARGET_MS = 50.0
 
 
 def run(h: Harness) -> list[Row]:
-    n, trials = (2_000, 5) if h.quick else (10_000, 15)
+    n, trials = (2_000, 5) if h.quick else (10_000, 20)
     workers = h.workers(QUEUE)
     session = h.session("replay")
     handle = workers.client.submit(

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,29 @@ def show(console: Console, rows: Sequence[Row], title: str, errors: dict[str, st
         console.print(f"[red]{name} crashed:[/] {error}")
 
 
+def _python() -> str:
+    """The interpreter as typed from the repo root (e.g. `.venv/bin/python`)."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return str(exe)
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and how many files outside bench/ differ from it."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    changed = [line for line in git("status", "--porcelain").splitlines() if " bench/" not in line]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_files": len(changed)}
+
+
 def write(
     rows: Sequence[Row],
     *,
@@ -91,14 +115,15 @@ def write(
 ) -> Path:
     payload = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "-m", "bench", *argv]),
+        "command": " ".join([_python(), "-m", "bench", *argv]),
         "mode": "quick" if quick else "full",
         "host": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "load_avg_at_end": list(os.getloadavg()),
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "source": source_state(),
         "rows": [row.as_dict() for row in rows],
         "errors": errors,
         **extra,

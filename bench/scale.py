@@ -90,7 +90,7 @@ def _tree_rss(pid: int) -> float:
 
 
 def run(h: Harness) -> list[Row]:
-    jobs, trials = (20, 1) if h.quick else (100, 2)
+    jobs, trials = (20, 1) if h.quick else (100, 3)
     workers = h.workers(QUEUE, processes=WORKERS)
     noop, _ = h.noop_worker()
     queue_trial(h, workers, WORKERS)  # warm-up: one run per worker

@@ -83,7 +83,7 @@ class CpuSplit:
 
 
 def run(h: Harness) -> list[Row]:
-    n, trials = (5_000, 1) if h.quick else (50_000, 3)
+    n, trials = (5_000, 2) if h.quick else (50_000, 5)
     workers = h.workers(QUEUE)
     queue_rate(h, workers, 500)  # warm-up
     direct_rate(h, 500)
