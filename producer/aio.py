@@ -15,10 +15,10 @@ import structlog
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
 from producer.client import Client, QueueStatus
 from producer.cursor import (
-    ENVELOPE_FIELD,
     REPLAY_PAGE,
     SeqCursor,
     Verdict,
+    decode_page,
     finished_of,
     live_envelope,
     log_end,
@@ -165,8 +165,8 @@ class AsyncClient:
                 list[tuple[bytes, dict[bytes, bytes]]],
                 await self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
             )
-            for _entry_id, fields in entries:
-                yield Envelope.from_json(fields[ENVELOPE_FIELD])
+            for envelope in decode_page(entries):
+                yield envelope
             if len(entries) < REPLAY_PAGE:
                 return
             start = "(" + entries[-1][0].decode()

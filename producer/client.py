@@ -14,10 +14,10 @@ from rq.serializers import JSONSerializer
 
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
 from producer.cursor import (
-    ENVELOPE_FIELD,
     REPLAY_PAGE,
     SeqCursor,
     Verdict,
+    decode_page,
     finished_of,
     live_envelope,
     log_end,
@@ -230,8 +230,7 @@ class Client:
                 list[tuple[bytes, dict[bytes, bytes]]],
                 self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
             )
-            for _entry_id, fields in entries:
-                yield Envelope.from_json(fields[ENVELOPE_FIELD])
+            yield from decode_page(entries)
             if len(entries) < REPLAY_PAGE:
                 return
             last_id = entries[-1][0].decode()

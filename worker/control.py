@@ -17,7 +17,7 @@ import redis
 import structlog
 from pydantic import ValidationError
 
-from shared.connection import subscribe_confirmed
+from shared.connection import await_subscription
 from shared.control import CancelRequest
 
 log = structlog.get_logger(__name__)
@@ -26,7 +26,8 @@ _POLL_S = 1.0
 
 
 class ControlListener:
-    """Subscribes before the CLI is spawned, so no cancel published after that is missed."""
+    """One run's control channel: `subscribe()` before the CLI is spawned, `start()` after,
+    and before `started` is published, so a client that saw `started` is always heard."""
 
     def __init__(
         self,
@@ -47,17 +48,23 @@ class ControlListener:
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
         self._stopping = threading.Event()
 
+    def subscribe(self) -> None:
+        """Send SUBSCRIBE without waiting, so the round trip overlaps other work."""
+        self._pubsub.subscribe(self._channel)
+
     def start(self) -> None:
-        subscribe_confirmed(self._pubsub, self._channel)
+        """Wait until subscribed (from here on no control message is missed), then listen."""
+        await_subscription(self._pubsub, self._channel)
         self._thread.start()
 
     def stop(self) -> None:
         """Unblock and end the thread: a private token published to our own channel."""
         self._stopping.set()
-        # If Redis is unreachable the thread still notices _stopping within one poll.
-        with contextlib.suppress(redis.RedisError):
-            self._client.publish(self._channel, self._stop_token)
-        self._thread.join(timeout=_POLL_S * 2)
+        if self._thread.is_alive():
+            # If Redis is unreachable the thread still notices _stopping within one poll.
+            with contextlib.suppress(redis.RedisError):
+                self._client.publish(self._channel, self._stop_token)
+            self._thread.join(timeout=_POLL_S * 2)
         with contextlib.suppress(redis.RedisError):
             self._pubsub.close()
 

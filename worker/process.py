@@ -125,6 +125,7 @@ class CliProcess:
         self._stdout_open = False
         self._stderr_open = False
         self._kill_lock = threading.Lock()
+        self._tree_gone = False
         self.pid = 0
         self.start_ticks: int | None = None
 
@@ -268,7 +269,13 @@ class CliProcess:
     def kill_tree(self) -> int:
         """SIGKILL the CLI and every descendant; safe from any thread, idempotent."""
         with self._kill_lock:
-            return kill_run_tree(self._run_id, self.pid or None)
+            if self._tree_gone:
+                return 0
+            killed = kill_run_tree(self._run_id, self.pid or None)
+            # Once the CLI has exited and a sweep found its tree empty, no process of
+            # the run is left to start another: later calls need no /proc scan.
+            self._tree_gone = self._exited or (self.pid != 0 and self.poll() is not None)
+            return killed
 
     def wait(self) -> int:
         """Reap the CLI and return its exit code (negative: killed by that signal)."""

@@ -50,17 +50,17 @@ class _ContextMixin:
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
-            # If the work horse died mid-run (job timeout, cold shutdown, crash), the
-            # CLI's descendants were reparented to us (subreaper): end them, then
-            # give the run the terminal event its horse could not write.
-            leftovers = kill_run_tree(job.id, None)
-            if leftovers:
-                log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
             ctx = self.context
-            if finish_for_worker(
-                ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=job.id
-            ):
-                log.warning("run_interrupted_by_worker_stop", run_id=job.id)
+            # A run still open here lost its work horse (job timeout, cold shutdown,
+            # crash). The CLI's descendants were reparented to us (subreaper): end
+            # them, then write the terminal event the horse could not.
+            if ctx.redis.hexists(ctx.keys.running, job.id):
+                leftovers = kill_run_tree(job.id, None)
+                log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
+                if finish_for_worker(
+                    ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=job.id
+                ):
+                    log.warning("run_interrupted_by_worker_stop", run_id=job.id)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """First SIGTERM: stop taking jobs; the current run gets shutdown_grace_s to end."""

@@ -166,7 +166,7 @@ def _run_cli(
         ),
     )
     lease.start()
-    listener.start()  # subscribed before spawn: a cancel sent from here on is heard
+    listener.subscribe()
     seen = RunObservations()
     try:
         try:
@@ -177,14 +177,15 @@ def _run_cli(
                 "Install it or point CLAUDE_QUEUE_CLAUDE_BIN at it."
             )
             return _fail_now(publisher, ErrorCode.CLI_NOT_FOUND, message, started)
-        ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
+        listener.start()  # the SUBSCRIBE sent before spawn is confirmed by now
         publisher.publish(
             Event(
                 type=EventType.STARTED,
                 data=StartedData(worker=ctx.worker_name, host=ctx.host, pid=proc.pid),
             )
         )
-        # A cancel that landed between dequeue and spawn left only the flag behind.
+        ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
+        # A cancel that landed between dequeue and subscription left only its flag.
         if flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
         pump(proc, publisher, seen, cancel, request, ctx)
