@@ -20,13 +20,13 @@ from producer.cursor import (
     Verdict,
     decode_page,
     finished_of,
-    live_envelope,
     log_end,
     log_start,
 )
 from producer.errors import StreamTimeout
+from producer.fanout import LOST, PubSubFanout, Subscription
 from producer.sessions import SessionInfo
-from shared.connection import async_redis, subscribe_confirmed_async
+from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
 from shared.settings import Settings
@@ -51,6 +51,7 @@ class AsyncClient:
         self.keys = keys_from(settings)
         self._sync = Client(settings)
         self._cancel_script = self.redis.register_script(CANCEL_LUA)
+        self._fanout = PubSubFanout(self.redis)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
@@ -61,6 +62,7 @@ class AsyncClient:
         return cls(Settings(redis_url=url, **overrides))
 
     async def aclose(self) -> None:
+        await self._fanout.aclose()
         await self.redis.aclose()
         self._sync.close()
 
@@ -121,16 +123,14 @@ class AsyncClient:
     async def _stream_once(
         self, session_id: str, cursor: SeqCursor, follow: bool, deadline: float | None
     ) -> AsyncIterator[Envelope]:
-        pubsub = self.redis.pubsub()
+        subscription = await self._fanout.open(self.keys.channel(session_id)) if follow else None
         try:
-            if follow:
-                await subscribe_confirmed_async(pubsub, self.keys.channel(session_id))
             async for envelope in self._replay(session_id, cursor.last_seq, None):
                 yield envelope
                 cursor.delivered(envelope)
                 if cursor.done:
                     return
-            if not follow:
+            if subscription is None:
                 return
             while True:
                 wait = 1.0 if deadline is None else deadline - time.monotonic()
@@ -138,22 +138,37 @@ class AsyncClient:
                     raise StreamTimeout(
                         "the stream reached its time limit before its stopping point"
                     )
-                live = live_envelope(await pubsub.get_message(timeout=min(wait, 1.0)))
-                if live is None:
-                    continue
-                verdict = cursor.judge(live)
-                if verdict is Verdict.DUPLICATE:
-                    continue
-                batch = [live]
-                if verdict is Verdict.GAP:
-                    batch = [e async for e in self._replay(session_id, cursor.last_seq, live.seq)]
-                for item in batch:
+                live = await _next_live(subscription, min(wait, 1.0))
+                for item in await self._to_deliver(session_id, cursor, subscription, live):
+                    if item.seq <= cursor.last_seq:
+                        continue
                     yield item
                     cursor.delivered(item)
                     if cursor.done:
                         return
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if subscription is not None:
+                await self._fanout.close(subscription)
+
+    async def _to_deliver(
+        self,
+        session_id: str,
+        cursor: SeqCursor,
+        subscription: Subscription,
+        live: Envelope | None,
+    ) -> list[Envelope]:
+        """What follows the cursor, given a live event (or none, after a wait)."""
+        if subscription.lagging:  # live messages were dropped: the log has them all
+            subscription.lagging = False
+            return [e async for e in self._replay(session_id, cursor.last_seq, None)]
+        if live is None:
+            return []
+        verdict = cursor.judge(live)
+        if verdict is Verdict.DUPLICATE:
+            return []
+        if verdict is Verdict.GAP:  # a live message was missed: the log has it
+            return [e async for e in self._replay(session_id, cursor.last_seq, live.seq)]
+        return [live]
 
     async def _replay(
         self, session_id: str, after: int, upto: int | None
@@ -188,17 +203,16 @@ class AsyncClient:
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
         keys, args = cancel_script_call(self.settings, self.keys, session_id, target, reason)
-        pubsub = self.redis.pubsub()
+        channel = self.keys.channel(session_id)
+        subscription = await self._fanout.open(channel) if wait else None
         try:
-            if wait:
-                await subscribe_confirmed_async(pubsub, self.keys.channel(session_id))
             outcome = CancelOutcome(_text(await self._cancel_script(keys=keys, args=args)))
-            if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
+            if outcome is not CancelOutcome.CANCELLED_RUNNING or subscription is None:
                 return CancelResult(outcome, session_id, target)
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
-                if waiter.is_done(await pubsub.get_message(timeout=pause)):
+                if waiter.is_done(await _next_live(subscription, pause)):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
@@ -207,7 +221,19 @@ class AsyncClient:
                         return CancelResult(outcome, session_id, target)
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if subscription is not None:
+                await self._fanout.close(subscription)
+
+
+async def _next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
+    """The next live event, None after timeout_s; raises if the connection was lost."""
+    try:
+        data = await asyncio.wait_for(subscription.queue.get(), timeout_s)
+    except TimeoutError:
+        return None
+    if data == LOST:
+        raise redis.ConnectionError("the pub/sub connection was lost")
+    return Envelope.from_json(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from producer.cursor import live_envelope
 from shared.control import CancelRequest
-from shared.events import Event, EventType, FinishedData, InterruptedData, RunStatus, encode_body
+from shared.events import (
+    Envelope,
+    Event,
+    EventType,
+    FinishedData,
+    InterruptedData,
+    RunStatus,
+    encode_body,
+)
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import log_write_args
@@ -52,9 +58,8 @@ class CancelWait:
             return None
         return max(0.0, min(self.deadline, self.next_send) - now)
 
-    def is_done(self, message: dict[str, Any] | None) -> bool:
-        """Did this pub/sub message say the run finished?"""
-        envelope = live_envelope(message)
+    def is_done(self, envelope: Envelope | None) -> bool:
+        """Does this live event say the run finished?"""
         return (
             envelope is not None
             and envelope.run_id == self.run_id

@@ -266,7 +266,7 @@ class Client:
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
-                if waiter.is_done(pubsub.get_message(timeout=pause)):
+                if waiter.is_done(live_envelope(pubsub.get_message(timeout=pause))):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():

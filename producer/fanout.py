@@ -1,0 +1,148 @@
+"""One pub/sub connection per AsyncClient, fanned out to all of its streams.
+
+A web backend may follow hundreds of sessions at once; a connection each would
+exhaust the pool. Here one reader task owns the subscription connection and puts
+each message on the queue of every stream following that channel.
+
+Queues are bounded. A stream that falls behind loses live messages and is told
+so (`lagging`); it then catches up from the session log, which has every event.
+If the connection drops, every queue gets `LOST` and the streams reconnect
+(subscribe again, then replay after their last seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis
+import redis.asyncio as aioredis
+import structlog
+
+log = structlog.get_logger(__name__)
+
+LOST: Final = b""  # queued when the shared connection dropped
+_QUEUE_SIZE = 10_000
+_CONFIRM_TIMEOUT_S = 10.0
+_RECONNECT_FIRST_S = 0.1
+_RECONNECT_MAX_S = 5.0
+
+
+@dataclass(eq=False)
+class Subscription:
+    channel: str
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
+    lagging: bool = False
+
+
+class PubSubFanout:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pubsub = client.pubsub()
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._broken = False
+
+    async def open(self, channel: str) -> Subscription:
+        """Follow a channel; returns once Redis confirmed the subscription."""
+        subscription = Subscription(channel)
+        async with self._lock:
+            followers = self._subscribers.setdefault(channel, set())
+            followers.add(subscription)
+            if len(followers) == 1:
+                self._confirmed[channel] = asyncio.Event()
+                await self._pubsub.subscribe(channel)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read(), name="claude-queue-fanout")
+            confirmed = self._confirmed[channel]
+        try:
+            await asyncio.wait_for(confirmed.wait(), _CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            await self.close(subscription)
+            raise redis.TimeoutError(
+                f"Redis did not confirm the subscription to {channel}"
+            ) from None
+        return subscription
+
+    async def close(self, subscription: Subscription) -> None:
+        async with self._lock:
+            followers = self._subscribers.get(subscription.channel)
+            if followers is None or subscription not in followers:
+                return
+            followers.discard(subscription)
+            if not followers:
+                del self._subscribers[subscription.channel]
+                self._confirmed.pop(subscription.channel, None)
+                with contextlib.suppress(redis.RedisError):
+                    await self._pubsub.unsubscribe(subscription.channel)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self) -> None:
+        delay = _RECONNECT_FIRST_S
+        while True:
+            try:
+                if self._broken:
+                    raise redis.ConnectionError("the last reconnect did not subscribe")
+                message = await self._pubsub.get_message(timeout=1.0)
+                delay = _RECONNECT_FIRST_S
+            except (redis.ConnectionError, redis.TimeoutError, RuntimeError) as exc:
+                log.warning("fanout_connection_lost", error=str(exc), retry_in_s=delay)
+                await self._reconnect(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        channel = _text(message.get("channel"))
+        kind = message.get("type")
+        if kind == "subscribe" and channel in self._confirmed:
+            self._confirmed[channel].set()
+        elif kind == "message":
+            data = message.get("data")
+            assert isinstance(data, bytes)
+            for subscription in self._subscribers.get(channel, ()):
+                try:
+                    subscription.queue.put_nowait(data)
+                except asyncio.QueueFull:
+                    subscription.lagging = True  # it catches up from the log
+
+    async def _reconnect(self, delay: float) -> None:
+        """Tell every stream it lost messages, then subscribe again on a new connection."""
+        async with self._lock:
+            for followers in self._subscribers.values():
+                for subscription in followers:
+                    _put_lost(subscription)
+            with contextlib.suppress(redis.RedisError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            self._pubsub = self._client.pubsub()
+            for channel in self._subscribers:
+                self._confirmed[channel] = asyncio.Event()
+            self._broken = False
+            if self._subscribers:
+                try:
+                    await self._pubsub.subscribe(*self._subscribers)
+                except (redis.RedisError, OSError):
+                    self._broken = True  # the reader tries again, with backoff
+
+
+def _put_lost(subscription: Subscription) -> None:
+    with contextlib.suppress(asyncio.QueueFull):
+        subscription.queue.put_nowait(LOST)
+        return
+    subscription.lagging = True
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,89 @@
+"""The asyncio client shares one pub/sub connection among all its streams."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from producer.aio import AsyncClient
+from producer.client import Client, RunHandle
+from shared.events import Envelope, EventType
+from shared.settings import Settings
+from tests.conftest import WorkerFactory
+
+
+def _subscriber_connections(raw: redis.Redis) -> int:
+    clients = raw.client_list()
+    return sum(1 for c in clients if int(c.get("sub", 0)) > 0)
+
+
+def test_many_streams_share_one_connection(
+    settings: Settings, client: Client, redis_client: redis.Redis
+) -> None:
+    sessions = [f"many-{index}" for index in range(150)]  # more than the pool's 100
+    for session_id in sessions:
+        client.submit(session_id=session_id, prompt="never runs: there is no worker")
+
+    async def scenario() -> dict[str, list[Envelope]]:
+        async with AsyncClient(settings) as aclient:
+            subscribed: set[str] = set()
+            all_subscribed = asyncio.Event()
+
+            async def follow(session_id: str) -> list[Envelope]:
+                events = []
+                async for envelope in aclient.stream(session_id, stop_at_finish=True, timeout_s=60):
+                    events.append(envelope)
+                    # A stream replays only once subscribed: its first event proves it.
+                    subscribed.add(session_id)
+                    if len(subscribed) == len(sessions):
+                        all_subscribed.set()
+                return events
+
+            tasks = {s: asyncio.create_task(follow(s)) for s in sessions}
+            await asyncio.wait_for(all_subscribed.wait(), 60)
+            assert _subscriber_connections(redis_client) == 1
+            for session_id in sessions:
+                await aclient.cancel(session_id)
+            return {s: await t for s, t in tasks.items()}
+
+    results = asyncio.run(scenario())
+    for session_id, events in results.items():
+        assert [e.type for e in events] == [
+            EventType.QUEUED,
+            EventType.INTERRUPTED,
+            EventType.FINISHED,
+        ], session_id
+        assert [e.seq for e in events] == [1, 2, 3]
+
+
+def test_a_stream_that_falls_behind_catches_up_from_the_log(
+    settings: Settings, client: Client, start_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("producer.fanout._QUEUE_SIZE", 2)
+    start_worker()
+
+    async def scenario() -> list[Envelope]:
+        async with AsyncClient(settings) as aclient:
+            handle = await aclient.submit(session_id="lag", prompt="FAKE: many n=60 rate=0")
+
+            def handle_wait() -> bool:
+                sync_handle = RunHandle(client, handle.session_id, handle.run_id, handle.queued_seq)
+                return sync_handle.wait(timeout_s=60).status == "succeeded"
+
+            stream = handle.stream(timeout_s=60)
+            first = [await anext(stream)]
+            # Stop reading while the whole run happens: the 2-slot queue overflows.
+            finished = await asyncio.to_thread(lambda: client.history("lag") and handle_wait())
+            assert finished
+            (subscription,) = aclient._fanout._subscribers[aclient.keys.channel("lag")]
+            assert subscription.lagging  # live messages were dropped
+            return first + [e async for e in stream]
+
+    events = asyncio.run(scenario())
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert events[-1].type is EventType.FINISHED
+    texts = [b["text"] for e in events if e.type is EventType.MESSAGE for b in e.data["content"]]
+    assert len([t for t in texts if t.startswith("t=")]) == 60
