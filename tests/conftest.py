@@ -63,29 +63,12 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
     """Environment that makes a worker process build exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_QUEUE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    values = {
-        "REDIS_URL": settings.redis_url.get_secret_value(),
-        "KEY_PREFIX": settings.key_prefix,
-        "QUEUE_NAME": settings.queue_name,
-        "CLAUDE_BIN": settings.claude_bin,
-        "IDLE_TIMEOUT_S": str(settings.idle_timeout_s),
-        "RESULT_GRACE_S": str(settings.result_grace_s),
-        "MAX_LINE_BYTES": str(settings.max_line_bytes),
-        "LEASE_TTL_S": str(settings.lease_ttl_s),
-        "LEASE_RENEW_S": str(settings.lease_renew_s),
-        "REAPER_INTERVAL_S": str(settings.reaper_interval_s),
-        "SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
-        "EVENT_LOG_TTL_S": str(settings.event_log_ttl_s),
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "info",
-    }
-    env.update({f"CLAUDE_QUEUE_{k}": v for k, v in values.items()})
-    if settings.extra_env:
-        env["CLAUDE_QUEUE_EXTRA_ENV"] = json.dumps(settings.extra_env)
-    env["CLAUDE_QUEUE_PROFILES"] = json.dumps(
-        {name: profile.model_dump(mode="json") for name, profile in settings.profiles.items()}
-    )
-    env["CLAUDE_QUEUE_DEFAULT_PROFILE"] = settings.default_profile
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        env[f"CLAUDE_QUEUE_{name.upper()}"] = text
+    env["CLAUDE_QUEUE_REDIS_URL"] = settings.redis_url.get_secret_value()
     env.update(extra or {})
     return env
 

@@ -220,16 +220,21 @@ def _conclude(
         closing.append(_resume_failed(job, plan.resume_id, ctx))
     elif seen.claude_session_id:
         # Not after a failed resume: the CLI then names the dead conversation.
-        session.remember(
-            ctx.redis,
-            ctx.keys,
-            ctx.settings,
-            job=job,
-            run_id=request.run_id,
-            cwd=plan.cwd,
-            claude_session_id=seen.claude_session_id,
-            env=command.env,
-        )
+        try:
+            session.remember(
+                ctx.redis,
+                ctx.keys,
+                ctx.settings,
+                job=job,
+                run_id=request.run_id,
+                cwd=plan.cwd,
+                claude_session_id=seen.claude_session_id,
+                env=command.env,
+            )
+        except redis.RedisError as exc:
+            # Redis is away: the run still ends (its events wait in the publisher);
+            # only the next run's resume is lost, and it says so.
+            log.warning("session_state_not_saved", error=str(exc))
     events, status = final_events(
         seen,
         exit_code=exit_code,

@@ -174,3 +174,46 @@ def test_reap_command_runs(settings: Settings) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "0 run(s) declared lost" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_long_outage_overflows_the_buffer_and_ends_the_run_cleanly(
+    settings: Settings, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    cli_pid = 0
+    try:
+        own = settings.model_copy(
+            update={"redis_url": SecretStr(server.url), "publish_buffer_bytes": 4096}
+        )
+        start_worker("overflow", settings_override=own)
+        with Client(own) as client:
+            handle = client.submit(
+                session_id="overflow", prompt="FAKE: many n=2000 rate=200 size=200"
+            )
+            for envelope in handle.stream(timeout_s=60):
+                if envelope.type is EventType.STARTED:
+                    cli_pid = int(envelope.data["pid"])
+                if _texts(envelope):
+                    break
+            server.stop()  # the worker keeps reading the CLI, and its buffer fills
+            assert _await_dead(cli_pid)  # over 4 KiB buffered: the run is ended
+            server.start()
+            events = client.history("overflow")
+            if events[-1].type is not EventType.FINISHED:
+                events += list(
+                    client.stream(
+                        "overflow", after=events[-1].seq, timeout_s=60, stop_at_finish=True
+                    )
+                )
+            finished = [e for e in events if e.type is EventType.FINISHED]
+            assert [f.data["status"] for f in finished] == ["failed"]
+            assert any(
+                e.type is EventType.ERROR and e.data["code"] == "buffer_overflow" for e in events
+            )
+            seqs = [e.seq for e in events]
+            assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        _kill(cli_pid)
+        server.stop()
