@@ -58,6 +58,10 @@ class Keys:
         """SCAN pattern matching every key of one session."""
         return f"{self.prefix}:{{{session_id}}}:*"
 
+    def wait_marker(self, session_id: str, run_id: str) -> str:
+        """String (PX ttl): a worker holds this queued run and waits for its turn."""
+        return f"{self._session(session_id)}:run:{run_id}:wait"
+
     def cancel_flag(self, session_id: str, run_id: str) -> str:
         """String: set when a cancel was requested, so a late spawn still sees it."""
         return f"{self._session(session_id)}:run:{run_id}:cancel"
@@ -75,6 +79,11 @@ class Keys:
     def reaper_lock(self) -> str:
         """String: name of the worker elected to reap lost runs (short PX lock)."""
         return f"{self.prefix}:reaper"
+
+    @property
+    def waiting(self) -> str:
+        """Hash: run id -> session id of every run a worker holds while it waits its turn."""
+        return f"{self.prefix}:waiting"
 
     @property
     def running(self) -> str:

@@ -48,15 +48,21 @@ return seq
 """
 )
 
-# KEYS: run, pending, running, lease, fence
+# KEYS: run, pending, running, lease, fence, wait_marker, waiting
 # ARGV: run_id, session_id, worker, host, now, ttl, lease_ttl_ms
 # One run at a time per session, in submit order: a run may start only when it is
 # the head of the session's pending list and nobody holds the session lease.
 # Returns {'claimed', token}, {'waiting', head}, or {state} when this delivery must
 # not run at all ('running' / 'finished': a duplicate or a run cancelled meanwhile).
+# A waiting worker calls again at least every lease renewal, which keeps its wait
+# marker alive; if it dies, the marker expires and the reaper ends the run.
 CLAIM_LUA = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' or status == 'finished' then return {status} end
+if status == 'running' or status == 'finished' then
+  redis.call('DEL', KEYS[6])
+  redis.call('HDEL', KEYS[7], ARGV[1])
+  return {status}
+end
 if not status then
   -- a job placed in the queue without a producer: give it a record now
   redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -64,8 +70,13 @@ if not status then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'session_id', ARGV[2], 'submitted_at', ARGV[5])
 end
 local head = redis.call('LINDEX', KEYS[2], 0)
-if head ~= ARGV[1] then return {'waiting', head or ''} end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'waiting', head} end
+if head ~= ARGV[1] or redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[7])
+  redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
+  return {'waiting', head or ''}
+end
+redis.call('DEL', KEYS[6])
+redis.call('HDEL', KEYS[7], ARGV[1])
 local token = tostring(redis.call('INCR', KEYS[5]))
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
@@ -85,18 +96,28 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: run, pending, running, lease, seq, log, sessions
+# KEYS: run, pending, running, lease, seq, log, sessions, wait_marker, waiting
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, final_status, condition, bodies...
-# End a running run from outside its own runner, writing its closing events.
-# condition 'lease_gone': the reaper; the run is lost only if no lease is alive.
+# End a run from outside its own runner, writing its closing events.
+# condition 'lease_gone': the reaper; a running run is lost only if no lease is alive.
+# condition 'wait_gone': the reaper; a queued run held by a worker that stopped
+#   renewing its wait marker (it died while waiting its turn) is lost.
 # condition 'worker:<name>': that worker's main process, after its work horse died.
 # Returns 1 if this call finished the run, else 0.
 FORCE_FINISH_LUA = (
     _APPEND_FN
     + """
 local run = redis.call('HMGET', KEYS[1], 'status', 'worker', 'owner')
-if run[1] ~= 'running' then return 0 end
-if ARGV[8] == 'lease_gone' then
+if ARGV[8] == 'wait_gone' then
+  if run[1] ~= 'queued' then
+    redis.call('HDEL', KEYS[9], ARGV[6])  -- claimed or cancelled meanwhile
+    return 0
+  end
+  if redis.call('EXISTS', KEYS[8]) == 1 then return 0 end
+  redis.call('HDEL', KEYS[9], ARGV[6])
+elseif run[1] ~= 'running' then
+  return 0
+elseif ARGV[8] == 'lease_gone' then
   if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 elseif ARGV[8] ~= 'worker:' .. (run[2] or '') then
   return 0
@@ -105,7 +126,7 @@ redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', ARGV[7], 'fini
 redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
 redis.call('LREM', KEYS[2], 0, ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[6])
-if redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
+if run[3] and redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
 for i = 9, #ARGV do append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[i]) end
 touch(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 return 1

@@ -46,6 +46,8 @@ def claim_run(ctx: WorkerContext, session_id: str, run_id: str) -> tuple[Publish
                     keys.running,
                     keys.lease(session_id),
                     keys.fence(session_id),
+                    keys.wait_marker(session_id, run_id),
+                    keys.waiting,
                 ],
                 args=[
                     run_id,

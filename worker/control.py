@@ -50,11 +50,20 @@ class ControlListener:
 
     def subscribe(self) -> None:
         """Send SUBSCRIBE without waiting, so the round trip overlaps other work."""
-        self._pubsub.subscribe(self._channel)
+        with contextlib.suppress(redis.RedisError):  # start() reports it
+            self._pubsub.subscribe(self._channel)
 
     def start(self) -> None:
-        """Wait until subscribed (from here on no control message is missed), then listen."""
-        await_subscription(self._pubsub, self._channel)
+        """Wait until subscribed (from here on no control message is missed), then listen.
+
+        If Redis is unreachable just now, the run goes on without the listener: the
+        runner's periodic check of the persistent cancel flag still hears a cancel.
+        """
+        try:
+            await_subscription(self._pubsub, self._channel)
+        except (redis.RedisError, RuntimeError) as exc:
+            log.warning("control_listener_unavailable", error=str(exc))
+            return
         self._thread.start()
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import redis
@@ -39,6 +40,10 @@ from worker.proctree import kill_run_tree, marked_runs
 
 log = structlog.get_logger(__name__)
 
+LOST_WAITING_MESSAGE = (
+    "the worker holding this run while it waited for its turn stopped (it probably "
+    "died) before it could start it; the run is declared lost"
+)
 LOST_MESSAGE = (
     "the worker running this run stopped renewing its lease (it probably died); "
     "the run is declared lost"
@@ -74,6 +79,8 @@ def _force_finish(
             keys.seq(session_id),
             keys.log(session_id),
             keys.sessions,
+            keys.wait_marker(session_id, run_id),
+            keys.waiting,
         ],
         args=[
             *log_write_args(keys, settings, session_id, run_id, now),
@@ -87,9 +94,20 @@ def _force_finish(
 
 
 def reap_if_lost(
-    client: redis.Redis, keys: Keys, settings: Settings, session_id: str, run_id: str
+    client: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    session_id: str,
+    run_id: str,
+    *,
+    waiting: bool = False,
 ) -> bool:
-    """Declare the run lost if it is running with no live lease; True if we did."""
+    """Declare the run lost if its worker is gone; True if we did.
+
+    A running run is lost when its lease expired; a queued run a worker held while
+    waiting for its turn (`waiting=True`) is lost when that worker's wait marker did.
+    """
+    message = LOST_WAITING_MESSAGE if waiting else LOST_MESSAGE
     lost = _force_finish(
         client,
         keys,
@@ -97,15 +115,13 @@ def reap_if_lost(
         session_id=session_id,
         run_id=run_id,
         status=RunStatus.LOST,
-        condition="lease_gone",
-        closing=Event(
-            type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message=LOST_MESSAGE)
-        ),
-        reason=LOST_MESSAGE,
+        condition="wait_gone" if waiting else "lease_gone",
+        closing=Event(type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message=message)),
+        reason=message,
     )
     if lost:
         log.warning("run_lost", session_id=session_id, run_id=run_id)
-        fail_rq_job(client, settings, run_id, LOST_MESSAGE)
+        fail_rq_job(client, settings, run_id, message)
     return lost
 
 
@@ -131,12 +147,46 @@ def finish_for_worker(
 
 
 def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
-    """Check every running run once; returns how many were declared lost."""
-    running = cast(dict[bytes, bytes], client.hgetall(keys.running))
-    return sum(
-        reap_if_lost(client, keys, settings, session_id.decode(), run_id.decode())
-        for run_id, session_id in running.items()
-    )
+    """Check every running and every waiting run once; returns how many were lost."""
+    lost = 0
+    for hash_key, waiting in ((keys.running, False), (keys.waiting, True)):
+        runs = cast(dict[bytes, bytes], client.hgetall(hash_key))
+        for run_id, session_id in runs.items():
+            lost += reap_if_lost(
+                client, keys, settings, session_id.decode(), run_id.decode(), waiting=waiting
+            )
+    return lost + _reap_undelivered(client, keys, settings)
+
+
+def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+    """Runs RQ handed to a worker that died before it could claim them.
+
+    RQ marks a job started when a worker dequeues it; our claim follows within
+    milliseconds. A job started longer than a lease ago whose run is still queued
+    with no wait marker was never picked up by a live worker.
+    """
+    registry = StartedJobRegistry(settings.queue_name, connection=client)
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings.lease_ttl_s)
+    lost = 0
+    for run_id in registry.get_job_ids(cleanup=False):
+        try:
+            job = Job.fetch(run_id, connection=client, serializer=JSONSerializer)
+        except NoSuchJobError:
+            continue
+        started = job.started_at
+        if started is None or started.replace(tzinfo=started.tzinfo or UTC) > cutoff:
+            continue
+        payload = job.args[0] if job.args else None
+        session_id = _session_of(payload)
+        if session_id is not None:
+            lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=True)
+    return lost
+
+
+def _session_of(payload: object) -> str | None:
+    job = payload.get("job") if isinstance(payload, dict) else None
+    session_id = job.get("session_id") if isinstance(job, dict) else None
+    return session_id if isinstance(session_id, str) else None
 
 
 def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: str) -> None:
@@ -157,8 +207,11 @@ def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: s
 def kill_orphans(client: redis.Redis, keys: Keys, settings: Settings) -> int:
     """Kill this host's leftover processes of runs that are not running any more."""
     killed = 0
+    # /proc first, then Redis: a run is in `running` before its CLI is spawned, so a
+    # process seen by the scan whose run is missing from the later read is a leftover.
+    marked = marked_runs(settings.scope)
     running = {k.decode() for k in cast(dict[bytes, bytes], client.hgetall(keys.running))}
-    for run_id in marked_runs(settings.scope) - running:
+    for run_id in marked - running:
         killed += kill_run_tree(run_id, None)
     if killed:
         log.warning("orphans_killed", processes=killed)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
+import time
 from typing import Any, Literal
 
+import redis
 import structlog
 from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
@@ -50,17 +53,24 @@ class _ContextMixin:
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
-            ctx = self.context
-            # A run still open here lost its work horse (job timeout, cold shutdown,
-            # crash). The CLI's descendants were reparented to us (subreaper): end
-            # them, then write the terminal event the horse could not.
-            if ctx.redis.hexists(ctx.keys.running, job.id):
-                leftovers = kill_run_tree(job.id, None)
-                log.warning("run_leftovers_killed", run_id=job.id, processes=leftovers)
-                if finish_for_worker(
-                    ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=job.id
-                ):
-                    log.warning("run_interrupted_by_worker_stop", run_id=job.id)
+            try:
+                self._after_job(job.id)
+            except redis.RedisError as exc:
+                # The reaper ends the run once its lease expires; the worker goes on.
+                log.warning("after_job_check_failed", run_id=job.id, error=str(exc))
+
+    def _after_job(self, run_id: str) -> None:
+        ctx = self.context
+        # A run still open here lost its work horse (job timeout, cold shutdown,
+        # crash). The CLI's descendants were reparented to us (subreaper): end
+        # them, then write the terminal event the horse could not.
+        if ctx.redis.hexists(ctx.keys.running, run_id):
+            leftovers = kill_run_tree(run_id, None)
+            log.warning("run_leftovers_killed", run_id=run_id, processes=leftovers)
+            if finish_for_worker(
+                ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=run_id
+            ):
+                log.warning("run_interrupted_by_worker_stop", run_id=run_id)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """First SIGTERM: stop taking jobs; the current run gets shutdown_grace_s to end."""
@@ -148,7 +158,30 @@ def run_worker(
     maintenance = Maintenance(ctx)
     maintenance.start()
     try:
-        rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
+        while True:
+            try:
+                rq_worker.work(
+                    burst=burst, with_scheduler=False, logging_level=settings.log_level.upper()
+                )
+                return RET_OK
+            except redis.ConnectionError as exc:
+                # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
+                # checking a job whose horse died). Wait for Redis, then work again.
+                log.warning("worker_loop_lost_redis", error=str(exc))
+                _await_redis(rq_worker)
+                with contextlib.suppress(redis.RedisError):
+                    rq_worker.register_death()  # type: ignore[no-untyped-call]
+                rq_worker = build_worker(settings, name=rq_worker.name, mode=mode)
     finally:
         maintenance.stop()
-    return RET_OK
+
+
+def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker) -> None:
+    delay = 0.1
+    while True:
+        try:
+            rq_worker.connection.ping()
+            return
+        except redis.RedisError:
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

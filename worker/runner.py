@@ -184,7 +184,8 @@ def _run_cli(
                 data=StartedData(worker=ctx.worker_name, host=ctx.host, pid=proc.pid),
             )
         )
-        ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
+        with contextlib.suppress(redis.RedisError):  # informational; Redis may be away
+            ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
         # A cancel that landed between dequeue and subscription left only its flag.
         if flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
