@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -32,6 +33,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CLAUDE_QUEUE_") and name != "CLAUDE_QUEUE_TEST_REDIS_URL":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test, so an unclosed resource is blamed on the test that leaked it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

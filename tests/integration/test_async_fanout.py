@@ -15,8 +15,10 @@ from tests.conftest import WorkerFactory
 
 
 def _subscriber_connections(raw: redis.Redis) -> int:
+    """Connections to the test database holding subscriptions (other dbs may be in use)."""
+    db = str(raw.connection_pool.connection_kwargs.get("db", 0))
     clients = raw.client_list()
-    return sum(1 for c in clients if int(c.get("sub", 0)) > 0)
+    return sum(1 for c in clients if int(c.get("sub", 0)) > 0 and str(c.get("db")) == db)
 
 
 def test_many_streams_share_one_connection(

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from shared.events import Envelope, EventType
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.helpers import Proc, envelope_texts
 from worker.proctree import read_stat, run_processes, start_ticks
 
 STREAM_TIMEOUT_S = 60.0
@@ -43,29 +43,6 @@ _GRANDCHILD_RE = re.compile(r"grandchild_pid=(\d+)")
 
 
 # -- processes --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Proc:
-    """A process identified by pid + start time (None: already gone when learned)."""
-
-    pid: int
-    ticks: int | None
-
-    def alive(self) -> bool:
-        """True while this very process exists and is not a zombie."""
-        stat = read_stat(self.pid)
-        return (
-            self.ticks is not None
-            and stat is not None
-            and stat.start_ticks == self.ticks
-            and stat.state not in ("Z", "X")
-        )
-
-    def kill(self) -> None:
-        if self.alive():
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
 
 
 @dataclass(slots=True)
@@ -96,14 +73,8 @@ def pids() -> Iterator[Pids]:
 # -- events -----------------------------------------------------------------------
 
 
-def _texts(envelope: Envelope) -> list[str]:
-    if envelope.type is not EventType.MESSAGE:
-        return []
-    return [str(b.get("text")) for b in envelope.data.get("content", []) if b.get("type") == "text"]
-
-
 def _grandchild_pid(envelope: Envelope) -> int | None:
-    for text in _texts(envelope):
+    for text in envelope_texts(envelope):
         if match := _GRANDCHILD_RE.fullmatch(text):
             return int(match.group(1))
     return None
@@ -350,7 +321,7 @@ def test_cancel_of_unknown_run_or_idle_session_touches_nothing(
     _follow_to_end(stream, seen, pids)
     assert seen.finished.data["status"] == "succeeded"
     assert EventType.INTERRUPTED not in _types(seen.events)
-    texts = [t for e in seen.events for t in _texts(e)]
+    texts = [t for e in seen.events for t in envelope_texts(e)]
     assert [t for t in texts if t.startswith("slow ")] == [f"slow {i}/5" for i in range(1, 6)]
     assert _contiguous(seen.events)
 

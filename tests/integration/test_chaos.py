@@ -45,6 +45,7 @@ from producer.errors import StreamTimeout
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.helpers import Proc, envelope_texts
 from tests.redis_server import RedisServer
 from worker.proctree import (
     RUN_MARKER_ENV,
@@ -132,36 +133,15 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Proc:
-    """A process of a run: pid + start time (None: gone, or not the run's, when learned)."""
-
-    pid: int
-    ticks: int | None
-
-    @classmethod
-    def learn(cls, pid: int, run_id: str) -> Proc:
-        before = read_stat(pid)
-        if before is None or f"{RUN_MARKER_ENV}={run_id}".encode() not in _environ(pid):
-            return cls(pid, None)
-        after = read_stat(pid)  # still the very process that carried the marker?
-        if after is None or after.start_ticks != before.start_ticks:
-            return cls(pid, None)
-        return cls(pid, before.start_ticks)
-
-    def alive(self) -> bool:
-        stat = read_stat(self.pid)
-        return (
-            self.ticks is not None
-            and stat is not None
-            and stat.start_ticks == self.ticks
-            and stat.state not in ("Z", "X")
-        )
-
-    def kill(self) -> None:
-        if self.alive():
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
+def learn_proc(pid: int, run_id: str) -> Proc:
+    """The process `pid` if it carries the run's marker (pid + start time)."""
+    before = read_stat(pid)
+    if before is None or f"{RUN_MARKER_ENV}={run_id}".encode() not in _environ(pid):
+        return Proc(pid, None)
+    after = read_stat(pid)  # still the very process that carried the marker?
+    if after is None or after.start_ticks != before.start_ticks:
+        return Proc(pid, None)
+    return Proc(pid, before.start_ticks)
 
 
 def _await(condition: Callable[[], bool], limit_s: float) -> bool:
@@ -259,7 +239,7 @@ class Deployment:
     learned: list[Proc] = field(default_factory=list)  # killed at teardown, pass or fail
 
     def learn(self, pid: int, run_id: str) -> Proc:
-        proc = Proc.learn(pid, run_id)
+        proc = learn_proc(pid, run_id)
         self.learned.append(proc)
         return proc
 
@@ -412,12 +392,6 @@ def _follow(
     inbox.put(StreamEnd(session_id, error))
 
 
-def _texts(envelope: Envelope) -> list[str]:
-    if envelope.type is not EventType.MESSAGE:
-        return []
-    return [str(b.get("text")) for b in envelope.data["content"] if b.get("type") == "text"]
-
-
 # -- the chaos driver ------------------------------------------------------------------
 
 
@@ -525,7 +499,7 @@ class Chaos:
             run.worker = str(envelope.data["worker"])
             run.cli = self.d.learn(int(envelope.data["pid"]), run.run_id)
             self._on_started(run)
-        for text in _texts(envelope):
+        for text in envelope_texts(envelope):
             if (match := _GRANDCHILD_RE.fullmatch(text)) and not run.grandchildren:
                 run.grandchildren.append(self.d.learn(int(match.group(1)), run.run_id))
                 self._on_grandchild(run)
@@ -870,7 +844,7 @@ def test_a_run_whose_worker_dies_while_it_waits_for_its_turn_still_finishes(
         second = d.client.submit(session_id="waiting", prompt="FAKE: slow n=1 delay_ms=10")
         grandchild: Proc | None = None
         for envelope in first.stream(timeout_s=60):
-            for text in _texts(envelope):
+            for text in envelope_texts(envelope):
                 if match := _GRANDCHILD_RE.fullmatch(text):
                     grandchild = d.learn(int(match.group(1)), first.run_id)
             if grandchild:
@@ -911,7 +885,7 @@ def test_a_redis_outage_while_a_run_concludes_does_not_fail_it(
     with _deployment(settings, start_worker, tmp_path, 1, **slow) as d:
         handle = d.client.submit(session_id="outage", prompt="FAKE: slow n=3 delay_ms=700")
         for envelope in handle.stream(timeout_s=60):
-            if "slow 2/3" in _texts(envelope):
+            if "slow 2/3" in envelope_texts(envelope):
                 break
         d.server.stop()  # the CLI prints its last line and ends while Redis is away
         time.sleep(10.0)  # the outage itself
@@ -934,7 +908,7 @@ def test_a_worker_survives_its_horse_dying_while_redis_is_away(
         for envelope in handle.stream(timeout_s=60):
             if envelope.type is EventType.STARTED:
                 cli = d.learn(int(envelope.data["pid"]), handle.run_id).pid
-            for text in _texts(envelope):
+            for text in envelope_texts(envelope):
                 if match := _GRANDCHILD_RE.fullmatch(text):
                     grandchild = d.learn(int(match.group(1)), handle.run_id)
             if grandchild:

@@ -12,6 +12,7 @@ from shared.events import Envelope, EventType
 from shared.jobs import JOB_FUNCTION
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.helpers import texts
 from worker.proctree import is_alive
 
 
@@ -106,7 +107,7 @@ def test_detached_grandchild_does_not_outlive_its_run(
 ) -> None:
     start_worker()
     events = _run(client, "orphan", "FAKE: grandchild seconds=300 then=exit")
-    pid_text = next(t for t in _texts(events) if t.startswith("grandchild_pid="))
+    pid_text = next(t for t in texts(events) if t.startswith("grandchild_pid="))
     grandchild = int(pid_text.split("=")[1])
     try:
         assert events[-1].data["status"] == "succeeded"
@@ -114,16 +115,6 @@ def test_detached_grandchild_does_not_outlive_its_run(
     finally:
         if is_alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
-
-
-def _texts(events: list[Envelope]) -> list[str]:
-    return [
-        str(b.get("text"))
-        for e in events
-        if e.type is EventType.MESSAGE
-        for b in e.data["content"]
-        if b.get("type") == "text"
-    ]
 
 
 def test_idle_timeout_kills_a_silent_cli(

@@ -19,6 +19,7 @@ from producer.client import Client
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.helpers import envelope_texts
 from tests.redis_server import RedisServer
 from worker.proctree import is_alive, read_stat
 
@@ -27,12 +28,6 @@ FAST_FAULTS = {
     "lease_renew_s": 0.5,
     "reaper_interval_s": 0.5,
 }
-
-
-def _texts(envelope: Envelope) -> list[str]:
-    if envelope.type is not EventType.MESSAGE:
-        return []
-    return [str(b.get("text")) for b in envelope.data["content"] if b.get("type") == "text"]
 
 
 def _await_dead(pid: int, limit_s: float = 30.0) -> bool:
@@ -61,7 +56,7 @@ def test_a_dead_workers_run_is_declared_lost_and_leaves_nothing_behind(
         for envelope in handle.stream(timeout_s=60):
             if envelope.type is EventType.STARTED:
                 cli_pid = int(envelope.data["pid"])
-            for text in _texts(envelope):
+            for text in envelope_texts(envelope):
                 if text.startswith("grandchild_pid="):
                     grandchild = int(text.split("=")[1])
             if grandchild:
@@ -104,7 +99,7 @@ def test_warm_shutdown_interrupts_a_run_after_the_grace_period(
         for envelope in handle.stream(timeout_s=60):
             if envelope.type is EventType.STARTED:
                 cli_pid = int(envelope.data["pid"])
-            for text in _texts(envelope):
+            for text in envelope_texts(envelope):
                 if text.startswith("grandchild_pid="):
                     grandchild = int(text.split("=")[1])
             if grandchild:
@@ -146,7 +141,7 @@ def test_redis_restart_mid_run_loses_and_duplicates_nothing(
             restarted = False
             for envelope in handle.stream(timeout_s=120):
                 seen.append(envelope)
-                if not restarted and sum(len(_texts(e)) for e in seen) >= 5:
+                if not restarted and sum(len(envelope_texts(e)) for e in seen) >= 5:
                     server.restart()  # the stream must reconnect and resume by itself
                     restarted = True
             assert restarted
@@ -154,7 +149,7 @@ def test_redis_restart_mid_run_loses_and_duplicates_nothing(
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
             assert [e.type for e in seen].count(EventType.FINISHED) == 1
             assert seen[-1].data["status"] == "succeeded"
-            texts = [t for e in seen for t in _texts(e)]
+            texts = [t for e in seen for t in envelope_texts(e)]
             assert len(texts) == 40
             assert client.history("outage") == seen
     finally:
@@ -195,7 +190,7 @@ def test_a_long_outage_overflows_the_buffer_and_ends_the_run_cleanly(
             for envelope in handle.stream(timeout_s=60):
                 if envelope.type is EventType.STARTED:
                     cli_pid = int(envelope.data["pid"])
-                if _texts(envelope):
+                if envelope_texts(envelope):
                     break
             server.stop()  # the worker keeps reading the CLI, and its buffer fills
             assert _await_dead(cli_pid)  # over 4 KiB buffered: the run is ended

@@ -15,21 +15,12 @@ from producer.errors import InvalidJobError
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.helpers import texts
 
 
 def _contiguous(events: list[Envelope]) -> bool:
     seqs = [e.seq for e in events]
     return seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-
-
-def _texts(events: list[Envelope]) -> list[str]:
-    return [
-        block["text"]
-        for e in events
-        if e.type is EventType.MESSAGE
-        for block in e.data["content"]
-        if block.get("type") == "text"
-    ]
 
 
 def test_submit_streams_every_event_in_order(client: Client, start_worker: WorkerFactory) -> None:
@@ -44,7 +35,7 @@ def test_submit_streams_every_event_in_order(client: Client, start_worker: Worke
     assert {e.run_id for e in events} == {handle.run_id}
     assert events[-1].data["status"] == "succeeded"
     assert events[-1].data["exit_code"] == 0
-    assert "ECHO:hello there" in _texts(events)
+    assert "ECHO:hello there" in texts(events)
     result = next(e for e in events if e.type is EventType.RESULT)
     assert result.data["is_error"] is False
     assert result.data["claude_session_id"] == events[-1].data["claude_session_id"]
@@ -75,7 +66,7 @@ def test_joining_mid_run_sees_no_gap_and_no_duplicate(
 
     for envelope in handle.stream(timeout_s=60):
         first.append(envelope)
-        if joiner is None and len(_texts(first)) == 5:  # mid-run: 5 of 30 lines out
+        if joiner is None and len(texts(first)) == 5:  # mid-run: 5 of 30 lines out
             joiner = threading.Thread(target=join_late)
             joiner.start()
     assert joiner is not None
@@ -98,7 +89,7 @@ def test_prompt_starting_with_dashes_reaches_stdin_verbatim(
     assert record["stdin"] == prompt
     assert prompt not in record["argv"]
     assert all("rm -rf" not in arg for arg in record["argv"])
-    assert "ECHO:" + prompt in _texts(client.history("dash"))
+    assert "ECHO:" + prompt in texts(client.history("dash"))
 
 
 def test_context_is_prepended_and_settings_env_stays_private(
@@ -152,5 +143,5 @@ def test_async_client_submits_and_streams(settings: Settings, start_worker: Work
     assert events[0].type is EventType.QUEUED
     assert events[-1].type is EventType.FINISHED
     assert events[-1].data["status"] == "succeeded"
-    assert "ECHO:async hello" in _texts(events)
+    assert "ECHO:async hello" in texts(events)
     assert _contiguous(events)

@@ -19,21 +19,12 @@ from producer.errors import SessionBusy
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.helpers import texts
 from worker.proctree import is_alive
 
 
-def _texts(events: list[Envelope]) -> list[str]:
-    return [
-        str(b.get("text"))
-        for e in events
-        if e.type is EventType.MESSAGE
-        for b in e.data["content"]
-        if b.get("type") == "text"
-    ]
-
-
 def _turn(events: list[Envelope]) -> int | None:
-    for text in _texts(events):
+    for text in texts(events):
         if match := re.fullmatch(r"turn=(\d+)", text):
             return int(match.group(1))
     return None
@@ -135,7 +126,7 @@ def _started_worker_pid(handle: RunHandle) -> tuple[int, int]:
     for envelope in handle.stream(timeout_s=60):
         if envelope.type is EventType.STARTED:
             cli_pid = int(envelope.data["pid"])
-        for text in _texts([envelope]):
+        for text in texts([envelope]):
             if text.startswith("grandchild_pid="):
                 return cli_pid, int(text.split("=")[1])
     raise AssertionError("the run ended before its grandchild started")

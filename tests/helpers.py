@@ -1,0 +1,47 @@
+"""Small helpers shared by the test tiers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.events import Envelope, EventType
+from worker.proctree import read_stat
+
+
+def envelope_texts(envelope: Envelope) -> list[str]:
+    """The text blocks of a `message` event (none for other events)."""
+    if envelope.type is not EventType.MESSAGE:
+        return []
+    return [str(b.get("text")) for b in envelope.data.get("content", []) if b.get("type") == "text"]
+
+
+def texts(events: Iterable[Envelope]) -> list[str]:
+    """Every message text block of these events, in order."""
+    return [text for envelope in events for text in envelope_texts(envelope)]
+
+
+@dataclass(frozen=True, slots=True)
+class Proc:
+    """A process identified by pid + start time (ticks None: already gone when learned)."""
+
+    pid: int
+    ticks: int | None
+
+    def alive(self) -> bool:
+        """True while this very process exists and is not a zombie."""
+        stat = read_stat(self.pid)
+        return (
+            self.ticks is not None
+            and stat is not None
+            and stat.start_ticks == self.ticks
+            and stat.state not in ("Z", "X")
+        )
+
+    def kill(self) -> None:
+        if self.alive():
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
