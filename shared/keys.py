@@ -80,6 +80,10 @@ class Keys:
         """String: name of the worker elected to reap lost runs (short PX lock)."""
         return f"{self.prefix}:reaper"
 
+    def first_seen_stranded(self, run_id: str) -> str:
+        """String (EX): when the reaper first saw a started RQ job whose run never began."""
+        return f"{self.prefix}:stranded:{run_id}"
+
     @property
     def waiting(self) -> str:
         """Hash: run id -> session id of every run a worker holds while it waits its turn."""

@@ -134,7 +134,8 @@ return 1
 )
 
 # KEYS: run, seq, log, sessions, pending, running, lease
-# ARGV: channel, maxlen, ttl, now, session_id, run_id, token, first_index, final_status, bodies...
+# ARGV: channel, maxlen, ttl, now, session_id, run_id, token, first_index, final_status,
+#       touch (1: refresh expiries and the session index), bodies...
 # Idempotent per run: bodies whose run-local index was already written are skipped,
 # so a retry after a lost reply never duplicates. Fenced: refused (-1) unless the
 # caller's token is both the run's owner and the session's current lease, so a worker
@@ -148,13 +149,13 @@ local last = tonumber(st[3] or '0')
 local first = tonumber(ARGV[8])
 if st[1] ~= 'running' then
   -- a retry of a final write whose reply was lost is fine; anything new is refused
-  if st[1] == 'finished' and last >= first + (#ARGV - 10) then return 0 end
+  if st[1] == 'finished' and last >= first + (#ARGV - 11) then return 0 end
   return -1
 end
 if redis.call('GET', KEYS[7]) ~= ARGV[7] then return -1 end
 local seq = 0
-for i = 10, #ARGV do
-  local idx = first + (i - 10)
+for i = 11, #ARGV do
+  local idx = first + (i - 11)
   if idx > last then
     seq = append(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[i])
     last = idx
@@ -169,7 +170,7 @@ if ARGV[9] ~= '' then
   redis.call('HDEL', KEYS[6], ARGV[6])
   redis.call('DEL', KEYS[7])
 end
-touch(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
+if ARGV[10] == '1' then touch(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5]) end
 return seq
 """
 )

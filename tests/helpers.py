@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from producer.client import RunHandle
 from shared.events import Envelope, EventType
 from worker.proctree import read_stat
 
@@ -22,6 +23,18 @@ def envelope_texts(envelope: Envelope) -> list[str]:
 def texts(events: Iterable[Envelope]) -> list[str]:
     """Every message text block of these events, in order."""
     return [text for envelope in events for text in envelope_texts(envelope)]
+
+
+def until_grandchild(handle: RunHandle) -> tuple[int, int]:
+    """Follow a `FAKE: grandchild` run until it has spawned: (CLI pid, grandchild pid)."""
+    cli_pid = 0
+    for envelope in handle.stream(timeout_s=60):
+        if envelope.type is EventType.STARTED:
+            cli_pid = int(envelope.data["pid"])
+        for text in envelope_texts(envelope):
+            if text.startswith("grandchild_pid="):
+                return cli_pid, int(text.split("=")[1])
+    raise AssertionError("the run ended before its grandchild started")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
 from shared.keys import Keys
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +29,17 @@ def text(value: object) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def through_outage(call: Callable[[], T], *, limit_s: float = 60.0) -> T:
+    """Run a Redis call, retrying with backoff while Redis is unreachable (up to limit_s)."""
+    deadline = time.monotonic() + limit_s
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -12,6 +12,7 @@ goes out line by line with no added wait.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +20,15 @@ from collections.abc import Callable
 import redis
 import structlog
 
-from shared.events import ErrorCode, ErrorData, Event, EventType, RunStatus, encode_body
+from shared.events import (
+    ErrorCode,
+    ErrorData,
+    Event,
+    EventType,
+    RunStatus,
+    encode_with_header,
+    envelope_header,
+)
 from shared.keys import Keys
 from shared.store import PUBLISH_LUA, LogLimits
 
@@ -27,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 _MAX_BATCH_EVENTS = 2000
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
+_TOUCH_EVERY_S = 60.0
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 
@@ -75,6 +85,8 @@ class Publisher:
             keys.lease(session_id),
         ]
         self._channel = keys.channel(session_id)
+        self._header = envelope_header(session_id, run_id)
+        self._touched_at = -math.inf
         self._pending: deque[tuple[int, str]] = deque()
         self._next_index = 1
         self._buffered_bytes = 0
@@ -88,7 +100,7 @@ class Publisher:
     def add(self, event: Event) -> None:
         """Queue an event; it is written at the next flush."""
         try:
-            body = encode_body(self._session_id, self._run_id, self._clock(), event)
+            body = encode_with_header(self._header, self._clock(), event)
         except (ValueError, RecursionError) as exc:  # e.g. nesting past the serializer's depth
             unencodable = ErrorData(
                 code=ErrorCode.CLI_ERROR,
@@ -96,7 +108,7 @@ class Publisher:
                 detail={"event_type": event.type.value},
             )
             replacement = Event(type=EventType.ERROR, data=unencodable)
-            body = encode_body(self._session_id, self._run_id, self._clock(), replacement)
+            body = encode_with_header(self._header, self._clock(), replacement)
         if len(body) > self._max_event_bytes:
             oversized = ErrorData(
                 code=ErrorCode.EVENT_TOO_LARGE,
@@ -106,7 +118,7 @@ class Publisher:
                 detail={"event_type": event.type.value, "bytes": len(body)},
             )
             replacement = Event(type=EventType.ERROR, data=oversized)
-            body = encode_body(self._session_id, self._run_id, self._clock(), replacement)
+            body = encode_with_header(self._header, self._clock(), replacement)
         self._pending.append((self._next_index, body))
         self._buffered_bytes += len(body)
         self._next_index += 1
@@ -191,6 +203,10 @@ class Publisher:
 
     def _write(self, batch: list[tuple[int, str]], final_status: str) -> None:
         first_index = batch[0][0] if batch else self._next_index
+        # Expiry and the session index are refreshed on the first write, the last,
+        # and once a minute: not on every event (most of a small write's Redis CPU).
+        now = time.monotonic()
+        touch = 1 if final_status or now - self._touched_at > _TOUCH_EVERY_S else 0
         args: list[str | int | float] = [
             self._channel,
             self._limits.maxlen,
@@ -201,9 +217,12 @@ class Publisher:
             self._token,
             first_index,
             final_status,
+            touch,
             *(body for _, body in batch),
         ]
         seq = int(self._script(keys=self._keys, args=args))
+        if touch:
+            self._touched_at = now
         if seq < 0:
             raise OwnershipLost(f"run {self._run_id} is no longer ours to publish to")
         self.published += len(batch)

@@ -17,7 +17,9 @@ from typing import cast
 
 import redis
 import structlog
+from rq import Queue
 from rq.exceptions import NoSuchJobError
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
@@ -155,29 +157,55 @@ def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
             lost += reap_if_lost(
                 client, keys, settings, session_id.decode(), run_id.decode(), waiting=waiting
             )
+    _requeue_stranded(client, settings)
     return lost + _reap_undelivered(client, keys, settings)
+
+
+def _requeue_stranded(client: redis.Redis, settings: Settings) -> None:
+    """Put back jobs a worker took off the queue but died before starting.
+
+    RQ moves a job to an intermediate list when a worker dequeues it, and out of it
+    a moment later; one still there a lease after we first saw it was never
+    started. Its run has not begun, so handing it to another worker is safe.
+    """
+    queue = Queue(settings.queue_name, connection=client, serializer=JSONSerializer)
+    intermediate = IntermediateQueue(queue.key, client)
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    cutoff = timedelta(seconds=settings.lease_ttl_s)
+    for job_id in intermediate.get_job_ids():
+        if job_id in started or intermediate.set_first_seen(job_id):
+            continue  # being started, or first sighting: look again next round
+        first_seen = intermediate.get_first_seen(job_id)
+        if first_seen is None or datetime.now(UTC) - first_seen < cutoff:
+            continue
+        with client.pipeline() as pipe:
+            pipe.lrem(intermediate.key, 1, job_id)
+            pipe.delete(intermediate.get_first_seen_key(job_id))
+            queue.push_job_id(job_id, pipeline=pipe, at_front=True)
+            pipe.execute()
+        log.warning("stranded_job_requeued", run_id=job_id)
 
 
 def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> int:
     """Runs RQ handed to a worker that died before it could claim them.
 
-    RQ marks a job started when a worker dequeues it; our claim follows within
-    milliseconds. A job started longer than a lease ago whose run is still queued
-    with no wait marker was never picked up by a live worker.
+    RQ marks a job started when a worker takes it; our claim follows within
+    milliseconds. A started job whose run is still queued with no wait marker a
+    lease after we first noticed it was never picked up by a live worker.
     """
     registry = StartedJobRegistry(settings.queue_name, connection=client)
-    cutoff = datetime.now(UTC) - timedelta(seconds=settings.lease_ttl_s)
     lost = 0
     for run_id in registry.get_job_ids(cleanup=False):
+        seen_key = keys.first_seen_stranded(run_id)
+        if client.set(seen_key, 1, nx=True, ex=max(1, int(settings.lease_ttl_s * 4))):
+            continue  # first sighting: give its worker a lease's time to claim it
+        if (client.ttl(seen_key) or 0) > settings.lease_ttl_s * 3:
+            continue
         try:
             job = Job.fetch(run_id, connection=client, serializer=JSONSerializer)
         except NoSuchJobError:
             continue
-        started = job.started_at
-        if started is None or started.replace(tzinfo=started.tzinfo or UTC) > cutoff:
-            continue
-        payload = job.args[0] if job.args else None
-        session_id = _session_of(payload)
+        session_id = _session_of(job.args[0] if job.args else None)
         if session_id is not None:
             lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=True)
     return lost

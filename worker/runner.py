@@ -28,7 +28,7 @@ from shared.jobs import PromptJob, RunRequest
 from worker import session
 from worker.claim import claim_run
 from worker.command import CliCommand, UnknownProfileError, build_command
-from worker.context import WorkerContext
+from worker.context import WorkerContext, through_outage
 from worker.control import ControlListener
 from worker.lease import LeaseKeeper
 from worker.outcome import RunObservations, final_events
@@ -99,7 +99,8 @@ def _prepare(
 ) -> tuple[session.ResumePlan, CliCommand] | RunStatus:
     """Decide cwd and resume, and build the command; a RunStatus if the run ends here."""
     job = request.job
-    plan = session.plan_resume(ctx.redis, ctx.keys, job, _cli_env(ctx), os.getcwd())
+    env, cwd = _cli_env(ctx), os.getcwd()
+    plan = through_outage(lambda: session.plan_resume(ctx.redis, ctx.keys, job, env, cwd))
     if plan.failure is not None:
         return _fail_now(publisher, *plan.failure, started)
     if problem := session.cwd_problem(plan.cwd):

@@ -19,7 +19,7 @@ from producer.client import Client
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.helpers import envelope_texts
+from tests.helpers import envelope_texts, until_grandchild
 from tests.redis_server import RedisServer
 from worker.proctree import is_alive, read_stat
 
@@ -53,14 +53,7 @@ def test_a_dead_workers_run_is_declared_lost_and_leaves_nothing_behind(
     handle = client.submit(session_id="dead", prompt="FAKE: grandchild seconds=300")
     cli_pid = grandchild = horse = 0
     try:
-        for envelope in handle.stream(timeout_s=60):
-            if envelope.type is EventType.STARTED:
-                cli_pid = int(envelope.data["pid"])
-            for text in envelope_texts(envelope):
-                if text.startswith("grandchild_pid="):
-                    grandchild = int(text.split("=")[1])
-            if grandchild:
-                break
+        cli_pid, grandchild = until_grandchild(handle)
         stat = read_stat(cli_pid)
         assert stat is not None
         horse = stat.ppid
@@ -96,14 +89,7 @@ def test_warm_shutdown_interrupts_a_run_after_the_grace_period(
     handle = client.submit(session_id="warm", prompt="FAKE: grandchild seconds=300")
     cli_pid = grandchild = 0
     try:
-        for envelope in handle.stream(timeout_s=60):
-            if envelope.type is EventType.STARTED:
-                cli_pid = int(envelope.data["pid"])
-            for text in envelope_texts(envelope):
-                if text.startswith("grandchild_pid="):
-                    grandchild = int(text.split("=")[1])
-            if grandchild:
-                break
+        cli_pid, grandchild = until_grandchild(handle)
         worker.send_signal(signal.SIGTERM)
         finished = handle.wait(timeout_s=60)
         assert finished.status == "interrupted"

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.client import Client, RunHandle
+from producer.client import Client
 from producer.errors import SessionBusy
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
-from tests.helpers import texts
+from tests.helpers import texts, until_grandchild
 from worker.proctree import is_alive
 
 
@@ -120,22 +120,10 @@ def test_new_conversation_does_not_resume(client: Client, start_worker: WorkerFa
     assert three[-1].data["claude_session_id"] != one[-1].data["claude_session_id"]
 
 
-def _started_worker_pid(handle: RunHandle) -> tuple[int, int]:
-    """Follow a grandchild run until it has spawned; returns (cli pid, grandchild pid)."""
-    cli_pid = 0
-    for envelope in handle.stream(timeout_s=60):
-        if envelope.type is EventType.STARTED:
-            cli_pid = int(envelope.data["pid"])
-        for text in texts([envelope]):
-            if text.startswith("grandchild_pid="):
-                return cli_pid, int(text.split("=")[1])
-    raise AssertionError("the run ended before its grandchild started")
-
-
 def test_on_busy_reject_queues_nothing(client: Client, start_worker: WorkerFactory) -> None:
     start_worker()
     busy = client.submit(session_id="rej", prompt="FAKE: grandchild seconds=300")
-    cli_pid, grandchild = _started_worker_pid(busy)
+    cli_pid, grandchild = until_grandchild(busy)
     try:
         before = client.history("rej")
         with pytest.raises(SessionBusy):
@@ -154,7 +142,7 @@ def test_on_busy_interrupt_kills_the_old_tree_and_resumes(
 ) -> None:
     start_worker()
     first = client.submit(session_id="int", prompt="FAKE: grandchild seconds=300")
-    cli_pid, grandchild = _started_worker_pid(first)
+    cli_pid, grandchild = until_grandchild(first)
     try:
         second = client.submit(session_id="int", prompt="next", on_busy="interrupt")
         assert first.wait(timeout_s=60).status == "interrupted"
@@ -213,7 +201,7 @@ def test_delete_refuses_while_busy_and_removes_every_key(
 ) -> None:
     start_worker()
     busy = client.submit(session_id="del", prompt="FAKE: grandchild seconds=300")
-    cli_pid, grandchild = _started_worker_pid(busy)
+    cli_pid, grandchild = until_grandchild(busy)
     raw = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
         with pytest.raises(SessionBusy):
