@@ -218,18 +218,27 @@ def _session_of(payload: object) -> str | None:
 
 
 def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: str) -> None:
-    """Move a started RQ job whose worker vanished to the failed registry."""
+    """Take a lost run's RQ job out of the started registry and mark it failed."""
     try:
         job = Job.fetch(run_id, connection=client, serializer=JSONSerializer)
     except NoSuchJobError:
         return
-    if job.get_status(refresh=False) != JobStatus.STARTED:
-        return
     registry = StartedJobRegistry(settings.queue_name, connection=client)
+    # Entries are `<job id>:<execution id>`; a worker killed mid-start can leave one
+    # whose execution record is gone, so match on the job id.
+    members = cast(list[bytes], client.zrange(registry.key, 0, -1))
+    stale = [m for m in members if m.decode(errors="replace").split(":", 1)[0] == run_id]
     with client.pipeline() as pipe:
-        registry.remove_executions(job, pipeline=pipe)
-        record_job_failure(job, f"claude-queue: {message}", pipe)
+        if stale:
+            pipe.zrem(registry.key, *stale)
+        if job.get_status(refresh=False) not in _ENDED_RQ_STATUSES:
+            record_job_failure(job, f"claude-queue: {message}", pipe)
         pipe.execute()
+
+
+_ENDED_RQ_STATUSES = frozenset(
+    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+)
 
 
 def kill_orphans(client: redis.Redis, keys: Keys, settings: Settings) -> int:
