@@ -222,7 +222,9 @@ def test_every_session_key_expires(
 ) -> None:
     start_worker()
     for prompt in ("one", "two"):
-        assert client.submit(session_id="ttl", prompt=prompt).wait(timeout_s=60).status
+        assert (
+            client.submit(session_id="ttl", prompt=prompt).wait(timeout_s=60).status == "succeeded"
+        )
     client.cancel("ttl", run_id="f" * 32)
     raw = redis.Redis.from_url(settings.redis_url.get_secret_value())
     keys = list(raw.scan_iter(match=client.keys.session_pattern("ttl")))
