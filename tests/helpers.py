@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from producer.client import RunHandle
 from shared.events import Envelope, EventType
-from worker.proctree import read_stat
+from worker.proctree import is_alive, read_stat
 
 
 def envelope_texts(envelope: Envelope) -> list[str]:
@@ -35,6 +35,14 @@ def until_grandchild(handle: RunHandle) -> tuple[int, int]:
             if text.startswith("grandchild_pid="):
                 return cli_pid, int(text.split("=")[1])
     raise AssertionError("the run ended before its grandchild started")
+
+
+def kill_if_alive(*pids: int) -> None:
+    """Test cleanup: SIGKILL whichever of these processes is still running."""
+    for pid in pids:
+        if pid and is_alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)

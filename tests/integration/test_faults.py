@@ -20,7 +20,7 @@ from producer.client import Client
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.helpers import envelope_texts, until_grandchild
+from tests.helpers import envelope_texts, kill_if_alive, until_grandchild
 from tests.redis_server import RedisServer
 from worker.proctree import is_alive, read_stat
 
@@ -42,12 +42,6 @@ def _await_dead(pid: int, limit_s: float = 30.0) -> bool:
     finally:
         os.close(pidfd)
     return not is_alive(pid)
-
-
-def _kill(*pids: int) -> None:
-    for pid in pids:
-        if pid and is_alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -88,7 +82,7 @@ def test_a_dead_workers_run_is_declared_lost_and_leaves_nothing_behind(
             == "succeeded"
         )
     finally:
-        _kill(cli_pid, grandchild, horse)
+        kill_if_alive(cli_pid, grandchild, horse)
 
 
 def test_warm_shutdown_interrupts_a_run_after_the_grace_period(
@@ -107,7 +101,7 @@ def test_warm_shutdown_interrupts_a_run_after_the_grace_period(
         assert not is_alive(grandchild)
         assert worker.wait(timeout=60) == 0
     finally:
-        _kill(cli_pid, grandchild)
+        kill_if_alive(cli_pid, grandchild)
 
 
 def test_warm_shutdown_lets_a_short_run_finish(client: Client, start_worker: WorkerFactory) -> None:
@@ -205,5 +199,5 @@ def test_a_long_outage_overflows_the_buffer_and_ends_the_run_cleanly(
             seqs = [e.seq for e in events]
             assert seqs == list(range(1, len(seqs) + 1))
     finally:
-        _kill(cli_pid)
+        kill_if_alive(cli_pid)
         server.stop()

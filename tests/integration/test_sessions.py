@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +17,7 @@ from producer.errors import SessionBusy
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
-from tests.helpers import texts, until_grandchild
+from tests.helpers import kill_if_alive, texts, until_grandchild
 from worker.proctree import is_alive
 
 
@@ -132,9 +130,7 @@ def test_on_busy_reject_queues_nothing(client: Client, start_worker: WorkerFacto
         assert client.queue.count == 0
     finally:
         client.cancel("rej", wait=True)
-        for pid in (cli_pid, grandchild):
-            if is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_if_alive(cli_pid, grandchild)
 
 
 def test_on_busy_interrupt_kills_the_old_tree_and_resumes(
@@ -152,9 +148,7 @@ def test_on_busy_interrupt_kills_the_old_tree_and_resumes(
         assert events[-1].data["status"] == "succeeded"
         assert _turn(events) == 2  # resumed the interrupted conversation
     finally:
-        for pid in (cli_pid, grandchild):
-            if is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_if_alive(cli_pid, grandchild)
 
 
 def test_one_run_at_a_time_in_submit_order_under_concurrent_submitters(
@@ -212,9 +206,7 @@ def test_delete_refuses_while_busy_and_removes_every_key(
         assert client.session("del") is None
         assert "del" not in [s.session_id for s in client.sessions()]
     finally:
-        for pid in (cli_pid, grandchild):
-            if is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_if_alive(cli_pid, grandchild)
 
 
 def test_every_session_key_expires(
