@@ -55,7 +55,7 @@ class AsyncClient:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
-        return cls(settings or Settings())
+        return cls(settings or Settings.from_environment())
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> AsyncClient:

@@ -8,29 +8,41 @@ import sys
 from typing import Any, cast
 
 import click
-from pydantic import ValidationError
+import redis
 from rich.console import Console
 
 from producer.client import Client
 from producer.errors import InvalidJobError, SessionBusy
 from producer.render import Renderer
 from shared.events import Envelope, EventType, RunStatus
-from shared.jobs import OnBusy, describe_validation_error
-from shared.settings import Settings
+from shared.exitcodes import ExitCode
+from shared.jobs import OnBusy
+from shared.settings import Settings, SettingsError, redact_url
 
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REDIS = 3
+EXIT_OK = ExitCode.OK
+EXIT_RUN_FAILED = ExitCode.RUN_FAILED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_REDIS = ExitCode.REDIS_UNREACHABLE
 
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(
-            f"invalid CLAUDE_QUEUE_* settings: {describe_validation_error(exc)}"
-        ) from None
+        return Settings.from_environment()
+    except SettingsError as exc:
+        click.echo(f"error: invalid configuration: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _redis_down(settings: Settings | None, exc: Exception) -> None:
+    """One line, no traceback, exit 3: Redis did not answer."""
+    where = settings.redis_url_redacted if settings else "the configured Redis"
+    reason = redact_url(str(exc)) or type(exc).__name__
+    click.echo(
+        f"error: cannot reach Redis at {where}: {reason}. "
+        "Set CLAUDE_QUEUE_REDIS_URL or start Redis.",
+        err=True,
+    )
+    sys.exit(EXIT_REDIS)
 
 
 def _client() -> Client:
@@ -38,14 +50,22 @@ def _client() -> Client:
     client = Client(settings)
     try:
         client.redis.ping()
-    except Exception as exc:
-        click.echo(
-            f"error: cannot reach Redis at {settings.redis_url_redacted}: {exc}\n"
-            "Set CLAUDE_QUEUE_REDIS_URL or start Redis.",
-            err=True,
-        )
-        sys.exit(EXIT_REDIS)
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        _redis_down(settings, exc)
+    except redis.RedisError as exc:  # e.g. a wrong password: configuration
+        click.echo(f"error: Redis at {settings.redis_url_redacted} refused us: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     return client
+
+
+class _Group(click.Group):
+    """Turns a Redis outage in the middle of any command into one line and exit 3."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _redis_down(None, exc)
 
 
 def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
@@ -62,7 +82,7 @@ def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
     return status
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Run Claude Code sessions on background workers, through Redis.
 

@@ -64,7 +64,7 @@ class Client:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Client:
         """A client from settings (default: read from CLAUDE_QUEUE_* environment)."""
-        return cls(settings or Settings())
+        return cls(settings or Settings.from_environment())
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> Client:

@@ -6,15 +6,39 @@ the project reads the environment anywhere else.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-import socket
+import os
+import re
+from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+ENV_PREFIX = "CLAUDE_QUEUE_"
+# CLAUDE_QUEUE_* names that are not settings: the markers a worker gives each CLI
+# process (so a `claude-queue` command run by a tool still starts), and the test db.
+NOT_SETTINGS = frozenset(
+    {"CLAUDE_QUEUE_RUN_ID", "CLAUDE_QUEUE_SCOPE", "CLAUDE_QUEUE_TEST_REDIS_URL"}
+)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names what to fix."""
+
 
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
 
@@ -74,7 +98,14 @@ class Settings(BaseSettings):
         default=16 * MiB, ge=64 * 1024, description="Longest CLI output line accepted."
     )
     max_event_bytes: int = Field(
-        default=16 * MiB, ge=64 * 1024, description="Largest encoded event published."
+        default=1 * MiB,
+        ge=64 * 1024,
+        description="Largest encoded event published; longer fields are truncated with a marker.",
+    )
+    max_run_log_bytes: int = Field(
+        default=64 * MiB,
+        ge=64 * 1024,
+        description="Bytes one run may write to its session log before it is killed.",
     )
     stderr_tail_bytes: int = Field(
         default=16 * 1024, ge=256, description="CLI stderr kept for error reports."
@@ -113,6 +144,18 @@ class Settings(BaseSettings):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for the CLI (e.g. tracking URIs)."
     )
+    cli_env_passthrough: tuple[str, ...] = Field(
+        default=(),
+        description="Names of worker environment variables passed to the CLI beyond the defaults.",
+    )
+    cwd_roots: tuple[str, ...] = Field(
+        default=(),
+        description="Absolute folders a run's cwd must lie under (after resolving); empty: any.",
+    )
+    default_cwd: str | None = Field(
+        default=None,
+        description="Where a job without cwd runs; default a per-worker scratch folder.",
+    )
 
     worker_name: str | None = Field(default=None, description="Worker name; default host+pid.")
 
@@ -122,6 +165,42 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"redis_url must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
+                f"got {scheme + '://' if scheme else 'no scheme'}"
+            )
+        return value
+
+    @field_validator("cwd_roots")
+    @classmethod
+    def _roots_absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for root in value:
+            if not os.path.isabs(root) or "\x00" in root:
+                raise ValueError(f"every cwd root must be an absolute path; got {root!r}")
+        return tuple(os.path.normpath(root) for root in value)
+
+    @field_validator("default_cwd")
+    @classmethod
+    def _default_cwd_absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not os.path.isabs(value) or "\x00" in value):
+            raise ValueError(f"default_cwd must be an absolute path; got {value!r}")
+        return value
+
+    @field_validator("cli_env_passthrough")
+    @classmethod
+    def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.startswith(ENV_PREFIX):
+                raise ValueError(f"{name} is a worker setting and is never passed to the CLI")
+        return value
 
     @model_validator(mode="after")
     def _lease_renewed_in_time(self) -> Settings:
@@ -150,22 +229,75 @@ class Settings(BaseSettings):
         where = f"{parts.hostname}:{parts.port}{parts.path}/{self.key_prefix}"
         return hashlib.sha256(where.encode()).hexdigest()[:16]
 
-    def hostname(self) -> str:
-        """This host's name, as recorded on runs and workers."""
-        return socket.gethostname()
+    @classmethod
+    def from_environment(cls) -> Settings:
+        """Settings from CLAUDE_QUEUE_* variables; raises SettingsError naming what is wrong.
+
+        An unknown CLAUDE_QUEUE_* name is an error (with the closest known name), so a
+        typo such as CLAUDE_QUEUE_REDIS_URLL never silently falls back to a default.
+        """
+        check_environment_names(os.environ)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(describe_settings_error(exc)) from None
+
+
+def known_environment_names() -> list[str]:
+    """Every CLAUDE_QUEUE_* variable a Settings field reads."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def check_environment_names(environ: Mapping[str, str]) -> None:
+    """Raise SettingsError for a CLAUDE_QUEUE_* variable no setting reads."""
+    known = set(known_environment_names())
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name not in known and name not in NOT_SETTINGS
+    )
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name} is not a claude-queue setting{hint}")
+    raise SettingsError("; ".join(problems))
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line per bad setting, named as its environment variable; values never shown."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for error in errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        name = ENV_PREFIX + loc[0].upper() if loc else "settings"
+        where = ".".join([name, *loc[1:]])
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(lines)
+
+
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;](?:[^=&#;]*(?:pass|token|secret|auth|key|cred)[^=&#;]*)=)[^&#;]*"
+)
+_HIDDEN = r"\1***"
 
 
 def redact_url(url: str) -> str:
-    """Hide the password part of a URL, even one with unescaped `/ ? #` in it.
+    """Hide every credential in a URL: user info and secret-looking query values.
 
     Everything between `://` and the last `@` is taken as user info, so an
-    ambiguous URL is over-redacted rather than leaked.
+    ambiguous URL (unescaped `/ ? #` in a password) is over-redacted, never leaked.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, hostpart = rest.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    if not colon:
-        return url
-    return f"{scheme}://{user}:***@{hostpart}"
+    if not sep:
+        return _QUERY_SECRET.sub(_HIDDEN, url)
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        # A lone user part may be a token (redis://TOKEN@host): hide it whole.
+        rest = f"{user}:***@{hostpart}" if colon else f"***@{hostpart}"
+    return f"{scheme}://{_QUERY_SECRET.sub(_HIDDEN, rest)}"

@@ -16,8 +16,9 @@ from rq.serializers import JSONSerializer
 
 from shared.connection import sync_redis
 from shared.control import CancelRequest
+from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
-from shared.settings import Settings
+from shared.settings import Settings, redact_url
 from shared.store import keys_from
 from worker.context import WorkerContext, text
 from worker.job import bound_context
@@ -29,8 +30,8 @@ log = structlog.get_logger(__name__)
 
 WorkerMode = Literal["fork", "simple"]
 
-RET_OK = 0
-RET_CONNECT = 2
+RET_OK = ExitCode.OK
+RET_CONNECT = ExitCode.REDIS_UNREACHABLE
 
 
 class _ContextMixin:
@@ -150,8 +151,10 @@ def run_worker(
     )
     try:
         rq_worker.connection.ping()
-    except Exception as exc:
-        log.error("redis_unreachable", redis=settings.redis_url_redacted, error=str(exc))
+    except (redis.RedisError, OSError) as exc:
+        log.error(
+            "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
+        )
         return RET_CONNECT
     ctx = rq_worker.context
     kill_orphans(ctx.redis, ctx.keys, settings)

@@ -29,7 +29,13 @@ from shared.jobs import (
     describe_validation_error,
 )
 from shared.keys import Keys
-from shared.settings import PermissionProfile, Settings, redact_url
+from shared.settings import (
+    PermissionProfile,
+    Settings,
+    SettingsError,
+    check_environment_names,
+    redact_url,
+)
 
 PASSWORD = "s3cr3t-P4ss"
 REDIS_URL = f"redis://default:{PASSWORD}@redis.example:6380/2"
@@ -255,7 +261,10 @@ def test_redis_password_hidden_from_repr_and_redacted_url() -> None:
     ("url", "redacted"),
     [
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),
-        ("redis://user@host/0", "redis://user@host/0"),
+        # A lone user part may be a token: hidden whole.
+        ("redis://user@host/0", "redis://***@host/0"),
+        ("redis://host/0?password=s3cret&db=1", "redis://host/0?password=***&db=1"),
+        ("rediss://u:p@host/0?ssl_password=k3y", "rediss://u:***@host/0?ssl_password=***"),
         (
             "rediss://:pw@host:6380/1?ssl_cert_reqs=none",
             "rediss://:***@host:6380/1?ssl_cert_reqs=none",
@@ -392,3 +401,46 @@ def test_encode_body_with_seq_prefix_is_a_valid_envelope(event: Event) -> None:
     assert envelope.typed_data() == event.data
     # the body is one JSON object once the seq is spliced in, and nothing more
     assert json.loads('{"seq":5,' + body)["data"] == event.data.model_dump(mode="json")
+
+
+def test_unknown_setting_is_named_with_the_closest_known_one() -> None:
+    with pytest.raises(SettingsError) as info:
+        check_environment_names({"CLAUDE_QUEUE_REDIS_URLL": "redis://x", "HOME": "/root"})
+    assert "CLAUDE_QUEUE_REDIS_URLL" in str(info.value)
+    assert "did you mean CLAUDE_QUEUE_REDIS_URL?" in str(info.value)
+
+
+def test_known_and_marker_names_pass_the_environment_check() -> None:
+    check_environment_names(
+        {"CLAUDE_QUEUE_REDIS_URL": "redis://x", "CLAUDE_QUEUE_RUN_ID": "r", "PATH": "/bin"}
+    )
+
+
+def test_from_environment_refuses_a_typo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_QUEUE_QUEUE_NAEM", "oops")
+    with pytest.raises(SettingsError, match="CLAUDE_QUEUE_QUEUE_NAME"):
+        Settings.from_environment()
+
+
+def test_from_environment_names_the_bad_variable_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLAUDE_QUEUE_REDIS_URL", "http://u:hunter2@host/0")
+    with pytest.raises(SettingsError) as info:
+        Settings.from_environment()
+    assert "CLAUDE_QUEUE_REDIS_URL" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cwd_roots", ("relative/dir",)),
+        ("default_cwd", "relative"),
+        ("cli_env_passthrough", ("NOT A NAME",)),
+        ("cli_env_passthrough", ("CLAUDE_QUEUE_REDIS_URL",)),
+    ],
+)
+def test_security_settings_are_validated(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})
