@@ -14,10 +14,13 @@ import sys
 import time
 from types import FrameType
 
+import redis
 import structlog
 
+from shared.connection import sync_redis
+from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
-from shared.settings import Settings
+from shared.settings import Settings, redact_url
 from worker.rqworker import default_worker_name
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,14 @@ def run_pool(
 ) -> int:
     """Run until every member has exited (burst) or the pool is signalled to stop."""
     configure_logging(settings)
+    try:
+        with sync_redis(settings) as connection:
+            connection.ping()
+    except (redis.RedisError, OSError) as exc:
+        log.error(
+            "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
+        )
+        return ExitCode.REDIS_UNREACHABLE
     base = name or default_worker_name(settings)
     names = [f"{base}-{index}" for index in range(processes)]
     members: dict[str, subprocess.Popen[bytes]] = {}
@@ -61,6 +72,11 @@ def run_pool(
                 continue
             del members[member_name]
             if stopping or burst or code == 0:
+                continue
+            if code == ExitCode.USAGE:
+                # A configuration error repeats on every restart: stop the pool instead.
+                log.error("pool_member_misconfigured", member=member_name)
+                forward(signal.SIGTERM, None)
                 continue
             log.warning("pool_member_died", member=member_name, exit_code=code)
             time.sleep(_RESTART_BACKOFF_S)
