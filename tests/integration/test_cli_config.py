@@ -38,7 +38,7 @@ def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in done.stdout, done.stdout
 
 
-@pytest.mark.parametrize("args", _COMMANDS, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", _COMMANDS, ids=" ".join)
 def test_unknown_setting_stops_every_command(settings: Settings, args: tuple[str, ...]) -> None:
     env = worker_env(settings)
     env["CLAUDE_QUEUE_REDIS_URLL"] = "redis://elsewhere:6379/0"
@@ -50,7 +50,7 @@ def test_unknown_setting_stops_every_command(settings: Settings, args: tuple[str
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args", _COMMANDS, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", _COMMANDS, ids=" ".join)
 def test_bad_url_scheme_is_a_usage_error(settings: Settings, args: tuple[str, ...]) -> None:
     env = worker_env(settings)
     env["CLAUDE_QUEUE_REDIS_URL"] = "http://user:hunter2@127.0.0.1:6379/0"
@@ -61,7 +61,7 @@ def test_bad_url_scheme_is_a_usage_error(settings: Settings, args: tuple[str, ..
     assert "hunter2" not in done.stderr + done.stdout
 
 
-@pytest.mark.parametrize("args", _COMMANDS, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", _COMMANDS, ids=" ".join)
 def test_unreachable_redis_exits_3_without_leaking_credentials(
     settings: Settings, args: tuple[str, ...]
 ) -> None:
