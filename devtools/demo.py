@@ -30,7 +30,7 @@ from devtools.fake_anthropic import SCENARIOS, FakeAnthropic
 from producer.client import Client
 from producer.render import Renderer
 from shared.events import EventType
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_CLI = REPO / "devtools" / "claude-cli" / "node_modules" / ".bin" / "claude"
@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     console = Console(highlight=False)
-    base = Settings()
+    try:
+        base = Settings.from_environment()
+    except SettingsError as exc:
+        console.print(f"[red]error: invalid configuration: {exc}[/]")
+        return 2
     claude_bin = os.environ.get("CLAUDE_QUEUE_CLAUDE_BIN") or (
         str(LOCAL_CLI) if LOCAL_CLI.exists() else "claude"
     )
