@@ -22,6 +22,7 @@ from shared.settings import Settings, redact_url
 from shared.store import keys_from
 from worker.context import WorkerContext, text
 from worker.job import bound_context
+from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
@@ -51,6 +52,13 @@ class _ContextMixin:
             structlog.contextvars.clear_contextvars()
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        # Judged here, in the worker's main process, before a horse is forked (fork
+        # mode) or anything performed (simple mode): a refused job imports nothing.
+        call = stored_call(job)
+        reason = refusal_reason(call)
+        if reason is not None:
+            self._refuse(job, queue, reason, function=shown_function(call))
+            return
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
@@ -59,6 +67,13 @@ class _ContextMixin:
             except redis.RedisError as exc:
                 # The reaper ends the run once its lease expires; the worker goes on.
                 log.warning("after_job_check_failed", run_id=job.id, error=str(exc))
+
+    def _refuse(self, job: Any, queue: Any, reason: str, *, function: str) -> None:
+        log.error("job_refused", job_id=job.id, function=function, reason=reason)
+        refuse(self.context.redis, job, queue, reason)
+        # Only the `rq info` counter: the refusal itself is already stored.
+        with contextlib.suppress(redis.RedisError):
+            self.increment_failed_job_count()  # type: ignore[attr-defined]
 
     def _after_job(self, run_id: str) -> None:
         ctx = self.context
@@ -119,10 +134,16 @@ def build_worker(
     """An RQ worker on the configured queue, carrying the run context."""
     connection = sync_redis(settings)
     worker_name = name or default_worker_name(settings)
-    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    queue = Queue(
+        settings.queue_name, connection=connection, serializer=JSONSerializer, job_class=GuardedJob
+    )
     worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
     rq_worker = worker_class(
-        [queue], name=worker_name, connection=connection, serializer=JSONSerializer
+        [queue],
+        name=worker_name,
+        connection=connection,
+        serializer=JSONSerializer,
+        job_class=GuardedJob,
     )
     rq_worker.context = WorkerContext(
         settings=settings,
