@@ -8,10 +8,8 @@ from dataclasses import dataclass
 
 from shared.jobs import RunRequest
 from shared.settings import Settings
+from worker.cli_env import cli_environment
 from worker.proctree import RUN_MARKER_ENV, SCOPE_MARKER_ENV
-
-# Worker settings (Redis password included) are none of the CLI's business.
-_PRIVATE_ENV_PREFIX = "CLAUDE_QUEUE_"
 
 
 class UnknownProfileError(ValueError):
@@ -55,8 +53,9 @@ def build_command(
 ) -> CliCommand:
     """Argv, env and stdin for a run. Raises UnknownProfileError for an unknown profile.
 
-    `cwd` overrides the job's (e.g. the session's previous cwd, so a resume finds its
-    transcript).
+    `base_env` is the worker's environment; the CLI gets only its allow-listed part
+    (worker.cli_env). `cwd` overrides the job's (e.g. the session's previous cwd, so a
+    resume finds its transcript).
     """
     job = request.job
     cwd = cwd or job.cwd
@@ -100,8 +99,7 @@ def build_command(
     if resume_claude_session_id:
         argv.append(f"--resume={resume_claude_session_id}")
 
-    env = {k: v for k, v in base_env.items() if not k.startswith(_PRIVATE_ENV_PREFIX)}
-    env.update(settings.extra_env)
+    env = cli_environment(settings, base_env)
     env[RUN_MARKER_ENV] = request.run_id
     env[SCOPE_MARKER_ENV] = settings.scope
     return CliCommand(argv=argv, env=env, stdin=build_stdin(job.prompt, job.context), cwd=cwd)

@@ -25,8 +25,9 @@ from shared.events import (
     StartedData,
 )
 from shared.jobs import PromptJob, RunRequest
-from worker import session
+from worker import session, workdir
 from worker.claim import claim_run
+from worker.cli_env import cli_environment
 from worker.command import CliCommand, UnknownProfileError, build_command
 from worker.context import WorkerContext, through_outage
 from worker.control import ControlListener
@@ -98,19 +99,33 @@ def _prepare(
     request: RunRequest, ctx: WorkerContext, publisher: Publisher, started: float
 ) -> tuple[session.ResumePlan, CliCommand] | RunStatus:
     """Decide cwd and resume, and build the command; a RunStatus if the run ends here."""
-    job = request.job
-    env, cwd = _cli_env(ctx), os.getcwd()
-    plan = through_outage(lambda: session.plan_resume(ctx.redis, ctx.keys, job, env, cwd))
+    job, settings = request.job, ctx.settings
+    env = _cli_env(ctx)
+    tempdir = os.path.realpath(tempfile.gettempdir())
+    try:
+        if job.cwd is not None:
+            # Refused before anything is touched; resolved, so transcripts are found
+            # where the CLI (which sees the real path) keeps them.
+            job = job.model_copy(
+                update={"cwd": workdir.place(job.cwd, settings, job.session_id, tempdir)}
+            )
+        default_cwd = workdir.default_cwd(settings, job.session_id, tempdir)
+        plan = through_outage(
+            lambda: session.plan_resume(ctx.redis, ctx.keys, job, env, default_cwd)
+        )
+        # Whatever the plan picked (the session's stored cwd, the default) is confined too.
+        cwd = workdir.place(plan.cwd, settings, job.session_id, tempdir)
+    except workdir.WorkdirRefused as exc:
+        return _fail_now(publisher, exc.code, exc.message, started)
+    plan = dataclasses.replace(plan, cwd=cwd)
     if plan.failure is not None:
         return _fail_now(publisher, *plan.failure, started)
-    if problem := session.cwd_problem(plan.cwd):
-        return _fail_now(publisher, ErrorCode.CWD_NOT_FOUND, problem, started)
     if plan.notice is not None:
         publisher.publish(_error(*plan.notice))
     try:
         command = build_command(
             request,
-            ctx.settings,
+            settings,
             worker_name=ctx.worker_name,
             base_env=os.environ,
             resume_claude_session_id=plan.resume_id,
@@ -258,4 +273,4 @@ def _resume_failed(job: PromptJob, resume_id: str, ctx: WorkerContext) -> Event:
 
 def _cli_env(ctx: WorkerContext) -> dict[str, str]:
     """The environment the CLI will see (HOME and CLAUDE_CONFIG_DIR locate transcripts)."""
-    return {**os.environ, **ctx.settings.extra_env}
+    return cli_environment(ctx.settings, os.environ)

@@ -324,6 +324,10 @@ def test_worker_private_env_is_removed() -> None:
         "CLAUDE_QUEUE_KEY_PREFIX": "leaky-prefix",
         "CLAUDE_QUEUE_RUN_ID": "ffffffffffffffffffffffffffffffff",  # from an outer run
         "ANTHROPIC_API_KEY": "sk-ant-kept",
+        # The worker's own secrets: not on the CLI's allow-list.
+        "AWS_SECRET_ACCESS_KEY": "aws-leaked",
+        "REDIS_PASSWORD": "redis-leaked",
+        "GITHUB_TOKEN": "gh-leaked",
     }
     env = build(base_env=base_env).env
     private = {k for k in env if k.startswith("CLAUDE_QUEUE_")}
@@ -332,6 +336,7 @@ def test_worker_private_env_is_removed() -> None:
     assert "CLAUDE_QUEUE_KEY_PREFIX" not in env
     assert env[proctree.RUN_MARKER_ENV] == RUN_ID
     assert not [v for v in env.values() if "hunter2" in v or v == "leaky-prefix"]
+    assert not [v for v in env.values() if v.endswith("-leaked")]
     assert env["PATH"] == "/usr/bin:/bin"
     assert env["HOME"] == "/home/worker"
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-kept"
