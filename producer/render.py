@@ -42,9 +42,21 @@ class Renderer:
         self._streamed_text = False
 
     def show(self, envelope: Envelope) -> None:
-        handler = getattr(self, f"_on_{envelope.type.value}", None)
-        if handler is not None:
+        # Only a known type picks a handler: a newer worker's type name never selects a method.
+        handler = getattr(self, f"_on_{envelope.type}", None) if envelope.is_known_type else None
+        if handler is None:
+            self._generic(envelope)
+            return
+        try:
             handler(envelope.data, envelope)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # A newer worker reshaped a known payload: show it plainly rather than end the tail.
+            self._generic(envelope)
+
+    def _generic(self, envelope: Envelope) -> None:
+        """One line for an event this renderer cannot show in detail."""
+        payload = _short(json.dumps(envelope.data, ensure_ascii=False, default=str), 200)
+        self._dim(f"· {envelope.type} {payload}")
 
     def _dim(self, text: str) -> None:
         self.console.print(f"[dim]{escape(text)}[/dim]")

@@ -6,15 +6,27 @@ Envelope, as JSON on the wire and in the session log:
      "type": "message", "data": {...}}
 
 `seq` is per session and increases by exactly one per event, across runs.
+
+Forward compatibility: during a rolling upgrade a newer worker may publish event
+types, fields and enum values this code does not know. Writers stay strict (our
+own bugs fail loudly); readers keep what they do not know: an unknown `type` stays
+a plain string, unknown fields stay in `data`, and `typed_data()` ignores them.
 """
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from shared.blocks import ContentBlock
 
@@ -71,8 +83,49 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+_READING = "claude_queue_reading"
+
+
+def _is_reading(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get(_READING) is True
+
+
+def _known_unless_reading(enum_type: type[StrEnum]) -> AfterValidator:
+    """Writers may only use members of enum_type; readers keep a newer worker's value as str."""
+
+    def check(value: object, info: ValidationInfo) -> object:
+        if isinstance(value, enum_type) or _is_reading(info):
+            return value
+        raise ValueError(f"{value!r} is not a known {enum_type.__name__}")
+
+    return AfterValidator(check)
+
+
+# `left_to_right`: a known value becomes the enum member, only an unknown one stays a str.
+OpenRunStatus = Annotated[
+    RunStatus | str, Field(union_mode="left_to_right"), _known_unless_reading(RunStatus)
+]
+OpenErrorCode = Annotated[
+    ErrorCode | str, Field(union_mode="left_to_right"), _known_unless_reading(ErrorCode)
+]
+
+
 class EventData(BaseModel):
+    # Strict for writers, so our own bugs fail loudly; readers go through validate_read.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_newer_fields(cls, value: Any, info: ValidationInfo) -> Any:
+        # Only this level: content blocks keep their extra fields (extra="allow").
+        if _is_reading(info) and isinstance(value, dict):
+            return {name: item for name, item in value.items() if name in cls.model_fields}
+        return value
+
+    @classmethod
+    def validate_read(cls, data: dict[str, Any]) -> Self:
+        """Validate a payload as a reader: unknown fields dropped, unknown enum values kept."""
+        return cls.model_validate(data, context={_READING: True})
 
 
 class QueuedData(EventData):
@@ -124,7 +177,7 @@ class ResultData(EventData):
 
 
 class ErrorData(EventData):
-    code: ErrorCode
+    code: OpenErrorCode
     message: str
     detail: dict[str, Any] = Field(default_factory=dict)
 
@@ -157,12 +210,19 @@ class InterruptedData(EventData):
 
 
 class FinishedData(EventData):
-    status: RunStatus
+    status: OpenRunStatus
     exit_code: int | None = None
     duration_s: float
     claude_session_id: str | None = None
     reason: str | None = None
     stderr_tail: str | None = None
+
+
+class UnknownEventData(EventData):
+    """The payload of an event type this code does not know (from a newer worker), as it came."""
+
+    event_type: str
+    data: dict[str, Any]
 
 
 DATA_MODELS: dict[EventType, type[EventData]] = {
@@ -193,22 +253,33 @@ class Event(BaseModel):
 class Envelope(BaseModel):
     """What every client sees: one published event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # extra="allow": top-level fields a newer worker adds are kept and dumped again.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     seq: int = Field(ge=1)
     session_id: str
     run_id: str
     ts: float
-    type: EventType
+    # A known type is an EventType member (so `is EventType.FINISHED` works); another stays a str.
+    type: Annotated[EventType | str, Field(union_mode="left_to_right")]
     data: dict[str, Any]
 
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENT_TYPES
 
+    @property
+    def is_known_type(self) -> bool:
+        return isinstance(self.type, EventType)
+
     def typed_data(self) -> EventData:
-        """The payload validated into its model (e.g. FinishedData for `finished`)."""
-        return DATA_MODELS[self.type].model_validate(self.data)
+        """The payload as its model (FinishedData for `finished`); UnknownEventData if new."""
+        # Tolerant of a newer worker: its extra fields are ignored (`data` keeps them) and
+        # its enum values stay strings. Still raises ValidationError when a known type
+        # lacks a field or has one of the wrong type: that is a broken event, not a new one.
+        if not isinstance(self.type, EventType):
+            return UnknownEventData(event_type=self.type, data=self.data)
+        return DATA_MODELS[self.type].validate_read(self.data)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
