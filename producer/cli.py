@@ -78,7 +78,10 @@ def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
         else:
             renderer.show(envelope)
         if envelope.type is EventType.FINISHED:
-            status = RunStatus(str(envelope.data.get("status")))
+            try:
+                status = RunStatus(str(envelope.data.get("status")))
+            except ValueError:  # a newer worker's status: not one we can call success
+                status = None
     return status
 
 
