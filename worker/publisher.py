@@ -8,6 +8,14 @@ Events are buffered as they are parsed and written by `flush()` in one Lua call
 per batch (seq assignment, XADD and PUBLISH together). The runner flushes after
 each read from the CLI, so a burst becomes a few large batches while a trickle
 goes out line by line with no added wait.
+
+Two byte limits keep one run from filling Redis. An event over `max_event_bytes`
+has its longest strings cut, each ending with a `…[truncated N bytes]` marker
+(worker/truncate.py); only if that cannot make it fit is it replaced by an
+`event_too_large` error. Once a run's log budget is set (`limit_run_log`), an
+ordinary event that would take the run past it raises LogBudgetExceeded instead of
+being queued; closing events (those written with a final status) always go out,
+in headroom kept back for them.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from shared.events import (
 )
 from shared.keys import Keys
 from shared.store import PUBLISH_LUA, LogLimits
+from worker.truncate import truncate_json
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +48,22 @@ _MAX_BATCH_BYTES = 8 * 1024 * 1024
 _TOUCH_EVERY_S = 60.0
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
+# What an event costs in the log beyond its body: Redis puts '{"seq":N,' in front
+# (up to 27 bytes) and its stream node adds a few dozen more. Counted generously, so
+# that an entry of max_event_bytes also fits an allocation of that size: Redis'
+# allocator rounds a block just over 1 MiB up to 1.25 MiB.
+_ENTRY_OVERHEAD_BYTES = 128
+# Kept back from a run's log budget for its closing events (error + finished).
+_CLOSING_HEADROOM_BYTES = 64 * 1024
+_SHRINK_ATTEMPTS = 3
 
 
 class BufferOverflow(RuntimeError):
     """Redis stayed away while more events piled up than the buffer may hold."""
+
+
+class LogBudgetExceeded(RuntimeError):
+    """The run's next event would take its session log past the run's byte budget."""
 
 
 class OwnershipLost(RuntimeError):
@@ -87,9 +108,12 @@ class Publisher:
         self._channel = keys.channel(session_id)
         self._header = envelope_header(session_id, run_id)
         self._touched_at = -math.inf
-        self._pending: deque[tuple[int, str]] = deque()
+        self._pending: deque[tuple[int, str, int]] = deque()  # index, body, bytes
         self._next_index = 1
         self._buffered_bytes = 0
+        self._logged_bytes = 0
+        self._log_budget: float = math.inf
+        self._headroom = 0
         self._max_buffer_bytes = max_buffer_bytes
         self._down_since: float | None = None
         self._next_attempt = 0.0
@@ -97,36 +121,93 @@ class Publisher:
         self.published = 0
         self.last_seq = 0
 
-    def add(self, event: Event) -> None:
-        """Queue an event; it is written at the next flush."""
+    def limit_run_log(self, max_bytes: int) -> None:
+        """Cap what this run writes to its log; ordinary events past it are refused."""
+        self._log_budget = max_bytes
+        self._headroom = min(_CLOSING_HEADROOM_BYTES, max_bytes // 4)
+
+    @property
+    def logged_bytes(self) -> int:
+        """Bytes this run's events take in the session log, overhead generously counted."""
+        return self._logged_bytes
+
+    def add(self, event: Event, *, closing: bool = False) -> None:
+        """Queue an event; it is written at the next flush.
+
+        Raises LogBudgetExceeded, queuing nothing, if the event is not `closing` and
+        would take the run past its log budget less the closing headroom.
+        """
+        ts = self._clock()
+        body = self._encode(event, ts)
+        size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+        if size > self._max_event_bytes:
+            body = self._shrink(event, ts, size)
+            size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+        allowed = self._log_budget - self._headroom
+        if not closing and self._logged_bytes + size > allowed:
+            raise LogBudgetExceeded(
+                f"the run wrote {self._logged_bytes} bytes to its session log and its next "
+                f"{event.type.value} event of {size} bytes would pass the "
+                f"{self._log_budget}-byte limit (CLAUDE_QUEUE_MAX_RUN_LOG_BYTES)"
+            )
+        self._logged_bytes += size
+        self._pending.append((self._next_index, body, size))
+        self._buffered_bytes += size
+        self._next_index += 1
+
+    def _encode(self, event: Event, ts: float) -> str:
         try:
-            body = encode_with_header(self._header, self._clock(), event)
+            return encode_with_header(self._header, ts, event)
         except (ValueError, RecursionError) as exc:  # e.g. nesting past the serializer's depth
             unencodable = ErrorData(
                 code=ErrorCode.CLI_ERROR,
                 message=f"a {event.type.value} event could not be encoded and was dropped: {exc}",
                 detail={"event_type": event.type.value},
             )
-            replacement = Event(type=EventType.ERROR, data=unencodable)
-            body = encode_with_header(self._header, self._clock(), replacement)
-        if len(body) > self._max_event_bytes:
-            oversized = ErrorData(
-                code=ErrorCode.EVENT_TOO_LARGE,
-                message=f"a {event.type.value} event of {len(body)} bytes was over the "
-                f"{self._max_event_bytes}-byte limit (CLAUDE_QUEUE_MAX_EVENT_BYTES); "
-                "it was dropped",
-                detail={"event_type": event.type.value, "bytes": len(body)},
+            return encode_with_header(
+                self._header, ts, Event(type=EventType.ERROR, data=unencodable)
             )
-            replacement = Event(type=EventType.ERROR, data=oversized)
-            body = encode_with_header(self._header, self._clock(), replacement)
-        self._pending.append((self._next_index, body))
-        self._buffered_bytes += len(body)
-        self._next_index += 1
+
+    def _shrink(self, event: Event, ts: float, size: int) -> str:
+        """The event with its longest strings truncated to fit, else an event_too_large error."""
+        value = event.data.model_dump(mode="json")
+        # What the envelope adds around `data`, as pydantic encodes it.
+        overhead = size - _utf8_len(event.data.model_dump_json())
+        target = self._max_event_bytes - overhead
+        for _ in range(_SHRINK_ATTEMPTS):
+            cut = truncate_json(value, target)
+            if not cut.fits or not cut.cut_strings:
+                break
+            try:
+                data = type(event.data).model_validate(cut.value)
+                body = encode_with_header(self._header, ts, Event(type=event.type, data=data))
+            except ValueError:  # a cut string broke the model (pydantic errors are ValueErrors)
+                break
+            new_size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+            if new_size <= self._max_event_bytes:
+                log.warning(
+                    "event_truncated",
+                    event_type=event.type.value,
+                    bytes=size,
+                    cut_strings=cut.cut_strings,
+                    cut_bytes=cut.cut_bytes,
+                )
+                return body
+            # Our JSON sizing and pydantic's differ slightly (e.g. floats): aim lower.
+            target -= new_size - self._max_event_bytes
+        oversized = ErrorData(
+            code=ErrorCode.EVENT_TOO_LARGE,
+            message=f"a {event.type.value} event of {size} bytes was over the "
+            f"{self._max_event_bytes}-byte limit (CLAUDE_QUEUE_MAX_EVENT_BYTES) even with "
+            "its text fields truncated; it was dropped",
+            detail={"event_type": event.type.value, "bytes": size},
+        )
+        return encode_with_header(self._header, ts, Event(type=EventType.ERROR, data=oversized))
 
     def publish(self, *events: Event, final_status: RunStatus | None = None) -> None:
         """Add events and write them now, waiting out a Redis outage if need be."""
         for event in events:
-            self.add(event)
+            self.add(event, closing=final_status is not None)
         self.flush(final_status=final_status, wait=True)
 
     @property
@@ -185,11 +266,11 @@ class Publisher:
         while True:
             batch: list[tuple[int, str]] = []
             size = 0
-            for index, body in self._pending:
+            for index, body, body_size in self._pending:
                 if len(batch) >= _MAX_BATCH_EVENTS or size >= _MAX_BATCH_BYTES:
                     break
                 batch.append((index, body))
-                size += len(body)
+                size += body_size
             last_batch = len(batch) == len(self._pending)
             status = final_status.value if (final_status is not None and last_batch) else ""
             if batch or status:
@@ -228,3 +309,8 @@ class Publisher:
         self.published += len(batch)
         if seq:
             self.last_seq = seq
+
+
+def _utf8_len(text: str) -> int:
+    # isascii() is O(1) in CPython: the common case needs no encoding pass.
+    return len(text) if text.isascii() else len(text.encode())

@@ -19,7 +19,7 @@ from worker.context import WorkerContext
 from worker.outcome import RunObservations
 from worker.parser import parse_line
 from worker.process import CliProcess, LineTooLong
-from worker.publisher import BufferOverflow, Publisher
+from worker.publisher import BufferOverflow, LogBudgetExceeded, Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +89,7 @@ def pump(
         flag_check=now + _CANCEL_FLAG_POLL_S,
     )
     flag_key = ctx.keys.cancel_flag(request.job.session_id, request.run_id)
+    publisher.limit_run_log(settings.max_run_log_bytes)
     while not cancel.is_set():
         now = time.monotonic()
         if _time_is_up(now, due, seen, settings):
@@ -101,10 +102,15 @@ def pump(
         chunk = proc.read(due.next() - now)
         if chunk.lines:
             due.idle = time.monotonic() + settings.idle_timeout_s
-        for line in chunk.lines:
-            for event in _events_of(line, settings.max_line_bytes):
-                seen.observe(event)
-                publisher.add(event)
+        try:
+            for line in chunk.lines:
+                for event in _events_of(line, settings.max_line_bytes):
+                    seen.observe(event)
+                    publisher.add(event)
+        except LogBudgetExceeded as exc:
+            # What was queued within the budget still goes out with the closing events.
+            seen.failure = (ErrorCode.LOG_BUDGET_EXCEEDED, f"{exc}; the CLI was stopped")
+            break
         if seen.results and due.result == math.inf:
             due.result = time.monotonic() + settings.result_grace_s
         try:
