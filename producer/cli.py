@@ -341,5 +341,53 @@ def worker(burst: bool, name: str | None, mode: str, processes: int) -> None:
     )
 
 
+@main.command()
+@click.argument("role", type=click.Choice(["producer", "worker", "reader"]))
+@click.option("--user", help="ACL user name (default: <key prefix>-<role>).")
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    help="Set the password held in this environment variable (printed only as its SHA-256).",
+)
+def acl(role: str, user: str | None, password_env: str | None) -> None:
+    """Print the Redis ACL SETUSER line of a role: producer, worker or reader.
+
+    The rules follow the configured key prefix, queue and database. Run the line
+    after `redis-cli` in a shell, or paste it into redis-cli's prompt. No password
+    is ever printed: with --password-env the line sets its SHA-256 (#...); without
+    it the line leaves the user's passwords as they are (a new user cannot log in
+    until one is set). See the README's Security section for what each role can do.
+    """
+    import os
+
+    from shared.acl import AclError, Role, database_of, role_rules, setuser_line
+
+    settings = _settings()
+    password = None
+    if password_env is not None:
+        password = os.environ.get(password_env)
+        if not password:
+            click.echo(f"error: environment variable {password_env} is empty or unset", err=True)
+            sys.exit(EXIT_USAGE)
+    try:
+        rules = role_rules(
+            cast(Role, role),
+            key_prefix=settings.key_prefix,
+            queue_name=settings.queue_name,
+            database=database_of(settings.redis_url.get_secret_value()),
+        )
+        line = setuser_line(rules, user or f"{settings.key_prefix}-{role}", password=password)
+    except AclError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(line)
+    if password is None:
+        click.echo(
+            "note: this line sets no password; give one with --password-env VAR "
+            "or add it yourself (ACL SETUSER <user> >password).",
+            err=True,
+        )
+
+
 if __name__ == "__main__":
     main()
