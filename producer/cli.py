@@ -280,7 +280,11 @@ def session() -> None:
 @click.argument("session_id")
 def session_show(session_id: str) -> None:
     """Everything known about a session, as JSON."""
-    info = _client().session(session_id)
+    try:
+        info = _client().session(session_id)
+    except InvalidJobError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if info is None:
         click.echo(f"error: no session {session_id!r}", err=True)
         sys.exit(EXIT_RUN_FAILED)
@@ -294,7 +298,7 @@ def session_delete(session_id: str, force: bool) -> None:
     """Delete a session's log, transcript and state."""
     try:
         removed = _client().delete_session(session_id, force=force)
-    except SessionBusy as exc:
+    except (InvalidJobError, SessionBusy) as exc:  # a bad id is refused before any delete
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(f"deleted session {session_id} ({removed} keys)")

@@ -24,7 +24,14 @@ from producer.cursor import (
     log_start,
 )
 from producer.errors import SessionBusy, StreamTimeout
-from producer.sessions import SessionInfo, delete_session, list_sessions, session_info
+from producer.sessions import (
+    SessionInfo,
+    delete_session,
+    list_sessions,
+    pending_run_ids,
+    require_session_id,
+    session_info,
+)
 from producer.submission import prepare, validate_job
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
@@ -135,17 +142,19 @@ class Client:
         return list_sessions(self.redis, self.keys, self.settings, limit=limit)
 
     def session(self, session_id: str) -> SessionInfo | None:
-        """One session's state, or None if it does not exist (or expired)."""
+        """One session's state, or None if it does not exist (InvalidJobError for a bad id)."""
         return session_info(self.redis, self.keys, session_id)
 
     def delete_session(self, session_id: str, *, force: bool = False) -> int:
         """Delete a session's log, transcript and state; returns the number of keys removed.
 
         Refuses (SessionBusy) while a run is queued or running, unless force=True,
-        which cancels those runs first.
+        which cancels those runs first. An invalid id (e.g. `*`) raises InvalidJobError
+        before anything is cancelled or deleted.
         """
+        require_session_id(session_id)
         if force:
-            for pending_run in self._pending_runs(session_id):
+            for pending_run in pending_run_ids(self.redis, self.keys, session_id):
                 self.cancel(session_id, run_id=pending_run, wait=True, reason="session deleted")
         return delete_session(self.redis, self.keys, session_id)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.ids import escape_redis_glob
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -54,9 +56,16 @@ class Keys:
         """Hash: the record of one run (status, owner, pid, start time, ...)."""
         return f"{self._session(session_id)}:run:{run_id}"
 
+    def session_key_prefix(self, session_id: str) -> str:
+        """The exact start of every key of one session (check SCAN results against it)."""
+        return f"{self._session(session_id)}:"
+
     def session_pattern(self, session_id: str) -> str:
-        """SCAN pattern matching every key of one session."""
-        return f"{self.prefix}:{{{session_id}}}:*"
+        """SCAN pattern matching every key of one session, and no other session's.
+
+        The id is escaped: `*`, `?`, `[` would otherwise match other sessions' keys.
+        """
+        return f"{escape_redis_glob(self.session_key_prefix(session_id))}*"
 
     def wait_marker(self, session_id: str, run_id: str) -> str:
         """String (PX ttl): a worker holds this queued run and waits for its turn."""

@@ -35,6 +35,7 @@ from shared.events import (
     RunStatus,
     encode_body,
 )
+from shared.ids import is_run_id, is_session_id
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import FORCE_FINISH_LUA, log_write_args
@@ -108,7 +109,10 @@ def reap_if_lost(
 
     A running run is lost when its lease expired; a queued run a worker held while
     waiting for its turn (`waiting=True`) is lost when that worker's wait marker did.
+    The ids come from Redis (running/waiting hashes, pending lists): bad ones are skipped.
     """
+    if not _valid_ids(session_id, run_id, source="reap"):
+        return False
     message = LOST_WAITING_MESSAGE if waiting else LOST_MESSAGE
     lost = _force_finish(
         client,
@@ -131,15 +135,18 @@ def finish_for_worker(
     client: redis.Redis, keys: Keys, settings: Settings, *, worker_name: str, run_id: str
 ) -> bool:
     """End our own run after its work horse died; True if it was still open."""
-    session_id = cast(bytes | None, client.hget(keys.running, run_id))
-    if session_id is None:
+    raw = cast(bytes | None, client.hget(keys.running, run_id))
+    if raw is None:
+        return False
+    session_id = raw.decode(errors="replace")
+    if not _valid_ids(session_id, run_id, source="running"):
         return False
     reason = "the worker stopped while the run was in progress"
     return _force_finish(
         client,
         keys,
         settings,
-        session_id=session_id.decode(),
+        session_id=session_id,
         run_id=run_id,
         status=RunStatus.INTERRUPTED,
         condition=f"worker:{worker_name}",
@@ -153,12 +160,25 @@ def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
     lost = 0
     for hash_key, waiting in ((keys.running, False), (keys.waiting, True)):
         runs = cast(dict[bytes, bytes], client.hgetall(hash_key))
-        for run_id, session_id in runs.items():
-            lost += reap_if_lost(
-                client, keys, settings, session_id.decode(), run_id.decode(), waiting=waiting
-            )
+        for raw_run_id, raw_session_id in runs.items():
+            run_id = raw_run_id.decode(errors="replace")
+            session_id = raw_session_id.decode(errors="replace")
+            if not _valid_ids(session_id, run_id, source=hash_key):
+                # No run can have such ids (submit refuses them): drop the entry, so it
+                # is reported once, not every round.
+                client.hdel(hash_key, raw_run_id)
+                continue
+            lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=waiting)
     _requeue_stranded(client, settings)
     return lost + _reap_undelivered(client, keys, settings)
+
+
+def _valid_ids(session_id: str, run_id: str, *, source: str) -> bool:
+    """Ids read back from Redis name keys: skip (and log) any that submit would refuse."""
+    if is_session_id(session_id) and is_run_id(run_id):
+        return True
+    log.warning("invalid_ids_skipped", source=source, session_id=session_id, run_id=run_id)
+    return False
 
 
 def _requeue_stranded(client: redis.Redis, settings: Settings) -> None:
@@ -196,6 +216,8 @@ def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> in
     registry = StartedJobRegistry(settings.queue_name, connection=client)
     lost = 0
     for run_id in registry.get_job_ids(cleanup=False):
+        if not is_run_id(run_id):
+            continue  # not a job we enqueued: it never had a run to declare lost
         seen_key = keys.first_seen_stranded(run_id)
         if client.set(seen_key, 1, nx=True, ex=max(1, int(settings.lease_ttl_s * 4))):
             continue  # first sighting: give its worker a lease's time to claim it

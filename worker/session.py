@@ -12,6 +12,7 @@ import redis
 import structlog
 
 from shared.events import ErrorCode
+from shared.ids import is_absolute_cwd, is_claude_session_id
 from shared.jobs import PromptJob
 from shared.keys import Keys
 from shared.settings import Settings
@@ -42,17 +43,25 @@ def _decode(raw: Mapping[bytes, bytes]) -> dict[str, str]:
 def plan_resume(
     client: redis.Redis, keys: Keys, job: PromptJob, env: Mapping[str, str], default_cwd: str
 ) -> ResumePlan:
-    """Decide cwd and --resume, restoring the transcript here if another host wrote it."""
+    """Decide cwd and --resume, restoring the transcript here if another host wrote it.
+
+    What the session's hashes hold is validated first: a value that is not a UUID
+    or an absolute path is never used; the run fails `corrupt_state` (or, under
+    resume_policy start_fresh, says so and starts a fresh conversation).
+    """
     state = _decode(cast(dict[bytes, bytes], client.hgetall(keys.session_state(job.session_id))))
-    cwd = job.cwd or state.get("cwd") or default_cwd
+    stored_cwd = state.get("cwd")
+    if job.cwd is None and stored_cwd and not is_absolute_cwd(stored_cwd):
+        problem = f"the session's stored working directory {stored_cwd!r} is not an absolute path"
+        return _corrupt(job, default_cwd, problem, remedy="submit with an explicit cwd")
+    cwd = job.cwd or stored_cwd or default_cwd
     previous = state.get("claude_session_id")
     if job.new_conversation or not previous:
         return ResumePlan(cwd=cwd, resume_id=None)
-    path = transcripts.transcript_path(env, cwd, previous)
-    outcome = transcripts.restore(
-        client, keys.transcript(job.session_id), path, claude_session_id=previous
-    )
-    log.info("transcript_restore", outcome=outcome.value, claude_session_id=previous)
+    try:
+        outcome = _restore(client, keys, job, env, cwd, previous)
+    except transcripts.CorruptStateError as exc:
+        return _corrupt(job, cwd, str(exc))
     if outcome is not transcripts.Restore.MISSING:
         return ResumePlan(cwd=cwd, resume_id=previous)
     message = (
@@ -66,6 +75,40 @@ def plan_resume(
             notice=(ErrorCode.TRANSCRIPT_MISSING, message + "; starting a fresh conversation"),
         )
     return ResumePlan(cwd=cwd, resume_id=None, failure=(ErrorCode.TRANSCRIPT_MISSING, message))
+
+
+def _restore(
+    client: redis.Redis,
+    keys: Keys,
+    job: PromptJob,
+    env: Mapping[str, str],
+    cwd: str,
+    previous: str,
+) -> transcripts.Restore:
+    """Put the stored transcript where the CLI looks; CorruptStateError if Redis lies."""
+    if not is_claude_session_id(previous):
+        raise transcripts.CorruptStateError(
+            f"the session's stored conversation id {previous!r} is not a UUID"
+        )
+    path = transcripts.transcript_path(env, cwd, previous)
+    outcome = transcripts.restore(
+        client, keys.transcript(job.session_id), path, claude_session_id=previous
+    )
+    log.info("transcript_restore", outcome=outcome.value, claude_session_id=previous)
+    return outcome
+
+
+def _corrupt(
+    job: PromptJob, cwd: str, problem: str, *, remedy: str = "submit with new_conversation=True"
+) -> ResumePlan:
+    """The session's stored state failed validation: fail, or start fresh if the job says so."""
+    log.warning("session_state_corrupt", problem=problem)
+    message = f"cannot resume this session: {problem} (corrupt session state in Redis)"
+    if job.resume_policy == "start_fresh":
+        notice = (ErrorCode.CORRUPT_STATE, message + "; starting a fresh conversation")
+        return ResumePlan(cwd=cwd, resume_id=None, notice=notice)
+    message += f"; {remedy} to start over"
+    return ResumePlan(cwd=cwd, resume_id=None, failure=(ErrorCode.CORRUPT_STATE, message))
 
 
 def remember(
@@ -82,8 +125,12 @@ def remember(
     """After a run: store the conversation id, cwd and transcript for the next run.
 
     A conversation the CLI never wrote to disk cannot be resumed, so the session
-    keeps pointing at the previous one.
+    keeps pointing at the previous one. So does a conversation id that is not a
+    UUID: the CLI's own output is data, never a file name or a glob.
     """
+    if not is_claude_session_id(claude_session_id) or not is_absolute_cwd(cwd):
+        log.warning("conversation_not_remembered", claude_session_id=claude_session_id, cwd=cwd)
+        return
     path = transcripts.find_local(env, cwd, claude_session_id)
     if path is None:
         log.warning("transcript_not_written", claude_session_id=claude_session_id)

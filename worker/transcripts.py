@@ -5,10 +5,15 @@ The CLI keeps each conversation in `<config dir>/projects/<cwd slug>/<id>.jsonl`
 there. After a run the worker stores that one file, compressed and size-capped,
 in Redis under the session; before a resume on a host that lacks it (or has an
 older copy) the worker writes it back. Only the transcript file is carried.
+
+Everything read back from Redis is untrusted: the conversation id must be a UUID,
+every path must resolve inside `<config dir>/projects/`, and the stored data must
+inflate to its recorded SHA-256; otherwise `CorruptStateError`.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -22,7 +27,16 @@ from typing import cast
 
 import redis
 
+from shared.ids import is_claude_session_id
+
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
+# A stored transcript never inflates past this: a zlib bomb in Redis must not take
+# the worker's memory (real ones are far smaller; TRANSCRIPT_MAX_BYTES caps them packed).
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+
+
+class CorruptStateError(ValueError):
+    """A value read back from Redis failed validation; nothing was read or written."""
 
 
 def config_dir(env: Mapping[str, str]) -> Path:
@@ -32,10 +46,27 @@ def config_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".claude"
 
 
+def require_claude_session_id(claude_session_id: str) -> None:
+    """Raise CorruptStateError unless this is a conversation id the CLI could have made."""
+    if not is_claude_session_id(claude_session_id):
+        raise CorruptStateError(f"conversation id {claude_session_id!r} is not a UUID")
+
+
 def transcript_path(env: Mapping[str, str], cwd: str, claude_session_id: str) -> Path:
     """The file the CLI reads on `--resume=<claude_session_id>` when run in `cwd`."""
+    require_claude_session_id(claude_session_id)
+    projects = config_dir(env) / "projects"
     slug = _NON_ALNUM.sub("-", os.path.abspath(cwd))
-    return config_dir(env) / "projects" / slug / f"{claude_session_id}.jsonl"
+    path = projects / slug / f"{claude_session_id}.jsonl"
+    _require_inside(path, projects)
+    return path
+
+
+def _require_inside(path: Path, projects: Path) -> None:
+    # After symlinks and `..`: a transcript is only ever read or written in the CLI's
+    # own project folder, whatever the id or a symlinked folder says.
+    if not path.resolve().is_relative_to(projects.resolve()):
+        raise CorruptStateError(f"transcript path {str(path)!r} lies outside {str(projects)!r}")
 
 
 def find_local(env: Mapping[str, str], cwd: str, claude_session_id: str) -> Path | None:
@@ -71,6 +102,7 @@ def save(
     ttl_s: int,
 ) -> SavedTranscript:
     """Store the transcript at `path` under `key`; not stored if it compresses past max_bytes."""
+    require_claude_session_id(claude_session_id)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -99,31 +131,61 @@ def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str
 
     `path` is where to write it if this host has no copy; an existing local copy
     (wherever it is) is overwritten in place when it differs from the stored one.
+    Raises CorruptStateError when what Redis holds fails validation.
     """
+    require_claude_session_id(claude_session_id)
+    _require_inside(path, path.parent.parent)
     stored = cast(dict[bytes, bytes], client.hgetall(key))
+    stored_id = stored.get(b"claude_session_id")
+    if stored_id is not None and not is_claude_session_id(stored_id.decode(errors="replace")):
+        raise CorruptStateError(
+            f"the stored transcript names conversation {stored_id.decode(errors='replace')!r}, "
+            "which is not a UUID"
+        )
     data = stored.get(b"data")
     local = _newest_copy(path, claude_session_id)
-    if data is None or stored.get(b"claude_session_id", b"").decode() != claude_session_id:
+    if data is None or stored_id is None or stored_id.decode() != claude_session_id:
         return Restore.LOCAL_ONLY if local else Restore.MISSING
-    want = stored.get(b"sha256", b"").decode()
+    want = stored.get(b"sha256", b"").decode(errors="replace")
     if local and hashlib.sha256(local.read_bytes()).hexdigest() == want:
         return Restore.PRESENT
+    raw = _inflate(data)
+    if hashlib.sha256(raw).hexdigest() != want:
+        raise CorruptStateError("the stored transcript does not match its SHA-256")
     target = local or path
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(zlib.decompress(data))
+        handle.write(raw)
         temp = Path(handle.name)
     temp.replace(target)  # atomic: the CLI never sees half a transcript
     return Restore.RESTORED
 
 
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise CorruptStateError(f"the stored transcript is not valid zlib data ({exc})") from None
+    if len(raw) > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
+        raise CorruptStateError(f"the stored transcript inflates past {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise CorruptStateError("the stored transcript is truncated")
+    return raw
+
+
 def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
     """Newest `<projects>/*/<id>.jsonl`, where `path` is one such (maybe absent) file."""
+    require_claude_session_id(claude_session_id)
     projects = path.parent.parent
-    # An empty file is no conversation to the CLI, so it is no copy to us either.
+    root = projects.resolve()
+    # Escaped although the id is a validated UUID: a glob never takes data as a pattern.
+    pattern = f"*/{glob.escape(claude_session_id)}.jsonl"
+    # An empty file is no conversation to the CLI, so it is no copy to us either; a
+    # symlink out of the project folder is never followed (it would be written through).
     candidates = [
         p
-        for p in projects.glob(f"*/{claude_session_id}.jsonl")
-        if p.is_file() and p.stat().st_size > 0
+        for p in projects.glob(pattern)
+        if p.resolve().is_relative_to(root) and p.is_file() and p.stat().st_size > 0
     ]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
