@@ -7,16 +7,21 @@ name and is deleted when its test ends; the default user and others are never to
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shlex
+import signal
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from producer.aio import AsyncClient
 from producer.cancelling import CancelOutcome
@@ -26,8 +31,11 @@ from producer.errors import SessionBusy
 from shared.acl import database_of, script_sha
 from shared.events import EventType
 from shared.settings import Settings
-from shared.store import PUBLISH_LUA
+from shared.store import PUBLISH_LUA, keys_from
 from tests.conftest import WorkerFactory
+from tests.helpers import kill_if_alive
+from worker.proctree import read_stat
+from worker.reaper import reap_all
 
 STREAM_TIMEOUT_S = 60.0
 _PASSWORD_VAR = "CQTEST_ACL_PASSWORD"
@@ -89,6 +97,13 @@ def role_client(settings: Settings, role_url: Callable[[str], str]) -> Iterator[
     yield make
     for client in clients:
         client.close()
+
+
+def _denied(redis_client: redis.Redis, url: str) -> list[str]:
+    """What Redis refused this URL's user (its ACL LOG entries)."""
+    user = urlsplit(url).username
+    entries = cast(list[dict[str, Any]], redis_client.acl_log(count=1000))
+    return [f"{e['context']} {e['object']}" for e in entries if e.get("username") == user]
 
 
 def _start_acl_worker(
@@ -167,6 +182,7 @@ def test_producer_and_worker_users_run_a_session_end_to_end(
     role_url: Callable[[str], str],
     role_client: RoleClient,
     start_worker: WorkerFactory,
+    redis_client: redis.Redis,
 ) -> None:
     _start_acl_worker(settings, role_url, start_worker)
     producer = role_client("producer")
@@ -195,6 +211,8 @@ def test_producer_and_worker_users_run_a_session_end_to_end(
     assert producer.delete_session("acl-e2e") > 0
     assert producer.session("acl-e2e") is None
     assert producer.history("acl-e2e") == []
+    assert _denied(redis_client, role_url("producer")) == []
+    assert _denied(redis_client, role_url("worker")) == []
 
 
 def test_producer_cancels_interrupts_and_force_deletes(
@@ -202,6 +220,7 @@ def test_producer_cancels_interrupts_and_force_deletes(
     role_url: Callable[[str], str],
     role_client: RoleClient,
     start_worker: WorkerFactory,
+    redis_client: redis.Redis,
 ) -> None:
     _start_acl_worker(settings, role_url, start_worker)
     producer = role_client("producer")
@@ -226,6 +245,47 @@ def test_producer_cancels_interrupts_and_force_deletes(
     producer.submit(session_id="acl-cancel", prompt="FAKE: hang")
     assert producer.delete_session("acl-cancel", force=True) > 0
     assert producer.session("acl-cancel") is None
+    assert _denied(redis_client, role_url("producer")) == []
+    assert _denied(redis_client, role_url("worker")) == []
+
+
+def test_a_worker_user_reaps_the_run_of_a_dead_worker(
+    settings: Settings,
+    role_url: Callable[[str], str],
+    role_client: RoleClient,
+    start_worker: WorkerFactory,
+    redis_client: redis.Redis,
+) -> None:
+    worker_settings = settings.model_copy(update={"redis_url": SecretStr(role_url("worker"))})
+    doomed = start_worker("doomed", settings_override=worker_settings)
+    handle = role_client("producer").submit(session_id="acl-lost", prompt="FAKE: hang")
+    cli_pid = horse = 0
+    try:
+        for envelope in handle.stream(timeout_s=STREAM_TIMEOUT_S):
+            if envelope.type is EventType.STARTED:
+                cli_pid = int(envelope.data["pid"])
+                break
+        stat = read_stat(cli_pid)
+        assert stat is not None
+        horse = stat.ppid
+        os.kill(doomed.pid, signal.SIGKILL)
+        os.kill(horse, signal.SIGKILL)
+        doomed.wait()
+        # Its lease would expire within LEASE_TTL_S; expire it now instead of waiting.
+        keys = keys_from(settings)
+        assert redis_client.delete(keys.lease("acl-lost")) == 1
+        # One reaper pass, as every worker's maintenance thread runs it, as the worker user.
+        reaper = redis.Redis.from_url(role_url("worker"))
+        try:
+            assert reap_all(reaper, keys, worker_settings) == 1
+        finally:
+            reaper.close()
+        assert handle.wait(timeout_s=STREAM_TIMEOUT_S).status == "lost"
+        job = Job.fetch(handle.run_id, connection=redis_client, serializer=JSONSerializer)
+        assert job.get_status() == "failed"
+    finally:
+        kill_if_alive(cli_pid, horse)
+    assert _denied(redis_client, role_url("worker")) == []
 
 
 def test_async_reader_replays_and_follows(
