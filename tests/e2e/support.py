@@ -29,7 +29,7 @@ def run_events(handle: RunHandle) -> list[Envelope]:
     return events
 
 
-def types(events: Iterable[Envelope]) -> list[EventType]:
+def types(events: Iterable[Envelope]) -> list[EventType | str]:
     return [e.type for e in events]
 
 

@@ -80,7 +80,7 @@ def _grandchild_pid(envelope: Envelope) -> int | None:
     return None
 
 
-def _types(events: list[Envelope]) -> list[EventType]:
+def _types(events: list[Envelope]) -> list[EventType | str]:
     return [e.type for e in events]
 
 
@@ -186,7 +186,11 @@ def test_cancel_running_kills_cli_and_setsid_grandchild(
 
 
 def test_cancel_queued_run_never_starts_and_session_goes_on(
-    client: Client, start_worker: WorkerFactory, pids: Pids, tmp_path: Path
+    client: Client,
+    settings: Settings,
+    start_worker: WorkerFactory,
+    pids: Pids,
+    tmp_path: Path,
 ) -> None:
     marker = f"never-run-{uuid.uuid4().hex}"
     cancelled = client.submit(session_id="cancel-queued", prompt=f"FAKE: hang\n{marker}")
@@ -198,7 +202,12 @@ def test_cancel_queued_run_never_starts_and_session_goes_on(
     assert _finished_statuses(logged) == ["interrupted"]
 
     argv_log = tmp_path / "argv.jsonl"
-    start_worker(env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)})
+    start_worker(
+        env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)},
+        settings_override=settings.model_copy(
+            update={"cli_env_passthrough": ("FAKE_CLAUDE_ARGV_LOG",)}
+        ),
+    )
     later = client.submit(session_id="cancel-queued", prompt="after the cancel")
     seen = Observed()
     _follow_to_end(later.stream(timeout_s=STREAM_TIMEOUT_S), seen, pids)

@@ -121,7 +121,7 @@ def test_worker_pool_runs_jobs_and_stops_on_sigterm(settings: Settings, client: 
             e.data["worker"]
             for h in handles
             for e in client.history(h.session_id)
-            if e.type.value == "started"
+            if e.type == "started"
         ]
         assert set(started) <= {"pool-0", "pool-1"}
         pool.send_signal(signal.SIGTERM)

@@ -77,10 +77,15 @@ def test_joining_mid_run_sees_no_gap_and_no_duplicate(
 
 
 def test_prompt_starting_with_dashes_reaches_stdin_verbatim(
-    client: Client, start_worker: WorkerFactory, tmp_path: Path
+    client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     argv_log = tmp_path / "argv.jsonl"
-    start_worker(env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)})
+    start_worker(
+        env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)},
+        settings_override=settings.model_copy(
+            update={"cli_env_passthrough": ("FAKE_CLAUDE_ARGV_LOG",)}
+        ),
+    )
     prompt = "--help; rm -rf / $(whoami) `id` 'quoted'\n-p --resume=x"
     handle = client.submit(session_id="dash", prompt=prompt)
     finished = handle.wait(timeout_s=60)
@@ -93,10 +98,15 @@ def test_prompt_starting_with_dashes_reaches_stdin_verbatim(
 
 
 def test_context_is_prepended_and_settings_env_stays_private(
-    client: Client, start_worker: WorkerFactory, tmp_path: Path
+    client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     argv_log = tmp_path / "argv.jsonl"
-    start_worker(env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)})
+    start_worker(
+        env={"FAKE_CLAUDE_ARGV_LOG": str(argv_log)},
+        settings_override=settings.model_copy(
+            update={"cli_env_passthrough": ("FAKE_CLAUDE_ARGV_LOG",)}
+        ),
+    )
     handle = client.submit(
         session_id="ctx", prompt="what is x?", context={"x": 42}, model="claude-test-1"
     )

@@ -363,12 +363,18 @@ def test_envelope_typed_data_rejects_wrong_payload() -> None:
     "raw",
     [
         '{"seq":0,"session_id":"s","run_id":"r","ts":0,"type":"text","data":{}}',
-        '{"seq":1,"session_id":"s","run_id":"r","ts":0,"type":"nope","data":{}}',
+        '{"seq":1,"session_id":"s","run_id":"r","ts":0,"type":7,"data":{}}',
+        '{"seq":1,"session_id":"s","run_id":"r","ts":0,"data":{}}',
     ],
 )
 def test_envelope_rejects_bad_seq_or_type(raw: str) -> None:
     with pytest.raises(ValidationError):
         Envelope.from_json(raw)
+
+
+def test_envelope_keeps_a_type_from_a_newer_worker() -> None:
+    raw = '{"seq":1,"session_id":"s","run_id":"r","ts":0,"type":"nope","data":{}}'
+    assert Envelope.from_json(raw).type == "nope"
 
 
 def test_envelope_non_terminal() -> None:
@@ -443,4 +449,4 @@ def test_from_environment_names_the_bad_variable_without_its_value(
 )
 def test_security_settings_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
-        Settings(**{field: value})
+        Settings.model_validate({field: value})
