@@ -30,13 +30,12 @@ from typing import Literal, get_args
 from redis.connection import parse_url
 from rq.defaults import RQ_KEY_PREFIX
 
+from shared.ids import escape_redis_glob
 from shared.store import CANCEL_LUA, SUBMIT_LUA
 
 Role = Literal["producer", "worker", "reader"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-# Redis glob metacharacters; names spliced into a key pattern must match only themselves.
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 # ACL SETUSER arguments are split on whitespace by redis-cli and in ACL files.
 _UNSAFE = re.compile(r"[\s\"'()\x00-\x1f]")
 # run ids are uuid4().hex: 32 characters. Exactly 32 `?` keep the run record
@@ -67,11 +66,6 @@ class AclRules:
         reset = ["on", "resetkeys", "resetchannels", "clearselectors", "-@all"]
         selectors = [f"({' '.join(selector)})" for selector in self.selectors]
         return [*reset, *self.commands, *self.keys, *self.channels, *selectors]
-
-
-def glob_literal(text: str) -> str:
-    """`text` as a Redis glob that matches only itself."""
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def _checked(name: str, what: str) -> str:
@@ -109,9 +103,9 @@ class _Names:
 
 def _names(key_prefix: str, queue_name: str) -> _Names:
     return _Names(
-        prefix=glob_literal(_checked(key_prefix, "key prefix")),
-        queue=glob_literal(_checked(queue_name, "queue name")),
-        rq=glob_literal(RQ_KEY_PREFIX),
+        prefix=escape_redis_glob(_checked(key_prefix, "key prefix")),
+        queue=escape_redis_glob(_checked(queue_name, "queue name")),
+        rq=escape_redis_glob(RQ_KEY_PREFIX),
     )
 
 
@@ -169,7 +163,6 @@ def _producer(n: _Names, select: str) -> AclRules:
             "+set",
             "+incr",
             "+expire",
-            "+persist",
             "+hset",
             "+rpush",
             "+lrem",

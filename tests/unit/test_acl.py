@@ -15,7 +15,6 @@ from shared.acl import (
     AclRules,
     Role,
     database_of,
-    glob_literal,
     role_rules,
     script_sha,
     setuser_args,
@@ -86,8 +85,8 @@ def test_database_comes_from_the_url() -> None:
 
 
 def test_queue_names_are_glob_escaped() -> None:
-    assert glob_literal(r"a*b?c[d]\e") == r"a\*b\?c\[d\]\\e"
     assert r"~rq:queue:q\*" in _rules("producer", queue_name="q*").keys
+    assert r"%R~rq:workers:a\?b\[c\]" in _rules("producer", queue_name="a?b[c]").keys
 
 
 @pytest.mark.parametrize("bad", ["two words", "quo'te", 'dq"', "tab\there", "(x)", ""])
