@@ -123,11 +123,16 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
         argv = [sys.executable, "-m", "producer", "worker", "--name", worker_name, "--mode", mode]
         if burst:
             argv.append("--burst")
+        # Scratch folders of sessions without a cwd go under the test's own tmp dir.
+        scratch = tmp_path / "worker-tmp"
+        scratch.mkdir(exist_ok=True)
         with (tmp_path / f"{worker_name}.log").open("wb") as log_file:
             proc = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env=worker_env(settings_override or settings, env),
+                env=worker_env(
+                    settings_override or settings, {"TMPDIR": str(scratch), **(env or {})}
+                ),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
