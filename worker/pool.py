@@ -21,6 +21,7 @@ from shared.connection import sync_redis
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
 from shared.settings import Settings, redact_url
+from worker.proctree import hide_environment
 from worker.rqworker import default_worker_name
 
 log = structlog.get_logger(__name__)
@@ -39,6 +40,7 @@ def run_pool(
 ) -> int:
     """Run until every member has exited (burst) or the pool is signalled to stop."""
     configure_logging(settings)
+    hide_environment()  # members hide their own; the pool holds the same secrets
     try:
         with sync_redis(settings) as connection:
             connection.ping()

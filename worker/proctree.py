@@ -26,6 +26,7 @@ RUN_MARKER_ENV = "CLAUDE_QUEUE_RUN_ID"
 SCOPE_MARKER_ENV = "CLAUDE_QUEUE_SCOPE"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _MAX_KILL_ROUNDS = 50
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -34,6 +35,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def enable_subreaper() -> bool:
     """Make this process adopt orphaned descendants. False where unsupported."""
     return bool(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def hide_environment() -> bool:
+    """Stop same-user processes (the CLI's tools) reading our /proc/<pid>/environ.
+
+    The worker's environment holds its Redis URL and password. A non-dumpable
+    process's /proc files belong to root and it cannot be ptraced by its own user;
+    forked work horses inherit this, while the CLI (after exec) does not need it.
+    """
+    return bool(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 def die_with_parent() -> None:

@@ -24,7 +24,7 @@ from worker.context import WorkerContext, text
 from worker.job import bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
-from worker.proctree import die_with_parent, enable_subreaper, kill_run_tree
+from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
 
 log = structlog.get_logger(__name__)
@@ -161,6 +161,7 @@ def run_worker(
     """Process entry: configure logging, then work the queue until stopped."""
     configure_logging(settings)
     subreaper = enable_subreaper()
+    environment_hidden = hide_environment()
     rq_worker = build_worker(settings, name=name, mode=mode)
     log.info(
         "worker_starting",
@@ -169,6 +170,7 @@ def run_worker(
         redis=settings.redis_url_redacted,
         mode=mode,
         subreaper=subreaper,
+        environment_hidden=environment_hidden,
     )
     try:
         rq_worker.connection.ping()
