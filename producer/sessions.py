@@ -66,7 +66,7 @@ def session_info(client: redis.Redis, keys: Keys, session_id: str) -> SessionInf
     pipe.xlen(keys.log(session_id))
     pipe.get(keys.seq(session_id))
     pipe.zscore(keys.sessions, session_id)
-    pipe.hget(keys.transcript(session_id), "data")
+    pipe.hstrlen(keys.transcript(session_id), "data")
     pending, state, events, seq, score, transcript = pipe.execute()
     if not pending and not state and not events and seq is None:
         return None
@@ -89,7 +89,7 @@ def session_info(client: redis.Redis, keys: Keys, session_id: str) -> SessionInf
         cwd=decoded.get("cwd"),
         events=int(events or 0),
         last_seq=int(seq or 0),
-        transcript_bytes=len(transcript) if transcript else 0,
+        transcript_bytes=int(transcript or 0),
         last_activity=float(score) if score is not None else None,
     )
 

@@ -180,7 +180,6 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"~{n.session('seq')}",
             f"~{n.session('log')}",
             f"%R~{n.session('state')}",
-            f"%R~{n.session('transcript')}",
             f"~{n.prefix}:sessions",
             f"%R~{n.prefix}:running",
             f"%W~{n.rq}:job:*",
@@ -193,7 +192,11 @@ def _producer(n: _Names, select: str) -> AclRules:
         ),
         channels=(f"&{n.session('events')}", f"&{n.session('run:*:control')}"),
         # Deleting a session removes all its keys; only UNLINK may touch the others.
-        selectors=(("+unlink", f"~{n.session('*')}"),),
+        # A transcript's size may be read (session show), never its conversation.
+        selectors=(
+            ("+unlink", f"~{n.session('*')}"),
+            ("+hstrlen", f"%R~{n.session('transcript')}"),
+        ),
     )
 
 

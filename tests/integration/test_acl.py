@@ -339,6 +339,7 @@ def test_producer_limits_are_the_documented_ones(
         "plant a transcript": lambda: r.hset(keys.transcript(sid), "data", b"x"),
         "mark a run as running": lambda: r.hset(keys.running, "r", sid),
         "read another job": lambda: r.hgetall(job_key),
+        "read a conversation": lambda: r.hget(keys.transcript(sid), "data"),
         "run its own Lua": lambda: r.eval("return 1", 0),
         "run the worker's fenced publish": lambda: r.evalsha(script_sha(PUBLISH_LUA), 0),
         "enter another database": lambda: _select_other_db(r, settings),
@@ -356,6 +357,9 @@ def test_producer_limits_are_the_documented_ones(
     assert r.publish(keys.channel(sid), "{}") == 0
     redis_client.set(keys.lease(sid), "1")
     assert r.unlink(keys.lease(sid)) == 1
+    # A transcript's size is all a producer may learn of it.
+    redis_client.hset(keys.transcript(sid), "data", b"12345")
+    assert r.hstrlen(keys.transcript(sid), "data") == 5
 
 
 def test_worker_user_is_confined_to_its_prefixes(
