@@ -17,7 +17,7 @@ from typing import cast
 
 import redis
 import structlog
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
@@ -228,9 +228,53 @@ def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> in
         except NoSuchJobError:
             continue
         session_id = _session_of(job.args[0] if job.args else None)
-        if session_id is not None:
-            lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=True)
+        if session_id is None or not is_session_id(session_id):
+            continue
+        record = cast(
+            list[bytes | None], client.hmget(keys.run(session_id, run_id), "status", "final_status")
+        )
+        if record[0] == b"finished":
+            _settle_ended(client, settings, job, (record[1] or b"").decode(errors="replace"))
+            continue
+        lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=True)
     return lost
+
+
+def _settle_ended(client: redis.Redis, settings: Settings, job: Job, final_status: str) -> None:
+    """A run that ended while RQ still shows its job started: settle RQ's records.
+
+    This happens when Redis went away just as a work horse finished, so neither it
+    nor its worker could do RQ's bookkeeping. The run itself is complete; only the
+    started-registry entry is stale, unless a live worker is still on the job.
+    """
+    if _worker_busy_with(client, job):
+        return
+    if final_status == RunStatus.SUCCEEDED.value:
+        registry = StartedJobRegistry(settings.queue_name, connection=client)
+        stale = _registry_entries(client, registry.key, job.id)
+        with client.pipeline() as pipe:
+            if stale:
+                pipe.zrem(registry.key, *stale)
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
+            pipe.execute()
+    else:
+        fail_rq_job(client, settings, job.id, f"the run ended {final_status or 'unknown'}")
+    log.warning("rq_job_settled", run_id=job.id, final_status=final_status)
+
+
+def _worker_busy_with(client: redis.Redis, job: Job) -> bool:
+    """Is a live worker still working on this job (RQ's bookkeeping in progress)?"""
+    if not job.worker_name:
+        return False
+    worker_key = f"{Worker.redis_worker_namespace_prefix}{job.worker_name}"
+    current = cast(bytes | None, client.hget(worker_key, "current_job"))
+    return current is not None and current.decode(errors="replace") == job.id
+
+
+def _registry_entries(client: redis.Redis, registry_key: str, job_id: str) -> list[bytes]:
+    """Started-registry members of a job (`<job id>:<execution id>`, or the bare id)."""
+    members = cast(list[bytes], client.zrange(registry_key, 0, -1))
+    return [m for m in members if m.decode(errors="replace").split(":", 1)[0] == job_id]
 
 
 def _session_of(payload: object) -> str | None:
@@ -248,8 +292,7 @@ def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: s
     registry = StartedJobRegistry(settings.queue_name, connection=client)
     # Entries are `<job id>:<execution id>`; a worker killed mid-start can leave one
     # whose execution record is gone, so match on the job id.
-    members = cast(list[bytes], client.zrange(registry.key, 0, -1))
-    stale = [m for m in members if m.decode(errors="replace").split(":", 1)[0] == run_id]
+    stale = _registry_entries(client, registry.key, run_id)
     with client.pipeline() as pipe:
         if stale:
             pipe.zrem(registry.key, *stale)

@@ -234,12 +234,13 @@ def test_prompt_starting_with_dashes_reaches_the_model_verbatim(
     assert assistant_texts(events) == ["Sure."]
 
 
-def test_one_mebibyte_answer_arrives_whole(
+def test_one_mebibyte_answer_arrives_whole_under_a_raised_event_limit(
     client: Client, stack: Stack, fake_api: ApiFactory
 ) -> None:
     turn = big_text_turn(MIB)
     api = fake_api([turn])
-    stack.worker(api)
+    raised = stack.settings_for(api).model_copy(update={"max_event_bytes": 4 * MIB})
+    stack.start_worker(None, settings_override=raised)
     handle = client.submit(session_id="big", prompt="Write a lot.", cwd=str(stack.workdir()))
     events = run_events(handle)
 
@@ -250,3 +251,22 @@ def test_one_mebibyte_answer_arrives_whole(
     assert text == turn.text
     assert one(events, EventType.RESULT)["result"] == turn.text
     assert api.turns_left == 0
+
+
+def test_one_mebibyte_answer_is_truncated_and_marked_at_the_default_event_limit(
+    client: Client, stack: Stack, fake_api: ApiFactory
+) -> None:
+    turn = big_text_turn(MIB)
+    api = fake_api([turn])
+    stack.worker(api)
+    handle = client.submit(session_id="big-cut", prompt="Write a lot.", cwd=str(stack.workdir()))
+    events = run_events(handle)
+
+    assert finished(events)["status"] == "succeeded"
+    assert errors(events) == []
+    (text,) = assistant_texts(events)
+    kept, marker, cut = text.rpartition("…[truncated ")
+    assert marker, "the cut text carries the truncation marker"
+    assert turn.text.startswith(kept)
+    assert len(kept.encode()) + int(cut.removesuffix(" bytes]")) == len(turn.text.encode())
+    assert all(len(e.model_dump_json()) <= MIB for e in events)
