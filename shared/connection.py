@@ -7,7 +7,6 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub as AsyncPubSub
 from redis.client import PubSub
 
 from shared.settings import Settings
@@ -45,19 +44,6 @@ def await_subscription(pubsub: PubSub, channel: str, timeout_s: float = 10.0) ->
     deadline = time.monotonic() + timeout_s
     while (remaining := deadline - time.monotonic()) > 0:
         message = pubsub.get_message(timeout=remaining)
-        if message is not None and message.get("type") == "subscribe":
-            return
-    raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")
-
-
-async def subscribe_confirmed_async(
-    pubsub: AsyncPubSub, channel: str, timeout_s: float = 10.0
-) -> None:
-    """The asyncio twin of subscribe_confirmed."""
-    await pubsub.subscribe(channel)
-    deadline = time.monotonic() + timeout_s
-    while (remaining := deadline - time.monotonic()) > 0:
-        message = await pubsub.get_message(timeout=remaining)
         if message is not None and message.get("type") == "subscribe":
             return
     raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")

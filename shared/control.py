@@ -18,6 +18,3 @@ class CancelRequest(BaseModel):
     reason: str = Field(default="cancelled by request", max_length=500)
     # When given, the owner acts only if its recorded CLI pid is this one.
     pid: int | None = None
-
-
-ControlMessage = CancelRequest

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from shared.jobs import RunRequest
 from shared.settings import Settings
 from worker.cli_env import cli_environment
-from worker.proctree import RUN_MARKER_ENV, SCOPE_MARKER_ENV
+from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
 
 
 class UnknownProfileError(ValueError):

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from shared.events import (
     ErrorCode,
-    ErrorData,
     Event,
     EventType,
     FinishedData,
@@ -15,6 +14,7 @@ from shared.events import (
     ResultData,
     RunStatus,
 )
+from worker.errors import error_event
 
 
 @dataclass(slots=True)
@@ -39,10 +39,6 @@ class RunObservations:
                 self.claude_session_id = data.claude_session_id
 
 
-def _error(code: ErrorCode, message: str, **detail: object) -> Event:
-    return Event(type=EventType.ERROR, data=ErrorData(code=code, message=message, detail=detail))
-
-
 def final_events(
     seen: RunObservations, *, exit_code: int | None, duration_s: float, stderr_tail: str
 ) -> tuple[list[Event], RunStatus]:
@@ -54,10 +50,10 @@ def final_events(
         events.append(Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason)))
     elif seen.failure is not None:
         status, reason = RunStatus.FAILED, seen.failure[1]
-        events.append(_error(*seen.failure))
+        events.append(error_event(*seen.failure))
     elif seen.timeout_reason is not None:
         status, reason = RunStatus.TIMED_OUT, seen.timeout_reason
-        events.append(_error(ErrorCode.TIMEOUT, reason))
+        events.append(error_event(ErrorCode.TIMEOUT, reason))
     elif seen.results:
         last = seen.results[-1]
         clean_exit = exit_code == 0 or seen.killed_after_result
@@ -65,16 +61,16 @@ def final_events(
             status, reason = RunStatus.FAILED, "the CLI reported an error result"
         elif not clean_exit:
             status, reason = RunStatus.FAILED, f"the CLI exited with code {exit_code}"
-            events.append(_error(ErrorCode.CLI_EXIT, reason, stderr_tail=stderr_tail))
+            events.append(error_event(ErrorCode.CLI_EXIT, reason, stderr_tail=stderr_tail))
         else:
             status = RunStatus.SUCCEEDED
     elif exit_code != 0:
         status, reason = RunStatus.FAILED, f"the CLI exited with code {exit_code}"
         message = f"{reason}: {stderr_tail.strip()}" if stderr_tail.strip() else reason
-        events.append(_error(ErrorCode.CLI_EXIT, message, stderr_tail=stderr_tail))
+        events.append(error_event(ErrorCode.CLI_EXIT, message, stderr_tail=stderr_tail))
     else:
         status, reason = RunStatus.FAILED, "the CLI exited without printing a result"
-        events.append(_error(ErrorCode.CLI_ERROR, reason, stderr_tail=stderr_tail))
+        events.append(error_event(ErrorCode.CLI_ERROR, reason, stderr_tail=stderr_tail))
     finished = FinishedData(
         status=status,
         exit_code=exit_code,

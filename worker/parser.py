@@ -13,7 +13,6 @@ from typing import Any
 from shared.blocks import ContentBlock, TextBlock, parse_block
 from shared.events import (
     ErrorCode,
-    ErrorData,
     Event,
     EventType,
     InitData,
@@ -24,6 +23,7 @@ from shared.events import (
     StreamEventData,
     TextData,
 )
+from worker.errors import error_event
 
 # Rate-limit statuses that mean "you may go on": no event for those.
 _RATE_LIMIT_OK = frozenset({"allowed", "allowed_warning"})
@@ -42,10 +42,6 @@ class Parsed:
 
 def _event(event_type: EventType, data: Any) -> Event:
     return Event.model_construct(type=event_type, data=data)
-
-
-def _error(code: ErrorCode, message: str, **detail: Any) -> Event:
-    return _event(EventType.ERROR, ErrorData(code=code, message=message, detail=detail))
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -102,7 +98,7 @@ def _message(line: dict[str, Any], role: str) -> Parsed:
         detail = {"error": top_level_error}
         if line.get("api_error_status") is not None:
             detail["api_error_status"] = line.get("api_error_status")
-        return Parsed([_error(code, text, **detail)])
+        return Parsed([error_event(code, text, **detail)])
     data = MessageData(
         role="assistant" if role == "assistant" else "user",
         content=blocks,
@@ -143,7 +139,7 @@ def _result(line: dict[str, Any]) -> Parsed:
         detail: dict[str, Any] = {"subtype": subtype}
         if line.get("api_error_status") is not None:
             detail["api_error_status"] = line.get("api_error_status")
-        events.append(_error(ErrorCode.RESULT_ERROR, message, **detail))
+        events.append(error_event(ErrorCode.RESULT_ERROR, message, **detail))
     return Parsed(events)
 
 
@@ -195,7 +191,7 @@ def _error_line(line: dict[str, Any]) -> Parsed:
         or _str_or_none(line.get("message"))
         or "the CLI reported an error"
     )
-    return Parsed([_error(ErrorCode.CLI_ERROR, message, line=line)])
+    return Parsed([error_event(ErrorCode.CLI_ERROR, message, line=line)])
 
 
 def _stream_event(line: dict[str, Any]) -> Parsed:
@@ -221,15 +217,14 @@ def parse_line(raw: bytes) -> Parsed:
         return Parsed([_event(EventType.TEXT, TextData(text=text))])
     line_type = line.get("type") if isinstance(line, dict) else None
     if not isinstance(line, dict) or not isinstance(line_type, str):
-        return Parsed(
-            [_error(ErrorCode.MISSING_TYPE, "CLI printed JSON with no type", line=_preview(text))]
-        )
+        message = "CLI printed JSON with no type"
+        return Parsed([error_event(ErrorCode.MISSING_TYPE, message, line=_preview(text))])
     try:
         return _dispatch(line_type, line)
     except Exception as exc:  # a malformed line must never take the run down
         return Parsed(
             [
-                _error(
+                error_event(
                     ErrorCode.CLI_ERROR,
                     f"could not parse a {line_type!r} line: {exc}",
                     line=_preview(text),

@@ -22,8 +22,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-RUN_MARKER_ENV = "CLAUDE_QUEUE_RUN_ID"
-SCOPE_MARKER_ENV = "CLAUDE_QUEUE_SCOPE"
+from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
@@ -140,7 +140,7 @@ def _reap_adopted(exclude: int | None) -> None:
                 os.waitpid(stat.pid, os.WNOHANG)
 
 
-def kill_run_tree(run_id: str, root_pid: int | None, *, keep_root_zombie: bool = True) -> int:
+def kill_run_tree(run_id: str, root_pid: int | None) -> int:
     """SIGKILL every process of the run until none is left; returns how many were signalled.
 
     The root (our direct child) is left for its owner to reap so its exit status
@@ -163,8 +163,8 @@ def kill_run_tree(run_id: str, root_pid: int | None, *, keep_root_zombie: bool =
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             signalled.add(pid)
-        _reap_adopted(root_pid if keep_root_zombie else None)
-    _reap_adopted(root_pid if keep_root_zombie else None)
+        _reap_adopted(root_pid)
+    _reap_adopted(root_pid)
     return len(signalled)
 
 

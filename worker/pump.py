@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from shared.events import ErrorCode, ErrorData, Event, EventType
+from shared.events import ErrorCode, Event
 from shared.jobs import RunRequest
 from shared.settings import Settings
 from worker.context import WorkerContext
+from worker.errors import error_event
 from worker.outcome import RunObservations
 from worker.parser import parse_line
 from worker.process import CliProcess, LineTooLong
@@ -144,14 +145,10 @@ def _await_exit(proc: CliProcess, grace_s: float, cancel: CancelState) -> bool:
     return True
 
 
-def _error(code: ErrorCode, message: str, **detail: object) -> Event:
-    return Event(type=EventType.ERROR, data=ErrorData(code=code, message=message, detail=detail))
-
-
 def _events_of(line: bytes | LineTooLong, max_line_bytes: int) -> list[Event]:
     if isinstance(line, LineTooLong):
         return [
-            _error(
+            error_event(
                 ErrorCode.LINE_TOO_LONG,
                 f"the CLI printed a {line.size}-byte line, over the {max_line_bytes}-byte "
                 "limit (CLAUDE_QUEUE_MAX_LINE_BYTES); it was dropped",

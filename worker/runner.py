@@ -17,7 +17,6 @@ import structlog
 from shared.control import CancelRequest
 from shared.events import (
     ErrorCode,
-    ErrorData,
     Event,
     EventType,
     FinishedData,
@@ -31,6 +30,7 @@ from worker.cli_env import cli_environment
 from worker.command import CliCommand, UnknownProfileError, build_command
 from worker.context import WorkerContext, through_outage
 from worker.control import ControlListener
+from worker.errors import error_event
 from worker.lease import LeaseKeeper
 from worker.outcome import RunObservations, final_events
 from worker.process import CliProcess
@@ -40,19 +40,13 @@ from worker.pump import CancelState, flag_set, pump
 
 log = structlog.get_logger(__name__)
 
-_FINISHED_MARK = b'"type":"finished"'
-
-
-def _error(code: ErrorCode, message: str, **detail: object) -> Event:
-    return Event(type=EventType.ERROR, data=ErrorData(code=code, message=message, detail=detail))
-
 
 def _fail_now(publisher: Publisher, code: ErrorCode, message: str, started: float) -> RunStatus:
     finished = FinishedData(
         status=RunStatus.FAILED, duration_s=round(time.monotonic() - started, 6), reason=message
     )
     publisher.publish(
-        _error(code, message),
+        error_event(code, message),
         Event(type=EventType.FINISHED, data=finished),
         final_status=RunStatus.FAILED,
     )
@@ -121,7 +115,7 @@ def _prepare(
     if plan.failure is not None:
         return _fail_now(publisher, *plan.failure, started)
     if plan.notice is not None:
-        publisher.publish(_error(*plan.notice))
+        publisher.publish(error_event(*plan.notice))
     try:
         command = build_command(
             request,
@@ -145,46 +139,57 @@ def _run_cli(
     plan, command = prepared
     job, run_id, settings = request.job, request.run_id, ctx.settings
     enable_subreaper()
-    # A private TMPDIR per run: the CLI's sockets and scratch files go with the run.
-    run_tmp = tempfile.mkdtemp(prefix=f"claude-queue-{run_id[:12]}-")
-    if "TMPDIR" not in settings.extra_env:
-        command = dataclasses.replace(command, env={**command.env, "TMPDIR": run_tmp})
-    proc = CliProcess(
-        command,
-        run_id=run_id,
-        max_line_bytes=settings.max_line_bytes,
-        stderr_tail_bytes=settings.stderr_tail_bytes,
-    )
-    cancel = CancelState()
-
-    def on_cancel(message: CancelRequest) -> None:
-        cancel.request(message.reason)
-        proc.kill_tree()
-        proc.wake()
-
-    listener = ControlListener(
-        ctx.redis,
-        ctx.keys.control(job.session_id, run_id),
-        run_id=run_id,
-        current_pid=lambda: proc.pid,
-        on_cancel=on_cancel,
-    )
-    run_key = ctx.keys.run(job.session_id, run_id)
-    lease = LeaseKeeper(
-        ctx.redis,
-        lease_key=ctx.keys.lease(job.session_id),
-        run_key=run_key,
-        token=token,
-        ttl_s=settings.lease_ttl_s,
-        renew_s=settings.lease_renew_s,
-        on_lost=lambda: on_cancel(
-            CancelRequest(session_id=job.session_id, run_id=run_id, reason="lease lost")
-        ),
-    )
-    lease.start()
-    listener.subscribe()
     seen = RunObservations()
-    try:
+    cancel = CancelState()
+    # Released in reverse: listener, lease, the CLI's tree (reaped), its pipes, TMPDIR.
+    with contextlib.ExitStack() as resources:
+        # A private TMPDIR per run: the CLI's sockets and scratch files go with the run.
+        run_tmp = tempfile.mkdtemp(prefix=f"claude-queue-{run_id[:12]}-")
+        resources.callback(shutil.rmtree, run_tmp, ignore_errors=True)
+        if "TMPDIR" not in settings.extra_env:
+            command = dataclasses.replace(command, env={**command.env, "TMPDIR": run_tmp})
+        proc = CliProcess(
+            command,
+            run_id=run_id,
+            max_line_bytes=settings.max_line_bytes,
+            stderr_tail_bytes=settings.stderr_tail_bytes,
+        )
+        resources.callback(proc.close)
+
+        @resources.callback
+        def _reap() -> None:
+            proc.kill_tree()
+            if proc.pid:
+                proc.wait()
+
+        def on_cancel(message: CancelRequest) -> None:
+            cancel.request(message.reason)
+            proc.kill_tree()
+            proc.wake()
+
+        run_key = ctx.keys.run(job.session_id, run_id)
+        lease = LeaseKeeper(
+            ctx.redis,
+            lease_key=ctx.keys.lease(job.session_id),
+            run_key=run_key,
+            token=token,
+            ttl_s=settings.lease_ttl_s,
+            renew_s=settings.lease_renew_s,
+            on_lost=lambda: on_cancel(
+                CancelRequest(session_id=job.session_id, run_id=run_id, reason="lease lost")
+            ),
+        )
+        lease.start()
+        resources.callback(lease.stop)
+        listener = ControlListener(
+            ctx.redis,
+            ctx.keys.control(job.session_id, run_id),
+            run_id=run_id,
+            current_pid=lambda: proc.pid,
+            on_cancel=on_cancel,
+        )
+        listener.subscribe()
+        resources.callback(listener.stop)
         try:
             proc.spawn()
         except OSError as exc:
@@ -206,13 +211,7 @@ def _run_cli(
         if flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
         pump(proc, publisher, seen, cancel, request, ctx)
-    finally:
-        listener.stop()
-        lease.stop()
-        proc.kill_tree()
-        exit_code = proc.wait() if proc.pid else None
-        proc.close()
-        shutil.rmtree(run_tmp, ignore_errors=True)
+    exit_code = proc.poll() if proc.pid else None  # reaped above: its code, kept
     if cancel.is_set():
         seen.cancel_reason = cancel.reason or "cancelled"
     return _conclude(request, ctx, publisher, plan, command, seen, exit_code, proc, started)
@@ -268,7 +267,7 @@ def _resume_failed(job: PromptJob, resume_id: str, ctx: WorkerContext) -> Event:
     if job.resume_policy == "start_fresh":
         session.forget_conversation(ctx.redis, ctx.keys, job.session_id)
         message += "; the session's next run starts a fresh conversation (resume_policy)"
-    return _error(ErrorCode.RESUME_FAILED, message, claude_session_id=resume_id)
+    return error_event(ErrorCode.RESUME_FAILED, message, claude_session_id=resume_id)
 
 
 def _cli_env(ctx: WorkerContext) -> dict[str, str]:

@@ -47,13 +47,8 @@ from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import Proc, envelope_texts
 from tests.redis_server import RedisServer
-from worker.proctree import (
-    RUN_MARKER_ENV,
-    SCOPE_MARKER_ENV,
-    kill_run_tree,
-    marked_runs,
-    read_stat,
-)
+from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
+from worker.proctree import kill_run_tree, marked_runs, read_stat
 from worker.reaper import kill_orphans
 
 SEED = int(os.environ.get("CHAOS_SEED", "20240611"))

@@ -16,10 +16,10 @@ from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory
 from tests.helpers import texts
-from worker import proctree, workdir
+from worker import markers, workdir
 
 ENVDUMP = REPO / "tests" / "fakecli" / "envdump"
-MARKERS = {proctree.RUN_MARKER_ENV, proctree.SCOPE_MARKER_ENV}
+MARKERS = {markers.RUN_MARKER_ENV, markers.SCOPE_MARKER_ENV}
 WORKER_SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-secret-must-not-leak",
     "AWS_ACCESS_KEY_ID": "AKIA-must-not-leak",
@@ -86,7 +86,7 @@ def test_cli_environment_holds_no_worker_secrets(
     assert leaked == []
     worker_settings = {name for name in env if name.upper().startswith("CLAUDE_QUEUE_")}
     assert worker_settings == MARKERS
-    assert env[proctree.RUN_MARKER_ENV] == events[-1].run_id
+    assert env[markers.RUN_MARKER_ENV] == events[-1].run_id
     assert envdump_settings.redis_url.get_secret_value() not in env.values()
 
     assert env["CQ_TEST_PASSED_THROUGH"] == "operator-chose-this"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from shared.jobs import PromptJob, RunRequest
 from shared.settings import Settings
-from worker import proctree
+from worker import markers
 from worker.cli_env import CLI_ENV_ALLOW_LIST, allowed_by_default, cli_environment
 from worker.command import build_command
 
@@ -118,11 +118,11 @@ def test_build_command_env_is_the_cli_environment_plus_markers() -> None:
         run_id="0" * 32, submitted_at=0.0, job=PromptJob(session_id="s", prompt="p")
     )
     command = build_command(request, settings_obj, worker_name="w", base_env=WORKER_ENV)
-    markers = {proctree.RUN_MARKER_ENV, proctree.SCOPE_MARKER_ENV}
-    without_markers = {k: v for k, v in command.env.items() if k not in markers}
+    marker_names = {markers.RUN_MARKER_ENV, markers.SCOPE_MARKER_ENV}
+    without_markers = {k: v for k, v in command.env.items() if k not in marker_names}
     assert without_markers == cli_environment(settings_obj, WORKER_ENV)
     assert command.env["HOME"] == "/srv/cli-home"
-    assert command.env[proctree.RUN_MARKER_ENV] == "0" * 32
+    assert command.env[markers.RUN_MARKER_ENV] == "0" * 32
 
 
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)

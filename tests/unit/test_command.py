@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from producer.errors import InvalidJobError
 from producer.submission import validate_job
 from shared.jobs import PromptJob, RunRequest
 from shared.settings import PermissionProfile, Settings
-from worker import proctree
+from worker import markers
 from worker.command import (
     CliCommand,
     UnknownProfileError,
@@ -313,7 +315,7 @@ def test_render_system_prompt_leaves_unknown_and_escaped_braces() -> None:
 
 
 # Markers the worker itself sets on the CLI (proctree finds a run's processes by them).
-MARKER_ENV_NAMES = {value for name, value in vars(proctree).items() if name.endswith("_MARKER_ENV")}
+MARKER_ENV_NAMES = {value for name, value in vars(markers).items() if name.endswith("_MARKER_ENV")}
 
 
 def test_worker_private_env_is_removed() -> None:
@@ -334,7 +336,7 @@ def test_worker_private_env_is_removed() -> None:
     assert private <= MARKER_ENV_NAMES, private - MARKER_ENV_NAMES
     assert "CLAUDE_QUEUE_REDIS_URL" not in env
     assert "CLAUDE_QUEUE_KEY_PREFIX" not in env
-    assert env[proctree.RUN_MARKER_ENV] == RUN_ID
+    assert env[markers.RUN_MARKER_ENV] == RUN_ID
     assert not [v for v in env.values() if "hunter2" in v or v == "leaky-prefix"]
     assert not [v for v in env.values() if v.endswith("-leaked")]
     assert env["PATH"] == "/usr/bin:/bin"
@@ -370,3 +372,12 @@ def test_base_env_is_not_mutated() -> None:
     snapshot = dict(base_env)
     build(base_env=base_env)
     assert base_env == snapshot
+
+
+def test_building_a_command_loads_no_ctypes() -> None:
+    """The command builder is pure: importing it must not pull in proctree's ctypes."""
+    probe = "import sys, worker.command; print('ctypes' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
