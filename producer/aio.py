@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -12,20 +11,14 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
+from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
 from producer.client import Client, QueueStatus
-from producer.cursor import (
-    REPLAY_PAGE,
-    SeqCursor,
-    Verdict,
-    decode_page,
-    finished_of,
-    log_end,
-    log_start,
-)
-from producer.errors import StreamTimeout
+from producer.cursor import decode_page, finished_of, log_end, log_start
 from producer.fanout import LOST, PubSubFanout, Subscription
+from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo
+from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
@@ -33,9 +26,6 @@ from shared.settings import Settings
 from shared.store import CANCEL_LUA, keys_from
 
 log = structlog.get_logger(__name__)
-
-_RECONNECT_FIRST_S = 0.1
-_RECONNECT_MAX_S = 5.0
 
 
 def _text(value: Any) -> str:
@@ -51,7 +41,7 @@ class AsyncClient:
         self.keys = keys_from(settings)
         self._sync = Client(settings)
         self._cancel_script = self.redis.register_script(CANCEL_LUA)
-        self._fanout = PubSubFanout(self.redis)
+        self._fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
@@ -105,86 +95,82 @@ class AsyncClient:
         timeout_s: float | None = None,
     ) -> AsyncIterator[Envelope]:
         """Subscribe, replay after `after`, then follow; see `Client.stream`."""
-        cursor = SeqCursor(last_seq=after, stop_at_finish=stop_at_finish, run_id=run_id)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = _RECONNECT_FIRST_S
-        while not cursor.done:
-            try:
-                async for envelope in self._stream_once(session_id, cursor, follow, deadline):
-                    yield envelope
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
-                log.warning("stream_reconnect", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_S)
-
-    async def _stream_once(
-        self, session_id: str, cursor: SeqCursor, follow: bool, deadline: float | None
-    ) -> AsyncIterator[Envelope]:
-        subscription = await self._fanout.open(self.keys.channel(session_id)) if follow else None
+        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
+        subscription: Subscription | None = None
         try:
-            async for envelope in self._replay(session_id, cursor.last_seq, None):
-                yield envelope
-                cursor.delivered(envelope)
-                if cursor.done:
-                    return
-            if subscription is None:
-                return
+            action = loop.next_action()
             while True:
-                wait = 1.0 if deadline is None else deadline - time.monotonic()
-                if wait <= 0:
-                    raise StreamTimeout(
-                        "the stream reached its time limit before its stopping point"
-                    )
-                live = await _next_live(subscription, min(wait, 1.0))
-                for item in await self._to_deliver(session_id, cursor, subscription, live):
-                    if item.seq <= cursor.last_seq:
-                        continue
-                    yield item
-                    cursor.delivered(item)
-                    if cursor.done:
+                match action:
+                    case sl.Deliver(envelopes):
+                        for envelope in envelopes:
+                            yield envelope
+                        action = loop.next_action()
+                    case sl.Reconnect(delay_s, error):
+                        log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
+                        await self._unsubscribed(subscription)
+                        subscription = None
+                        await asyncio.sleep(delay_s)
+                        action = loop.next_action()
+                    case sl.Subscribe():
+                        try:
+                            subscription = await self._fanout.open(self.keys.channel(session_id))
+                            action = loop.send(sl.Subscribed())
+                        except (redis.ConnectionError, redis.TimeoutError) as exc:
+                            action = loop.send(sl.ConnectionLost(exc))
+                    case sl.ReadReplay() | sl.WaitLive() | sl.ProbeSession():
+                        action = loop.send(await self._io(session_id, action, subscription))
+                    case sl.Done():
                         return
+                    case sl.Fail(error):
+                        raise error
         finally:
-            if subscription is not None:
-                await self._fanout.close(subscription)
+            await self._unsubscribed(subscription)
 
-    async def _to_deliver(
+    async def _io(
         self,
         session_id: str,
-        cursor: SeqCursor,
-        subscription: Subscription,
-        live: Envelope | None,
-    ) -> list[Envelope]:
-        """What follows the cursor, given a live event (or none, after a wait)."""
-        if subscription.lagging:  # live messages were dropped: the log has them all
-            subscription.lagging = False
-            return [e async for e in self._replay(session_id, cursor.last_seq, None)]
-        if live is None:
-            return []
-        verdict = cursor.judge(live)
-        if verdict is Verdict.DUPLICATE:
-            return []
-        if verdict is Verdict.GAP:  # a live message was missed: the log has it
-            return [e async for e in self._replay(session_id, cursor.last_seq, live.seq)]
-        return [live]
+        action: sl.ReadReplay | sl.WaitLive | sl.ProbeSession,
+        subscription: Subscription | None,
+    ) -> sl.Input:
+        """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
+        try:
+            match action:
+                case sl.ReadReplay(after, upto, count):
+                    return sl.ReplayPage(await self._replay_page(session_id, after, upto, count))
+                case sl.WaitLive(timeout_s):
+                    assert subscription is not None
+                    if subscription.lagging:  # live events were dropped: the log has them
+                        subscription.lagging = False
+                        return sl.Lagged()
+                    live = await _next_live(subscription, timeout_s)
+                    return sl.Idle() if live is None else sl.Live(live)
+                case sl.ProbeSession():
+                    return sl.SessionProbed(await self._last_seq(session_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return sl.ConnectionLost(exc)
 
-    async def _replay(
-        self, session_id: str, after: int, upto: int | None
-    ) -> AsyncIterator[Envelope]:
-        log_key = self.keys.log(session_id)
-        start = log_start(after)
-        while True:
-            entries = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                await self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
-            )
-            for envelope in decode_page(entries):
-                yield envelope
-            if len(entries) < REPLAY_PAGE:
-                return
-            start = "(" + entries[-1][0].decode()
+    async def _unsubscribed(self, subscription: Subscription | None) -> None:
+        """Leave the fan-out, if this stream joined it."""
+        if subscription is not None:
+            await self._fanout.close(subscription)
+
+    async def _replay_page(
+        self, session_id: str, after: int, upto: int | None, count: int
+    ) -> list[Envelope]:
+        """See `Client._replay_page`."""
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self.redis.xrange(
+                self.keys.log(session_id), log_start(after), log_end(upto), count=count
+            ),
+        )
+        return decode_page(entries)
+
+    async def _last_seq(self, session_id: str) -> int | None:
+        """See `Client._last_seq`."""
+        raw = cast(bytes | None, await self.redis.get(self.keys.seq(session_id)))
+        return None if raw is None else int(raw)
 
     async def cancel(
         self,
@@ -238,7 +224,7 @@ async def _next_live(subscription: Subscription, timeout_s: float) -> Envelope |
 
 @dataclass(frozen=True, slots=True)
 class AsyncRunHandle:
-    """A submitted run, for asyncio code."""
+    """A submitted run, for asyncio code: see `RunHandle`."""
 
     client: AsyncClient
     session_id: str
@@ -246,6 +232,7 @@ class AsyncRunHandle:
     queued_seq: int
 
     def stream(self, *, timeout_s: float | None = None) -> AsyncIterator[Envelope]:
+        """This run's session events from its `queued` event up to its `finished`."""
         return self.client.stream(
             self.session_id,
             after=self.queued_seq - 1,
@@ -255,10 +242,18 @@ class AsyncRunHandle:
         )
 
     async def wait(self, *, timeout_s: float | None = None) -> FinishedData:
+        """The run's `finished` data; raises like `RunHandle.wait()`."""
         async for envelope in self.stream(timeout_s=timeout_s):
             if (finished := finished_of(envelope, self.run_id)) is not None:
                 return finished
-        raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
+        raise stream_ended(self.run_id)
+
+    async def result(self, *, timeout_s: float | None = None) -> RunResult:
+        """The run's RunResult; see `RunHandle.result()`."""
+        collector = ResultCollector(self.session_id, self.run_id)
+        async for envelope in self.stream(timeout_s=timeout_s):
+            collector.add(envelope)
+        return collector.result()
 
     async def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
         return await self.client.cancel(

@@ -9,21 +9,15 @@ from typing import Any, cast
 
 import redis
 import structlog
+from redis.client import PubSub
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
+from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
-from producer.cursor import (
-    REPLAY_PAGE,
-    SeqCursor,
-    Verdict,
-    decode_page,
-    finished_of,
-    live_envelope,
-    log_end,
-    log_start,
-)
-from producer.errors import SessionBusy, StreamTimeout
+from producer.cursor import decode_page, finished_of, live_envelope, log_end, log_start
+from producer.errors import SessionBusy
+from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import (
     SessionInfo,
     delete_session,
@@ -33,6 +27,7 @@ from producer.sessions import (
     session_info,
 )
 from producer.submission import prepare, validate_job
+from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import JOB_FUNCTION, OnBusy, PromptJob
@@ -40,9 +35,6 @@ from shared.settings import Settings
 from shared.store import CANCEL_LUA, SUBMIT_LUA, keys_from
 
 log = structlog.get_logger(__name__)
-
-_RECONNECT_FIRST_S = 0.1
-_RECONNECT_MAX_S = 5.0
 
 
 def _text(value: Any) -> str:
@@ -178,72 +170,72 @@ class Client:
 
         Subscribes before replaying, so a stream joined mid-run has no gap and no
         duplicate. With stop_at_finish it ends at the next `finished` event (of
-        `run_id`, when given). Reconnects by itself if Redis drops.
+        `run_id`, when given; StreamEnded if the session is deleted first).
+        Reconnects by itself if Redis drops. The decisions are `StreamLoop`'s.
         """
-        cursor = SeqCursor(last_seq=after, stop_at_finish=stop_at_finish, run_id=run_id)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = _RECONNECT_FIRST_S
-        while not cursor.done:
-            try:
-                yield from self._stream_once(session_id, cursor, follow, deadline)
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
-                log.warning("stream_reconnect", error=str(exc), retry_in_s=delay)
-                time.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_S)
-
-    def _stream_once(
-        self, session_id: str, cursor: SeqCursor, follow: bool, deadline: float | None
-    ) -> Iterator[Envelope]:
-        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
+        pubsub: PubSub | None = None
         try:
-            if follow:
-                subscribe_confirmed(pubsub, self.keys.channel(session_id))
-            for envelope in self._replay(session_id, cursor.last_seq, None):
-                yield envelope
-                cursor.delivered(envelope)
-                if cursor.done:
-                    return
-            if not follow:
-                return
+            action = loop.next_action()
             while True:
-                wait = 1.0 if deadline is None else deadline - time.monotonic()
-                if wait <= 0:
-                    raise StreamTimeout(
-                        "the stream reached its time limit before its stopping point"
-                    )
-                live = live_envelope(pubsub.get_message(timeout=min(wait, 1.0)))
-                if live is None:
-                    continue
-                verdict = cursor.judge(live)
-                if verdict is Verdict.DUPLICATE:
-                    continue
-                batch = [live]
-                if verdict is Verdict.GAP:  # a live message was missed: the log has it
-                    batch = list(self._replay(session_id, cursor.last_seq, live.seq))
-                for item in batch:
-                    yield item
-                    cursor.delivered(item)
-                    if cursor.done:
+                match action:
+                    case sl.Deliver(envelopes):
+                        yield from envelopes
+                        action = loop.next_action()
+                    case sl.Reconnect(delay_s, error):
+                        log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
+                        _closed(pubsub)
+                        pubsub = None
+                        time.sleep(delay_s)
+                        action = loop.next_action()
+                    case sl.Subscribe():
+                        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+                        action = loop.send(self._io(session_id, action, pubsub))
+                    case sl.ReadReplay() | sl.WaitLive() | sl.ProbeSession():
+                        action = loop.send(self._io(session_id, action, pubsub))
+                    case sl.Done():
                         return
+                    case sl.Fail(error):
+                        raise error
         finally:
-            pubsub.close()
+            _closed(pubsub)
 
-    def _replay(self, session_id: str, after: int, upto: int | None) -> Iterator[Envelope]:
-        log_key = self.keys.log(session_id)
-        start = log_start(after)
-        while True:
-            entries = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                self.redis.xrange(log_key, start, log_end(upto), count=REPLAY_PAGE),
-            )
-            yield from decode_page(entries)
-            if len(entries) < REPLAY_PAGE:
-                return
-            last_id = entries[-1][0].decode()
-            start = "(" + last_id
+    def _io(self, session_id: str, action: sl.IoAction, pubsub: PubSub | None) -> sl.Input:
+        """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
+        try:
+            match action:
+                case sl.Subscribe():
+                    assert pubsub is not None
+                    subscribe_confirmed(pubsub, self.keys.channel(session_id))
+                    return sl.Subscribed()
+                case sl.ReadReplay(after, upto, count):
+                    return sl.ReplayPage(self._replay_page(session_id, after, upto, count))
+                case sl.WaitLive(timeout_s):
+                    assert pubsub is not None
+                    live = live_envelope(pubsub.get_message(timeout=timeout_s))
+                    return sl.Idle() if live is None else sl.Live(live)
+                case sl.ProbeSession():
+                    return sl.SessionProbed(self._last_seq(session_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return sl.ConnectionLost(exc)
+
+    def _replay_page(
+        self, session_id: str, after: int, upto: int | None, count: int
+    ) -> list[Envelope]:
+        """Up to `count` logged events with after < seq <= upto (to the end when upto is None)."""
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            self.redis.xrange(
+                self.keys.log(session_id), log_start(after), log_end(upto), count=count
+            ),
+        )
+        return decode_page(entries)
+
+    def _last_seq(self, session_id: str) -> int | None:
+        """The session's last seq; None once the session was deleted or expired."""
+        raw = cast(bytes | None, self.redis.get(self.keys.seq(session_id)))
+        return None if raw is None else int(raw)
 
     # -- cancel -------------------------------------------------------------
 
@@ -314,9 +306,15 @@ class Client:
         )
 
 
+def _closed(pubsub: PubSub | None) -> None:
+    """Close a stream's pub/sub connection, if it has one."""
+    if pubsub is not None:
+        pubsub.close()
+
+
 @dataclass(frozen=True, slots=True)
 class RunHandle:
-    """A submitted run: follow it, wait for it, cancel it."""
+    """A submitted run: follow it, wait for it, get its result, cancel it."""
 
     client: Client
     session_id: str
@@ -334,11 +332,24 @@ class RunHandle:
         )
 
     def wait(self, *, timeout_s: float | None = None) -> FinishedData:
-        """Block until the run's `finished` event; return its data."""
+        """Block until the run's `finished` event; return its data.
+
+        Raises StreamTimeout after timeout_s, StreamEnded if the session is deleted first.
+        """
         for envelope in self.stream(timeout_s=timeout_s):
             if (finished := finished_of(envelope, self.run_id)) is not None:
                 return finished
-        raise StreamTimeout(f"run {self.run_id} ended its stream without a finished event")
+        raise stream_ended(self.run_id)
+
+    def result(self, *, timeout_s: float | None = None) -> RunResult:
+        """Follow the run to its end: final text, status, cost, usage, duration, ids, errors.
+
+        Raises like `wait()`.
+        """
+        collector = ResultCollector(self.session_id, self.run_id)
+        for envelope in self.stream(timeout_s=timeout_s):
+            collector.add(envelope)
+        return collector.result()
 
     def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
         return self.client.cancel(

@@ -22,3 +22,7 @@ class SessionBusy(ClaudeQueueError):
 
 class StreamTimeout(ClaudeQueueError, TimeoutError):
     """A stream did not reach its stopping point within its time limit."""
+
+
+class StreamEnded(ClaudeQueueError):
+    """A run's stream ended before its `finished` event (session deleted or expired, no follow)."""

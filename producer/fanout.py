@@ -21,13 +21,13 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
+from shared.backoff import Backoff
+
 log = structlog.get_logger(__name__)
 
 LOST: Final = b""  # queued when the shared connection dropped
 _QUEUE_SIZE = 10_000
 _CONFIRM_TIMEOUT_S = 10.0
-_RECONNECT_FIRST_S = 0.1
-_RECONNECT_MAX_S = 5.0
 
 
 @dataclass(eq=False)
@@ -38,8 +38,9 @@ class Subscription:
 
 
 class PubSubFanout:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, backoff: Backoff | None = None) -> None:
         self._client = client
+        self._backoff = backoff or Backoff()
         self._pubsub = client.pubsub()
         self._subscribers: dict[str, set[Subscription]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
@@ -88,17 +89,17 @@ class PubSubFanout:
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
-        delay = _RECONNECT_FIRST_S
+        delays = self._backoff.delays()
         while True:
             try:
                 if self._broken:
                     raise redis.ConnectionError("the last reconnect did not subscribe")
                 message = await self._pubsub.get_message(timeout=1.0)
-                delay = _RECONNECT_FIRST_S
+                delays.reset()
             except (redis.ConnectionError, redis.TimeoutError, RuntimeError) as exc:
+                delay = next(delays)
                 log.warning("fanout_connection_lost", error=str(exc), retry_in_s=delay)
                 await self._reconnect(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_S)
                 continue
             if message is not None:
                 self._dispatch(message)

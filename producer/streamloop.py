@@ -1,0 +1,320 @@
+"""The stream loop, without I/O: subscribe, replay, follow, dedupe, gap-fill, reconnect.
+
+`Client.stream` and `AsyncClient.stream` are thin shells around one `StreamLoop`.
+A shell asks `next_action()`, performs it, and reports what happened with `send()`,
+which returns the next action:
+
+    Subscribe     subscribe to the session channel      -> Subscribed()
+    ReadReplay    read one log page (after, upto]       -> ReplayPage(envelopes)
+    WaitLive      wait up to timeout_s for a live event -> Live(e) | Lagged() | Idle()
+    ProbeSession  read the session's last seq           -> SessionProbed(seq or None)
+    Deliver       hand the envelopes to the caller, then call next_action()
+    Reconnect     drop the connection, sleep delay_s, then call next_action()
+    Done          the stream is over
+    Fail          raise action.error
+
+Any I/O step may fail instead: report ConnectionLost(exc). Subscribing comes before
+replaying, so nothing published in between is missed; live events the replay already
+gave are dropped, and a live event that skips ahead is a gap, filled from the log.
+A stream bound to one run (stop_at_finish + run_id) also probes the session when idle,
+so it ends with StreamEnded, not a hang, when the session was deleted or expired.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from producer.cursor import REPLAY_PAGE, SeqCursor, Verdict
+from producer.errors import StreamEnded, StreamTimeout
+from shared.backoff import Backoff, RandomSource
+from shared.events import Envelope
+
+TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
+PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What the caller asked for: `stream(session_id, after=…, follow=…, …)`."""
+
+    session_id: str
+    after: int = 0
+    follow: bool = True
+    stop_at_finish: bool = False
+    run_id: str | None = None
+    timeout_s: float | None = None
+
+    @property
+    def run_bound(self) -> bool:
+        """The stream waits for one run's `finished`, so it can tell when that never comes."""
+        return self.follow and self.stop_at_finish and self.run_id is not None
+
+
+# -- actions (loop -> shell) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReplay:
+    after: int
+    upto: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitLive:
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSession:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    envelopes: tuple[Envelope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    delay_s: float
+    error: Exception  # why: for the shell's log line
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: Exception
+
+
+Action = Subscribe | ReadReplay | WaitLive | ProbeSession | Deliver | Reconnect | Done | Fail
+IoAction = Subscribe | ReadReplay | WaitLive | ProbeSession
+
+# -- inputs (shell -> loop) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPage:
+    envelopes: Sequence[Envelope]
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """Live events were dropped before this stream read them (a full fan-out queue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """WaitLive ended with no live event."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionProbed:
+    last_seq: int | None  # None: the session has no seq key (deleted or expired)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    error: Exception
+
+
+Input = Subscribed | ReplayPage | Live | Lagged | Idle | SessionProbed | ConnectionLost
+
+_ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
+    Subscribe: (Subscribed,),
+    ReadReplay: (ReplayPage,),
+    WaitLive: (Live, Lagged, Idle),
+    ProbeSession: (SessionProbed,),
+}
+
+
+class StreamProtocolError(RuntimeError):
+    """A shell fed the loop an input that does not answer its last action (a bug)."""
+
+
+class StreamLoop:
+    """One stream's decisions: what to read, what to deliver, when to stop or reconnect."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        backoff: Backoff,
+        clock: Clock = time.monotonic,
+        rand: RandomSource = random.random,
+        page_size: int = REPLAY_PAGE,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+    ) -> None:
+        self.spec = spec
+        self.cursor = SeqCursor(
+            last_seq=spec.after, stop_at_finish=spec.stop_at_finish, run_id=spec.run_id
+        )
+        self._backoff = backoff
+        self._clock = clock
+        self._rand = rand
+        self._page_size = page_size
+        self._probe_interval_s = probe_interval_s
+        now = clock()
+        self._deadline = None if spec.timeout_s is None else now + spec.timeout_s
+        self._attempt = 0  # failed connections since the last full replay
+        self._probed_at: float | None = None
+        self._replaying: ReadReplay | None = None
+        self._gap_live: Envelope | None = None  # the live event that revealed a gap
+        self._awaiting: IoAction | None = None
+        self._pending: deque[Action] = deque(self._open())
+
+    @property
+    def finished(self) -> bool:
+        """True once the loop said Done or Fail."""
+        return bool(self._pending) and isinstance(self._pending[0], Done | Fail)
+
+    def next_action(self) -> Action:
+        """The next thing for the shell to do (Done or Fail again once over)."""
+        if not self._pending:
+            raise StreamProtocolError(f"the loop waits for an answer to {self._awaiting}")
+        action = self._pending[0]
+        if isinstance(action, Done | Fail):
+            return action
+        self._pending.popleft()
+        if isinstance(action, Subscribe | ReadReplay | WaitLive | ProbeSession):
+            self._awaiting = action
+        return action
+
+    def send(self, event: Input) -> Action:
+        """Report the outcome of the last I/O action; returns the next action."""
+        awaiting = self._awaiting
+        if awaiting is None:
+            raise StreamProtocolError(f"{event} answers no action")
+        if not isinstance(event, (ConnectionLost, *_ANSWERS[type(awaiting)])):
+            raise StreamProtocolError(f"{event} does not answer {awaiting}")
+        self._awaiting = None
+        self._pending.extend(self._react(event))
+        return self.next_action()
+
+    # -- transitions ----------------------------------------------------------
+
+    def _react(self, event: Input) -> list[Action]:
+        match event:
+            case Subscribed() | Lagged():  # after a lag too: the log has every dropped event
+                return [self._read(self.cursor.last_seq, None)]
+            case ReplayPage(envelopes):
+                return self._on_page(envelopes)
+            case Live(envelope):
+                return self._on_live(envelope)
+            case Idle():
+                return self._follow(idle=True)
+            case SessionProbed(last_seq):
+                return self._on_probe(last_seq)
+            case ConnectionLost(error):
+                return self._on_lost(error)
+
+    def _open(self) -> list[Action]:
+        """(Re)start: subscribe first when following, then replay after the cursor."""
+        self._gap_live = None
+        return [Subscribe()] if self.spec.follow else [self._read(self.cursor.last_seq, None)]
+
+    def _read(self, after: int, upto: int | None) -> ReadReplay:
+        self._replaying = ReadReplay(after, upto, self._page_size)
+        return self._replaying
+
+    def _on_page(self, envelopes: Sequence[Envelope]) -> list[Action]:
+        request = self._replaying
+        assert request is not None
+        actions: list[Action] = []
+        fresh = self._take([e for e in envelopes if e.seq > self.cursor.last_seq])
+        if fresh:
+            actions.append(Deliver(fresh))
+        if self.cursor.done:
+            return [*actions, Done()]
+        if len(envelopes) >= request.count:  # a full page: the log may hold more
+            return [*actions, self._read(envelopes[-1].seq, request.upto)]
+        gap_live, self._gap_live = self._gap_live, None
+        if gap_live is not None and gap_live.seq > self.cursor.last_seq:
+            # The log no longer holds it (trimmed or deleted): deliver what we have.
+            actions.append(Deliver(self._take([gap_live])))
+            if self.cursor.done:
+                return [*actions, Done()]
+        if not self.spec.follow:
+            return [*actions, Done()]
+        self._attempt = 0  # subscribed and replayed: the connection works again
+        return [*actions, *self._follow(idle=False)]
+
+    def _take(self, envelopes: list[Envelope]) -> tuple[Envelope, ...]:
+        """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
+        taken: list[Envelope] = []
+        for envelope in envelopes:
+            taken.append(envelope)
+            self.cursor.delivered(envelope)
+            if self.cursor.done:
+                break
+        return tuple(taken)
+
+    def _on_live(self, envelope: Envelope) -> list[Action]:
+        verdict = self.cursor.judge(envelope)
+        if verdict is Verdict.DUPLICATE:
+            return self._follow(idle=False)
+        if verdict is Verdict.GAP:  # a live event was missed: the log has it
+            self._gap_live = envelope
+            return [self._read(self.cursor.last_seq, envelope.seq)]
+        delivered = Deliver(self._take([envelope]))
+        return [delivered, Done()] if self.cursor.done else [delivered, *self._follow(idle=False)]
+
+    def _follow(self, *, idle: bool) -> list[Action]:
+        now = self._clock()
+        if self._deadline is not None and now >= self._deadline:
+            timeout = StreamTimeout("the stream reached its time limit before its stopping point")
+            return [Fail(timeout)]
+        if self.spec.run_bound and self._probe_due(now, idle):
+            return [ProbeSession()]
+        wait_s = TICK_S if self._deadline is None else min(TICK_S, self._deadline - now)
+        return [WaitLive(wait_s)]
+
+    def _probe_due(self, now: float, idle: bool) -> bool:
+        if self._probed_at is None:  # right after the first replay: a deleted session ends now
+            return True
+        return idle and now - self._probed_at >= self._probe_interval_s
+
+    def _on_probe(self, last_seq: int | None) -> list[Action]:
+        self._probed_at = self._clock()
+        if last_seq is None or last_seq < self.cursor.last_seq:
+            # Gone (or gone and started again from seq 1): this run's finished never comes.
+            ended = StreamEnded(
+                f"session {self.spec.session_id} was deleted or expired before run "
+                f"{self.spec.run_id} finished (last seq seen: {self.cursor.last_seq})"
+            )
+            return [Fail(ended)]
+        if last_seq > self.cursor.last_seq:  # events we did not hear about: fetch them
+            return [self._read(self.cursor.last_seq, last_seq)]
+        return self._follow(idle=False)
+
+    def _on_lost(self, error: Exception) -> list[Action]:
+        delay_s = self._backoff.next_delay(self._attempt, self._rand)
+        self._attempt += 1
+        if self._deadline is not None and self._clock() + delay_s > self._deadline:
+            return [Fail(error)]
+        return [Reconnect(delay_s, error), *self._open()]
