@@ -85,7 +85,23 @@ def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
     return status
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from shared.version import package_version
+
+        click.echo(f"claude-queue {package_version()}")
+        ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """Run Claude Code sessions on background workers, through Redis.
 

@@ -1,27 +1,47 @@
-"""The RQ worker that runs prompt jobs, and its process entry point."""
+"""The RQ worker classes that run prompt jobs, and the `claude-queue worker` entry.
+
+A worker class is a whole claude-queue worker: it builds its context (from the
+settings it is given, or from CLAUDE_QUEUE_* variables), guards which jobs run,
+keeps the maintenance thread and records each run's end truthfully in RQ. So
+stock `rq worker --worker-class worker.rqworker.ForkingClaudeWorker` and
+`rq worker-pool` run our jobs exactly as `claude-queue worker` does.
+
+How a run ended, and what RQ records for its job:
+  succeeded, or skipped (a delivery that was not ours)  -> finished
+  interrupted                                           -> canceled (canceled registry)
+  failed, timed_out, lost, ...                          -> failed, exc_info = the reason
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal
 
 import redis
 import structlog
 from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
+from rq.utils import import_job_class
 
+from shared.backoff import Backoff, reconnect_backoff
 from shared.connection import sync_redis
 from shared.control import CancelRequest
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
-from shared.settings import Settings, redact_url
+from shared.rqjobs import canceled_writes, mark_canceled, prune_canceled
+from shared.settings import Settings, SettingsError, redact_url
 from shared.store import keys_from
+from shared.version import package_version
 from worker.context import WorkerContext, text
-from worker.job import bound_context
+from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
@@ -35,23 +55,124 @@ RET_OK = ExitCode.OK
 RET_CONNECT = ExitCode.REDIS_UNREACHABLE
 
 
-class _ContextMixin:
-    """Binds the worker context around every job, and cleans up after work horses."""
+def _guarded_job_class(given: object) -> type[GuardedJob]:
+    """The job class a worker uses: GuardedJob (or a subclass), whatever it was given."""
+    if isinstance(given, str):
+        given = import_job_class(given)
+    if isinstance(given, type) and issubclass(given, GuardedJob):
+        return given
+    return GuardedJob
 
-    context: WorkerContext
+
+def _as_list(queues: object) -> list[Any]:
+    if isinstance(queues, str | Queue):
+        return [queues]
+    return list(queues) if isinstance(queues, Iterable) else []
+
+
+def _queue_names(queues: object) -> list[Any]:
+    """Queues as names, so the worker rebuilds them with its own job class and serializer."""
+    return [q.name if isinstance(q, Queue) else q for q in _as_list(queues)]
+
+
+class _ClaudeWorkerMixin:
+    """What a claude-queue worker adds to an RQ worker class."""
+
+    mode: ClassVar[WorkerMode]
+    # Class-level too: `rq info` and other tools build workers without our __init__ args.
+    job_class = GuardedJob
     name: str
+    connection: redis.Redis
+    queues: list[Queue]
+    default_result_ttl: int
 
-    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
-        if getattr(self, "_is_horse", False):
-            # A work horse must not outlive its worker (its CLI dies with it in turn).
-            die_with_parent()
+    def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
+        if kwargs.get("connection") is None:
+            kwargs["connection"] = next(
+                (q.connection for q in _as_list(queues) if isinstance(q, Queue)), None
+            )
+        # The job guard relies on the JSON serializer, which never imports anything.
+        kwargs["job_class"] = _guarded_job_class(kwargs.get("job_class"))
+        kwargs["serializer"] = JSONSerializer
+        super().__init__(_queue_names(queues), *args, **kwargs)  # type: ignore[call-arg]
+        self._settings = settings
+        self._context: WorkerContext | None = None
+        self._maintenance: Maintenance | None = None
+        self._ended: RunEnded | None = None
+
+    # -- context -------------------------------------------------------------
+
+    @property
+    def context(self) -> WorkerContext:
+        """Settings, Redis and names every run needs; built on first use."""
+        if self._context is None:
+            settings = self._settings or Settings.from_environment()
+            self._context = WorkerContext(
+                settings=settings,
+                redis=self.connection,
+                keys=keys_from(settings),
+                worker_name=self.name,
+                host=socket.gethostname(),
+            )
+        return self._context
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """Start of work(): context, logging, subreaper, leftovers, maintenance; then RQ's."""
         try:
-            with bound_context(self.context):
-                return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
-        finally:
-            structlog.contextvars.clear_contextvars()
+            ctx = self.context
+        except SettingsError as exc:
+            # Before logging is configured: one line, as every command prints it.
+            print(f"error: invalid configuration: {exc}", file=sys.stderr)
+            raise SystemExit(ExitCode.USAGE) from None
+        settings = ctx.settings
+        # Ours first: RQ then finds a handler and adds none of its own.
+        configure_logging(settings)
+        subreaper = enable_subreaper()
+        environment_hidden = hide_environment()
+        super().bootstrap(*args, **kwargs)  # type: ignore[misc]
+        log.info(
+            "worker_starting",
+            worker=self.name,
+            queue=settings.queue_name,
+            redis=settings.redis_url_redacted,
+            mode=self.mode,
+            version=package_version(),
+            subreaper=subreaper,
+            environment_hidden=environment_hidden,
+        )
+        self._warn_if_mismatched(settings)
+        kill_orphans(ctx.redis, ctx.keys, settings)
+        self._maintenance = Maintenance(ctx)
+        self._maintenance.start()
 
-    def execute_job(self, job: Any, queue: Any) -> None:
+    def _warn_if_mismatched(self, settings: Settings) -> None:
+        names = [q.name for q in self.queues]
+        if settings.queue_name not in names:
+            # Jobs still run; lost runs of these queues are reaped only by a worker of theirs.
+            log.warning("queue_not_configured", queues=names, configured=settings.queue_name)
+        if _server(self.connection.connection_pool.connection_kwargs) != _server(
+            redis.connection.parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
+        ):
+            log.warning(
+                "redis_url_mismatch",
+                detail="RQ's connection and CLAUDE_QUEUE_REDIS_URL name different servers",
+                configured=settings.redis_url_redacted,
+            )
+
+    def teardown(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.stop()
+            self._maintenance = None
+        super().teardown()  # type: ignore[misc]
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[misc]
+        with contextlib.suppress(redis.RedisError):
+            prune_canceled(self.connection, [q.name for q in self.queues])
+
+    # -- one job -------------------------------------------------------------
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
         # Judged here, in the worker's main process, before a horse is forked (fork
         # mode) or anything performed (simple mode): a refused job imports nothing.
         call = stored_call(job)
@@ -63,20 +184,80 @@ class _ContextMixin:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
             try:
-                self._after_job(job.id)
+                self._after_job(job)
             except redis.RedisError as exc:
                 # The reaper ends the run once its lease expires; the worker goes on.
                 log.warning("after_job_check_failed", run_id=job.id, error=str(exc))
 
-    def _refuse(self, job: Any, queue: Any, reason: str, *, function: str) -> None:
+    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        if getattr(self, "_is_horse", False):
+            # A work horse must not outlive its worker (its CLI dies with it in turn).
+            die_with_parent()
+        self._ended = None
+        try:
+            with bound_context(self.context):
+                return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if not isinstance(exc, RunEnded):
+            super().handle_exception(job, *exc_info)  # type: ignore[misc]
+            return
+        # A run that ended unsuccessfully is no crash: one log line, no traceback.
+        self._ended = exc
+        canceled = isinstance(exc, RunInterrupted)
+        log.info(
+            "rq_job_canceled" if canceled else "rq_job_failed",
+            run_id=job.id,
+            status=exc.status,
+            reason=exc.reason,
+        )
+        if not canceled:
+            call_exception_handlers(self._exc_handlers, job, *exc_info)  # type: ignore[attr-defined]
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Any = None,
+    ) -> None:
+        ended, self._ended = self._ended, None
+        if isinstance(ended, RunInterrupted):
+            self._record_canceled(job, execution)
+            return
+        if ended is not None:
+            # The run is over: RQ must not run it again (a retry would only be skipped).
+            job.retries_left = None
+            exc_string = ended.one_line()
+        super().handle_job_failure(  # type: ignore[misc]
+            job,
+            queue,
+            started_job_registry=started_job_registry,
+            exc_string=exc_string,
+            execution=execution,
+        )
+
+    def _record_canceled(self, job: Job, execution: Any) -> None:
+        """RQ's bookkeeping for an interrupted run: out of started, into canceled."""
+        ttl_s = job.get_result_ttl(self.default_result_ttl)
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
+            canceled_writes(pipe, job.origin, job.id, ttl_s=-1 if ttl_s is None else ttl_s)
+            pipe.execute()
+
+    def _refuse(self, job: Job, queue: Queue, reason: str, *, function: str) -> None:
         log.error("job_refused", job_id=job.id, function=function, reason=reason)
         refuse(self.context.redis, job, queue, reason)
         # Only the `rq info` counter: the refusal itself is already stored.
         with contextlib.suppress(redis.RedisError):
             self.increment_failed_job_count()  # type: ignore[attr-defined]
 
-    def _after_job(self, run_id: str) -> None:
-        ctx = self.context
+    def _after_job(self, job: Job) -> None:
+        ctx, run_id = self.context, job.id
         # A run still open here lost its work horse (job timeout, cold shutdown,
         # crash). The CLI's descendants were reparented to us (subreaper): end
         # them, then write the terminal event the horse could not.
@@ -87,6 +268,10 @@ class _ContextMixin:
                 ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=run_id
             ):
                 log.warning("run_interrupted_by_worker_stop", run_id=run_id)
+                ttl_s = job.get_result_ttl(self.default_result_ttl)
+                mark_canceled(ctx.redis, job.origin, run_id, ttl_s=-1 if ttl_s is None else ttl_s)
+
+    # -- shutdown ------------------------------------------------------------
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """First SIGTERM: stop taking jobs; the current run gets shutdown_grace_s to end."""
@@ -108,6 +293,11 @@ class _ContextMixin:
         request_cancel(ctx, session_id, run_id, "the worker is shutting down")
 
 
+def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:
+    """Which Redis server and database a connection's (or URL's) arguments name."""
+    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))
+
+
 def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str) -> None:
     """Ask the owner of a run (here: ourselves) to cancel it, flag first."""
     message = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
@@ -115,12 +305,16 @@ def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str
     ctx.redis.publish(ctx.keys.control(session_id, run_id), message.model_dump_json())
 
 
-class ForkingClaudeWorker(_ContextMixin, Worker):
+class ForkingClaudeWorker(_ClaudeWorkerMixin, Worker):
     """Forks a work horse per job (RQ's default model)."""
 
+    mode = "fork"
 
-class SimpleClaudeWorker(_ContextMixin, SimpleWorker):
+
+class SimpleClaudeWorker(_ClaudeWorkerMixin, SimpleWorker):
     """Runs jobs in the worker process itself (no fork)."""
+
+    mode = "simple"
 
 
 def default_worker_name(settings: Settings) -> str:
@@ -131,47 +325,22 @@ def default_worker_name(settings: Settings) -> str:
 def build_worker(
     settings: Settings, *, name: str | None = None, mode: WorkerMode = "fork"
 ) -> ForkingClaudeWorker | SimpleClaudeWorker:
-    """An RQ worker on the configured queue, carrying the run context."""
-    connection = sync_redis(settings)
-    worker_name = name or default_worker_name(settings)
-    queue = Queue(
-        settings.queue_name, connection=connection, serializer=JSONSerializer, job_class=GuardedJob
-    )
+    """A worker on the configured queue, with these settings."""
     worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
-    rq_worker = worker_class(
-        [queue],
-        name=worker_name,
-        connection=connection,
-        serializer=JSONSerializer,
-        job_class=GuardedJob,
-    )
-    rq_worker.context = WorkerContext(
+    return worker_class(
+        [settings.queue_name],
+        name=name or default_worker_name(settings),
+        connection=sync_redis(settings),
         settings=settings,
-        redis=connection,
-        keys=keys_from(settings),
-        worker_name=worker_name,
-        host=socket.gethostname(),
     )
-    return rq_worker
 
 
 def run_worker(
     settings: Settings, *, name: str | None = None, burst: bool = False, mode: WorkerMode = "fork"
 ) -> int:
-    """Process entry: configure logging, then work the queue until stopped."""
+    """Process entry of `claude-queue worker`: work the queue until stopped."""
     configure_logging(settings)
-    subreaper = enable_subreaper()
-    environment_hidden = hide_environment()
     rq_worker = build_worker(settings, name=name, mode=mode)
-    log.info(
-        "worker_starting",
-        worker=rq_worker.name,
-        queue=settings.queue_name,
-        redis=settings.redis_url_redacted,
-        mode=mode,
-        subreaper=subreaper,
-        environment_hidden=environment_hidden,
-    )
     try:
         rq_worker.connection.ping()
     except (redis.RedisError, OSError) as exc:
@@ -179,35 +348,27 @@ def run_worker(
             "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
         )
         return RET_CONNECT
-    ctx = rq_worker.context
-    kill_orphans(ctx.redis, ctx.keys, settings)
-    maintenance = Maintenance(ctx)
-    maintenance.start()
-    try:
-        while True:
-            try:
-                rq_worker.work(
-                    burst=burst, with_scheduler=False, logging_level=settings.log_level.upper()
-                )
-                return RET_OK
-            except redis.ConnectionError as exc:
-                # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
-                # checking a job whose horse died). Wait for Redis, then work again.
-                log.warning("worker_loop_lost_redis", error=str(exc))
-                _await_redis(rq_worker)
-                with contextlib.suppress(redis.RedisError):
-                    rq_worker.register_death()  # type: ignore[no-untyped-call]
-                rq_worker = build_worker(settings, name=rq_worker.name, mode=mode)
-    finally:
-        maintenance.stop()
+    while True:
+        try:
+            rq_worker.work(
+                burst=burst, with_scheduler=False, logging_level=settings.log_level.upper()
+            )
+            return RET_OK
+        except redis.ConnectionError as exc:
+            # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
+            # checking a job whose horse died). Wait for Redis, then work again.
+            log.warning("worker_loop_lost_redis", error=str(exc))
+            _await_redis(rq_worker, reconnect_backoff(settings))
+            with contextlib.suppress(redis.RedisError):
+                rq_worker.register_death()  # type: ignore[no-untyped-call]
+            rq_worker = build_worker(settings, name=rq_worker.name, mode=mode)
 
 
-def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker) -> None:
-    delay = 0.1
+def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker, backoff: Backoff) -> None:
+    delays = backoff.delays()
     while True:
         try:
             rq_worker.connection.ping()
             return
         except redis.RedisError:
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            time.sleep(next(delays))
