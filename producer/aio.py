@@ -12,35 +12,32 @@ import redis.asyncio as aioredis
 import structlog
 
 from producer import streamloop as sl
-from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
+from producer.cancelling import CancelOutcome, CancelResult, CancelWait
 from producer.client import Client, QueueStatus
 from producer.cursor import decode_page, finished_of, log_end, log_start
 from producer.fanout import LOST, PubSubFanout, Subscription
 from producer.result import ResultCollector, RunResult, stream_ended
-from producer.sessions import SessionInfo
+from producer.sessions import SessionInfo, busy_error, require_session_id
+from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
+from shared.runstore import AsyncRunStore, Busy
 from shared.settings import Settings
-from shared.store import CANCEL_LUA, keys_from
 
 log = structlog.get_logger(__name__)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class AsyncClient:
-    """Asyncio client. Submitting goes through RQ's (sync) enqueue in a thread."""
+    """Asyncio client, on redis.asyncio (RQ's enqueue is recorded, then sent natively)."""
 
     def __init__(self, settings: Settings, connection: aioredis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = connection or async_redis(settings)
-        self.keys = keys_from(settings)
+        self.store = AsyncRunStore(self.redis, settings)
+        self.keys = self.store.keys
         self._sync = Client(settings)
-        self._cancel_script = self.redis.register_script(CANCEL_LUA)
         self._fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
 
     @classmethod
@@ -66,17 +63,40 @@ class AsyncClient:
         self, job: PromptJob | None = None, /, *, on_busy: OnBusy = "enqueue", **fields: Any
     ) -> AsyncRunHandle:
         """See `Client.submit`; raises InvalidJobError before anything is queued."""
-        handle = await asyncio.to_thread(self._sync.submit, job, on_busy=on_busy, **fields)
-        return AsyncRunHandle(self, handle.session_id, handle.run_id, handle.queued_seq)
+        validated = validate_job(self.settings, job, fields)
+        session_id = validated.session_id
+        if on_busy == "interrupt":
+            for pending_run in await self.store.pending_runs(session_id):
+                await self.cancel(
+                    session_id, run_id=pending_run, reason="interrupted by a newer prompt"
+                )
+        run = prepare(self.settings, validated)
+        submitted = await self.store.submit(run, reject_if_busy=on_busy == "reject")
+        if isinstance(submitted, Busy):
+            raise busy_error(session_id)
+        return AsyncRunHandle(self, session_id, run.run_id, submitted.queued_seq)
 
     async def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
-        return await asyncio.to_thread(self._sync.sessions, limit=limit)
+        """See `Client.sessions`."""
+        return await self.store.sessions(limit=limit)
 
     async def session(self, session_id: str) -> SessionInfo | None:
-        return await asyncio.to_thread(self._sync.session, session_id)
+        """See `Client.session`."""
+        require_session_id(session_id)
+        return await self.store.session_info(session_id)
 
     async def delete_session(self, session_id: str, *, force: bool = False) -> int:
-        return await asyncio.to_thread(self._sync.delete_session, session_id, force=force)
+        """See `Client.delete_session`."""
+        require_session_id(session_id)
+        if force:
+            for pending_run in await self.store.pending_runs(session_id):
+                await self.cancel(
+                    session_id, run_id=pending_run, wait=True, reason="session deleted"
+                )
+        deleted = await self.store.delete_session(session_id)
+        if isinstance(deleted, Busy):
+            raise busy_error(session_id, deleting=True)
+        return deleted.keys_removed
 
     async def status(self) -> QueueStatus:
         return await asyncio.to_thread(self._sync.status)
@@ -182,17 +202,13 @@ class AsyncClient:
         reason: str = "cancelled by request",
     ) -> CancelResult:
         """See `Client.cancel`."""
-        target = run_id
-        if target is None:
-            head = await self.redis.lindex(self.keys.pending(session_id), 0)
-            target = None if head is None else _text(head)
+        target = run_id or await self.store.current_run(session_id)
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
-        keys, args = cancel_script_call(self.settings, self.keys, session_id, target, reason)
         channel = self.keys.channel(session_id)
         subscription = await self._fanout.open(channel) if wait else None
         try:
-            outcome = CancelOutcome(_text(await self._cancel_script(keys=keys, args=args)))
+            outcome = await self.store.cancel(session_id, target, reason=reason)
             if outcome is not CancelOutcome.CANCELLED_RUNNING or subscription is None:
                 return CancelResult(outcome, session_id, target)
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
@@ -202,8 +218,8 @@ class AsyncClient:
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
-                    again = _text(await self._cancel_script(keys=keys, args=args))
-                    if again == CancelOutcome.ALREADY_FINISHED:
+                    again = await self.store.cancel(session_id, target, reason=reason)
+                    if again is CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:

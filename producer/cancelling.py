@@ -1,35 +1,17 @@
-"""Cancel outcomes and the arguments of the cancel script. Pure."""
+"""Cancel results, and when cancel(wait=True) re-sends and gives up. Pure."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
-from shared.control import CancelRequest
-from shared.events import (
-    Envelope,
-    Event,
-    EventType,
-    FinishedData,
-    InterruptedData,
-    RunStatus,
-    encode_body,
-)
-from shared.keys import Keys
-from shared.settings import Settings
-from shared.store import log_write_args
+from shared.events import Envelope, EventType
+from shared.runstore import CancelOutcome
+
+__all__ = ["RESEND_EVERY_S", "CancelOutcome", "CancelResult", "CancelWait"]
 
 # How often cancel(wait=True) re-sends the control message while it waits.
 RESEND_EVERY_S = 0.5
-
-
-class CancelOutcome(StrEnum):
-    CANCELLED_RUNNING = "cancelled_running"
-    CANCELLED_QUEUED = "cancelled_queued"
-    ALREADY_FINISHED = "already_finished"
-    NOTHING_TO_CANCEL = "nothing_to_cancel"
-    OWNER_UNREACHABLE = "owner_unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,33 +54,3 @@ class CancelWait:
             return False
         self.next_send = now + RESEND_EVERY_S
         return True
-
-
-def cancel_script_call(
-    settings: Settings, keys: Keys, session_id: str, run_id: str, reason: str
-) -> tuple[list[str], list[str | int | float]]:
-    """KEYS and ARGV of CANCEL_LUA for one run."""
-    now = time.time()
-    interrupted = Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason))
-    finished = Event(
-        type=EventType.FINISHED,
-        data=FinishedData(status=RunStatus.INTERRUPTED, duration_s=0.0, reason=reason),
-    )
-    control = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
-    return (
-        [
-            keys.run(session_id, run_id),
-            keys.cancel_flag(session_id, run_id),
-            keys.pending(session_id),
-            keys.seq(session_id),
-            keys.log(session_id),
-            keys.sessions,
-        ],
-        [
-            *log_write_args(keys, settings, session_id, run_id, now),
-            keys.control(session_id, run_id),
-            control.model_dump_json(),
-            encode_body(session_id, run_id, now, interrupted),
-            encode_body(session_id, run_id, now, finished),
-        ],
-    )

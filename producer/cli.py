@@ -326,7 +326,7 @@ def reap() -> None:
     from worker.reaper import reap_all
 
     client = _client()
-    lost = reap_all(client.redis, client.keys, client.settings)
+    lost = reap_all(client.store)
     click.echo(f"{lost} run(s) declared lost")
 
 

@@ -14,31 +14,19 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
-from producer.cancelling import CancelOutcome, CancelResult, CancelWait, cancel_script_call
+from producer.cancelling import CancelOutcome, CancelResult, CancelWait
 from producer.cursor import decode_page, finished_of, live_envelope, log_end, log_start
-from producer.errors import SessionBusy
 from producer.result import ResultCollector, RunResult, stream_ended
-from producer.sessions import (
-    SessionInfo,
-    delete_session,
-    list_sessions,
-    pending_run_ids,
-    require_session_id,
-    session_info,
-)
+from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
-from shared.jobs import JOB_FUNCTION, OnBusy, PromptJob
+from shared.jobs import OnBusy, PromptJob
+from shared.runstore import Busy, RunStore
 from shared.settings import Settings
-from shared.store import CANCEL_LUA, SUBMIT_LUA, keys_from
 
 log = structlog.get_logger(__name__)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +43,9 @@ class Client:
     def __init__(self, settings: Settings, connection: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = connection or sync_redis(settings)
-        self.keys = keys_from(settings)
+        self.store = RunStore(self.redis, settings)
+        self.keys = self.store.keys
         self.queue = Queue(settings.queue_name, connection=self.redis, serializer=JSONSerializer)
-        self._submit_script = self.redis.register_script(SUBMIT_LUA)
-        self._cancel_script = self.redis.register_script(CANCEL_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Client:
@@ -94,48 +81,25 @@ class Client:
         validated = validate_job(self.settings, job, fields)
         session_id = validated.session_id
         if on_busy == "interrupt":
-            for pending_run in self._pending_runs(session_id):
+            for pending_run in self.store.pending_runs(session_id):
                 self.cancel(session_id, run_id=pending_run, reason="interrupted by a newer prompt")
-        submission = prepare(self.settings, self.keys, validated)
-        pending_key = self.keys.pending(session_id)
-        while True:
-            # One MULTI/EXEC: the job and its `queued` event appear together or not at all.
-            with self.redis.pipeline() as pipe:
-                try:
-                    if on_busy == "reject":
-                        pipe.watch(pending_key)  # type: ignore[no-untyped-call]
-                        if pipe.llen(pending_key):
-                            raise SessionBusy(f"session {session_id} has a run queued or running")
-                    self.queue.enqueue_call(
-                        JOB_FUNCTION,
-                        args=(submission.payload,),
-                        job_id=submission.request.run_id,
-                        timeout=submission.rq_timeout_s,
-                        result_ttl=submission.result_ttl_s,
-                        description=f"claude-queue run for session {session_id}",
-                        pipeline=pipe,
-                    )
-                    self._submit_script(
-                        keys=submission.script_keys, args=submission.script_args, client=pipe
-                    )
-                    queued_seq = int(pipe.execute()[-1])
-                    break
-                except redis.WatchError:
-                    continue  # the session changed while we looked: look again
-        return RunHandle(self, session_id, submission.request.run_id, queued_seq)
-
-    def _pending_runs(self, session_id: str) -> list[str]:
-        return [_text(r) for r in self.redis.lrange(self.keys.pending(session_id), 0, -1)]
+        run = prepare(self.settings, validated)
+        # One MULTI/EXEC: the job and its `queued` event appear together or not at all.
+        submitted = self.store.submit(run, reject_if_busy=on_busy == "reject")
+        if isinstance(submitted, Busy):
+            raise busy_error(session_id)
+        return RunHandle(self, session_id, run.run_id, submitted.queued_seq)
 
     # -- sessions -----------------------------------------------------------
 
     def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
         """Sessions by most recent activity, with state, last run and sizes."""
-        return list_sessions(self.redis, self.keys, self.settings, limit=limit)
+        return self.store.sessions(limit=limit)
 
     def session(self, session_id: str) -> SessionInfo | None:
         """One session's state, or None if it does not exist (InvalidJobError for a bad id)."""
-        return session_info(self.redis, self.keys, session_id)
+        require_session_id(session_id)
+        return self.store.session_info(session_id)
 
     def delete_session(self, session_id: str, *, force: bool = False) -> int:
         """Delete a session's log, transcript and state; returns the number of keys removed.
@@ -146,9 +110,12 @@ class Client:
         """
         require_session_id(session_id)
         if force:
-            for pending_run in pending_run_ids(self.redis, self.keys, session_id):
+            for pending_run in self.store.pending_runs(session_id):
                 self.cancel(session_id, run_id=pending_run, wait=True, reason="session deleted")
-        return delete_session(self.redis, self.keys, session_id)
+        deleted = self.store.delete_session(session_id)
+        if isinstance(deleted, Busy):
+            raise busy_error(session_id, deleting=True)
+        return deleted.keys_removed
 
     # -- read ---------------------------------------------------------------
 
@@ -253,15 +220,14 @@ class Client:
         With wait=True, returns once the owner has ended the run, re-sending the
         request until then; `owner_unreachable` if it never does within timeout_s.
         """
-        target = run_id or self._current_run(session_id)
+        target = run_id or self.store.current_run(session_id)
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
-        keys, args = cancel_script_call(self.settings, self.keys, session_id, target, reason)
         pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
         try:
             if wait:
                 subscribe_confirmed(pubsub, self.keys.channel(session_id))
-            outcome = CancelOutcome(_text(self._cancel_script(keys=keys, args=args)))
+            outcome = self.store.cancel(session_id, target, reason=reason)
             if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
                 return CancelResult(outcome, session_id, target)
             limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
@@ -271,16 +237,12 @@ class Client:
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
-                    again = _text(self._cancel_script(keys=keys, args=args))
-                    if again == CancelOutcome.ALREADY_FINISHED:
+                    again = self.store.cancel(session_id, target, reason=reason)
+                    if again is CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:
             pubsub.close()
-
-    def _current_run(self, session_id: str) -> str | None:
-        head = self.redis.lindex(self.keys.pending(session_id), 0)
-        return None if head is None else _text(head)
 
     # -- status -------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from redis.connection import parse_url
 from rq.defaults import RQ_KEY_PREFIX
 
 from shared.ids import escape_redis_glob
-from shared.store import CANCEL_LUA, SUBMIT_LUA
+from shared.runstore.scripts import CANCEL_LUA, SUBMIT_LUA
 
 Role = Literal["producer", "worker", "reader"]
 ROLES: tuple[Role, ...] = get_args(Role)

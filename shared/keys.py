@@ -7,8 +7,12 @@ touch several of them stay valid on a Redis Cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.ids import escape_redis_glob
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +106,8 @@ class Keys:
     def running(self) -> str:
         """Hash: run id -> session id of every run a worker is executing now."""
         return f"{self.prefix}:running"
+
+
+def keys_from(settings: Settings) -> Keys:
+    """The key namespace for these settings."""
+    return Keys(settings.key_prefix)

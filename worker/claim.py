@@ -14,8 +14,8 @@ import structlog
 from redis.client import PubSub
 
 from shared.connection import subscribe_confirmed
-from shared.store import CLAIM_LUA, LogLimits
-from worker.context import WorkerContext, text
+from shared.runstore import Claimed, Skip
+from worker.context import WorkerContext
 from worker.publisher import Publisher
 from worker.reaper import reap_if_lost
 
@@ -34,51 +34,25 @@ def claim_run(ctx: WorkerContext, session_id: str, run_id: str) -> tuple[Publish
     structlog.contextvars.bind_contextvars(
         session_id=session_id, run_id=run_id, worker=ctx.worker_name
     )
-    keys, settings = ctx.keys, ctx.settings
-    claim = ctx.redis.register_script(CLAIM_LUA)
+    store = ctx.store
     pubsub = None
     try:
         while True:
-            result = claim(
-                keys=[
-                    keys.run(session_id, run_id),
-                    keys.pending(session_id),
-                    keys.running,
-                    keys.lease(session_id),
-                    keys.fence(session_id),
-                    keys.wait_marker(session_id, run_id),
-                    keys.waiting,
-                ],
-                args=[
-                    run_id,
-                    session_id,
-                    ctx.worker_name,
-                    ctx.host,
-                    time.time(),
-                    settings.event_log_ttl_s,
-                    int(settings.lease_ttl_s * 1000),
-                ],
-            )
-            state = text(result[0])
-            if state == "claimed":
-                token = text(result[1]) or ""
-                return _publisher(ctx, session_id, run_id, token), token
-            if state != "waiting":
-                log.info("run_skipped", state=state)
+            claim = store.claim(session_id, run_id, worker=ctx.worker_name, host=ctx.host)
+            if isinstance(claim, Claimed):
+                return _publisher(ctx, session_id, run_id, claim.token), claim.token
+            if isinstance(claim, Skip):
+                log.info("run_skipped", state=claim.state.value)
                 return None
-            head = text(result[1])
-            if (
-                head
-                and head != run_id
-                and reap_if_lost(ctx.redis, keys, settings, session_id, head)
-            ):
+            head = claim.head
+            if head and head != run_id and reap_if_lost(store, session_id, head):
                 continue
             if pubsub is None:
-                log.info("run_waiting_for_session", ahead=head)
+                log.info("run_waiting_for_session", ahead=head or "")
                 pubsub = ctx.redis.pubsub()  # type: ignore[no-untyped-call]
-                subscribe_confirmed(pubsub, keys.channel(session_id))
+                subscribe_confirmed(pubsub, store.keys.channel(session_id))
                 continue  # re-check: the run ahead may have finished before we listened
-            _wait_for_a_finish(pubsub, settings.lease_renew_s)
+            _wait_for_a_finish(pubsub, ctx.settings.lease_renew_s)
     finally:
         if pubsub is not None:
             pubsub.close()
@@ -95,9 +69,7 @@ def _wait_for_a_finish(pubsub: PubSub, limit_s: float) -> None:
 
 def _publisher(ctx: WorkerContext, session_id: str, run_id: str, token: str) -> Publisher:
     return Publisher(
-        ctx.redis,
-        ctx.keys,
-        LogLimits.from_settings(ctx.settings),
+        ctx.store,
         session_id=session_id,
         run_id=run_id,
         token=token,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
 
 from shared.backoff import Backoff
 from shared.keys import Keys
+from shared.runstore import RunStore
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -25,13 +26,11 @@ class WorkerContext:
     keys: Keys
     worker_name: str
     host: str
+    # Every run record and event write of this worker goes through it (built from redis).
+    store: RunStore = field(init=False)
 
-
-def text(value: object) -> str | None:
-    """A Redis reply as str (None stays None)."""
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", RunStore(self.redis, self.settings))
 
 
 def through_outage(

@@ -13,28 +13,26 @@ from collections.abc import Callable
 import redis
 import structlog
 
-from shared.store import RENEW_LUA
+from shared.runstore import RunStore
 
 log = structlog.get_logger(__name__)
 
 
 class LeaseKeeper:
-    """Renews one lease every `renew_s` until stopped."""
+    """Renews one run's lease (for the store's lease TTL) every `renew_s` until stopped."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        store: RunStore,
         *,
-        lease_key: str,
-        run_key: str,
+        session_id: str,
+        run_id: str,
         token: str,
-        ttl_s: float,
         renew_s: float,
         on_lost: Callable[[], None],
     ) -> None:
-        self._renew = client.register_script(RENEW_LUA)
-        self._keys = [lease_key, run_key]
-        self._args: list[str | int] = [token, int(ttl_s * 1000)]
+        self._store = store
+        self._run = (session_id, run_id, token)
         self._renew_s = renew_s
         self._on_lost = on_lost
         self._stop = threading.Event()
@@ -50,7 +48,7 @@ class LeaseKeeper:
     def _loop(self) -> None:
         while not self._stop.wait(self._renew_s):
             try:
-                still_ours = self._renew(keys=self._keys, args=self._args) == 1
+                still_ours = self._store.renew(*self._run)
             except redis.RedisError as exc:
                 # Redis unreachable: keep trying; if it stays away past the TTL the
                 # lease is gone anyway and the next successful call reports it.

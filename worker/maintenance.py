@@ -14,6 +14,7 @@ import redis
 import structlog
 
 from shared.connection import sync_redis
+from shared.runstore import RunStore
 from worker.context import WorkerContext
 from worker.reaper import kill_orphans, reap_all
 
@@ -34,6 +35,7 @@ class Maintenance:
     def __init__(self, ctx: WorkerContext) -> None:
         self._ctx = ctx
         self._client = sync_redis(ctx.settings)
+        self._store = RunStore(self._client, ctx.settings)
         self._elect = self._client.register_script(_ELECT_LUA)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
@@ -49,12 +51,12 @@ class Maintenance:
     def run_once(self) -> int:
         """One round; returns how many runs were declared lost."""
         ctx = self._ctx
-        kill_orphans(self._client, ctx.keys, ctx.settings)
+        kill_orphans(self._store)
         lock_ms = int(ctx.settings.reaper_interval_s * 2000)
         elected = self._elect(keys=[ctx.keys.reaper_lock], args=[ctx.worker_name, lock_ms])
         if elected != 1:
             return 0
-        return reap_all(self._client, ctx.keys, ctx.settings)
+        return reap_all(self._store)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._ctx.settings.reaper_interval_s):

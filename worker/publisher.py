@@ -1,4 +1,4 @@
-"""The only writer of a run's events: batches them into the session log and channel.
+"""Batches a run's events into the session log and channel, through RunStore.append.
 
 If Redis goes away mid-run, events wait in a bounded in-memory buffer, in order,
 and are written when it is back; seq is assigned only when written, and a write
@@ -37,8 +37,7 @@ from shared.events import (
     encode_with_header,
     envelope_header,
 )
-from shared.keys import Keys
-from shared.store import PUBLISH_LUA, LogLimits
+from shared.runstore import RunStore
 from worker.truncate import truncate_json
 
 log = structlog.get_logger(__name__)
@@ -75,9 +74,7 @@ class Publisher:
 
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        limits: LogLimits,
+        store: RunStore,
         *,
         session_id: str,
         run_id: str,
@@ -87,25 +84,13 @@ class Publisher:
         retry_for_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._script = client.register_script(PUBLISH_LUA)
-        self._limits = limits
+        self._store = store
         self._session_id = session_id
         self._run_id = run_id
         self._token = token
         self._max_event_bytes = max_event_bytes
         self._retry_for_s = retry_for_s
         self._clock = clock
-        self._keys = [
-            keys.run(session_id, run_id),
-            keys.seq(session_id),
-            keys.log(session_id),
-            keys.sessions,
-            keys.pending(session_id),
-            keys.running,
-            keys.lease(session_id),
-        ]
-        self._channel = keys.channel(session_id)
         self._header = envelope_header(session_id, run_id)
         self._touched_at = -math.inf
         self._pending: deque[tuple[int, str, int]] = deque()  # index, body, bytes
@@ -272,8 +257,8 @@ class Publisher:
                 batch.append((index, body))
                 size += body_size
             last_batch = len(batch) == len(self._pending)
-            status = final_status.value if (final_status is not None and last_batch) else ""
-            if batch or status:
+            status = final_status if last_batch else None
+            if batch or status is not None:
                 self._write(batch, status)
             # Only now, with the batch safely written, drop it from the buffer.
             for _ in batch:
@@ -282,33 +267,29 @@ class Publisher:
             if last_batch:
                 return
 
-    def _write(self, batch: list[tuple[int, str]], final_status: str) -> None:
+    def _write(self, batch: list[tuple[int, str]], final_status: RunStatus | None) -> None:
         first_index = batch[0][0] if batch else self._next_index
         # Expiry and the session index are refreshed on the first write, the last,
         # and once a minute: not on every event (most of a small write's Redis CPU).
         now = time.monotonic()
-        touch = 1 if final_status or now - self._touched_at > _TOUCH_EVERY_S else 0
-        args: list[str | int | float] = [
-            self._channel,
-            self._limits.maxlen,
-            self._limits.ttl_s,
-            self._clock(),
+        touch = final_status is not None or now - self._touched_at > _TOUCH_EVERY_S
+        written = self._store.append(
             self._session_id,
             self._run_id,
-            self._token,
-            first_index,
-            final_status,
-            touch,
-            *(body for _, body in batch),
-        ]
-        seq = int(self._script(keys=self._keys, args=args))
+            token=self._token,
+            first_index=first_index,
+            bodies=[body for _, body in batch],
+            final_status=final_status,
+            touch=touch,
+            now=self._clock(),
+        )
         if touch:
             self._touched_at = now
-        if seq < 0:
+        if not written.accepted:
             raise OwnershipLost(f"run {self._run_id} is no longer ours to publish to")
         self.published += len(batch)
-        if seq:
-            self.last_seq = seq
+        if written.last_seq:
+            self.last_seq = written.last_seq
 
 
 def _utf8_len(text: str) -> int:

@@ -14,6 +14,7 @@ import structlog
 
 from shared.events import ErrorCode, Event
 from shared.jobs import RunRequest
+from shared.runstore import RunStore
 from shared.settings import Settings
 from worker.context import WorkerContext
 from worker.errors import error_event
@@ -89,7 +90,6 @@ def pump(
         idle=now + settings.idle_timeout_s,
         flag_check=now + _CANCEL_FLAG_POLL_S,
     )
-    flag_key = ctx.keys.cancel_flag(request.job.session_id, request.run_id)
     publisher.limit_run_log(settings.max_run_log_bytes)
     while not cancel.is_set():
         now = time.monotonic()
@@ -97,7 +97,7 @@ def pump(
             break
         if now >= due.flag_check:
             due.flag_check = now + _CANCEL_FLAG_POLL_S
-            if flag_set(ctx.redis, flag_key):
+            if flag_set(ctx.store, request.job.session_id, request.run_id):
                 cancel.request("cancelled by request")
                 break
         chunk = proc.read(due.next() - now)
@@ -127,10 +127,10 @@ def pump(
     proc.kill_tree()
 
 
-def flag_set(client: redis.Redis, key: str) -> bool:
+def flag_set(store: RunStore, session_id: str, run_id: str) -> bool:
     """Is the cancel flag set? An unreachable Redis reads as no: the CLI keeps running."""
     try:
-        return bool(client.exists(key))
+        return store.cancel_requested(session_id, run_id)
     except redis.RedisError:
         return False
 

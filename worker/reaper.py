@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -25,20 +24,10 @@ from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared.events import (
-    ErrorCode,
-    ErrorData,
-    Event,
-    EventType,
-    FinishedData,
-    InterruptedData,
-    RunStatus,
-    encode_body,
-)
+from shared.events import ErrorCode, ErrorData, Event, EventType, InterruptedData, RunStatus
 from shared.ids import is_run_id, is_session_id
-from shared.keys import Keys
+from shared.runstore import Condition, OwnedBy, RunState, RunStore
 from shared.settings import Settings
-from shared.store import FORCE_FINISH_LUA, log_write_args
 from worker.proctree import kill_run_tree, marked_runs
 
 log = structlog.get_logger(__name__)
@@ -53,58 +42,7 @@ LOST_MESSAGE = (
 )
 
 
-def _force_finish(
-    client: redis.Redis,
-    keys: Keys,
-    settings: Settings,
-    *,
-    session_id: str,
-    run_id: str,
-    status: RunStatus,
-    condition: str,
-    closing: Event,
-    reason: str,
-) -> bool:
-    run_key = keys.run(session_id, run_id)
-    started_at = cast(bytes | None, client.hget(run_key, "started_at"))
-    now = time.time()
-    duration = max(0.0, now - float(started_at)) if started_at else 0.0
-    finished = Event(
-        type=EventType.FINISHED,
-        data=FinishedData(status=status, duration_s=round(duration, 6), reason=reason),
-    )
-    done = client.register_script(FORCE_FINISH_LUA)(
-        keys=[
-            run_key,
-            keys.pending(session_id),
-            keys.running,
-            keys.lease(session_id),
-            keys.seq(session_id),
-            keys.log(session_id),
-            keys.sessions,
-            keys.wait_marker(session_id, run_id),
-            keys.waiting,
-        ],
-        args=[
-            *log_write_args(keys, settings, session_id, run_id, now),
-            status.value,
-            condition,
-            encode_body(session_id, run_id, now, closing),
-            encode_body(session_id, run_id, now, finished),
-        ],
-    )
-    return bool(done == 1)
-
-
-def reap_if_lost(
-    client: redis.Redis,
-    keys: Keys,
-    settings: Settings,
-    session_id: str,
-    run_id: str,
-    *,
-    waiting: bool = False,
-) -> bool:
+def reap_if_lost(store: RunStore, session_id: str, run_id: str, *, waiting: bool = False) -> bool:
     """Declare the run lost if its worker is gone; True if we did.
 
     A running run is lost when its lease expired; a queued run a worker held while
@@ -114,63 +52,43 @@ def reap_if_lost(
     if not _valid_ids(session_id, run_id, source="reap"):
         return False
     message = LOST_WAITING_MESSAGE if waiting else LOST_MESSAGE
-    lost = _force_finish(
-        client,
-        keys,
-        settings,
-        session_id=session_id,
-        run_id=run_id,
+    lost = store.force_finish(
+        session_id,
+        run_id,
         status=RunStatus.LOST,
-        condition="wait_gone" if waiting else "lease_gone",
+        condition=Condition.WAIT_GONE if waiting else Condition.LEASE_GONE,
         closing=Event(type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message=message)),
         reason=message,
     )
     if lost:
         log.warning("run_lost", session_id=session_id, run_id=run_id)
-        fail_rq_job(client, settings, run_id, message)
+        fail_rq_job(store.redis, store.settings, run_id, message)
     return lost
 
 
-def finish_for_worker(
-    client: redis.Redis, keys: Keys, settings: Settings, *, worker_name: str, run_id: str
-) -> bool:
+def finish_for_worker(store: RunStore, *, worker_name: str, run_id: str) -> bool:
     """End our own run after its work horse died; True if it was still open."""
-    raw = cast(bytes | None, client.hget(keys.running, run_id))
-    if raw is None:
-        return False
-    session_id = raw.decode(errors="replace")
-    if not _valid_ids(session_id, run_id, source="running"):
+    session_id = store.running_session(run_id)
+    if session_id is None or not _valid_ids(session_id, run_id, source="running"):
         return False
     reason = "the worker stopped while the run was in progress"
-    return _force_finish(
-        client,
-        keys,
-        settings,
-        session_id=session_id,
-        run_id=run_id,
+    return store.force_finish(
+        session_id,
+        run_id,
         status=RunStatus.INTERRUPTED,
-        condition=f"worker:{worker_name}",
+        condition=OwnedBy(worker_name),
         closing=Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason)),
         reason=reason,
     )
 
 
-def reap_all(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+def reap_all(store: RunStore) -> int:
     """Check every running and every waiting run once; returns how many were lost."""
     lost = 0
-    for hash_key, waiting in ((keys.running, False), (keys.waiting, True)):
-        runs = cast(dict[bytes, bytes], client.hgetall(hash_key))
-        for raw_run_id, raw_session_id in runs.items():
-            run_id = raw_run_id.decode(errors="replace")
-            session_id = raw_session_id.decode(errors="replace")
-            if not _valid_ids(session_id, run_id, source=hash_key):
-                # No run can have such ids (submit refuses them): drop the entry, so it
-                # is reported once, not every round.
-                client.hdel(hash_key, raw_run_id)
-                continue
-            lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=waiting)
-    _requeue_stranded(client, settings)
-    return lost + _reap_undelivered(client, keys, settings)
+    for held in store.held_runs():
+        lost += reap_if_lost(store, held.session_id, held.run_id, waiting=held.waiting)
+    _requeue_stranded(store.redis, store.settings)
+    return lost + _reap_undelivered(store)
 
 
 def _valid_ids(session_id: str, run_id: str, *, source: str) -> bool:
@@ -206,19 +124,20 @@ def _requeue_stranded(client: redis.Redis, settings: Settings) -> None:
         log.warning("stranded_job_requeued", run_id=job_id)
 
 
-def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+def _reap_undelivered(store: RunStore) -> int:
     """Runs RQ handed to a worker that died before it could claim them.
 
     RQ marks a job started when a worker takes it; our claim follows within
     milliseconds. A started job whose run is still queued with no wait marker a
     lease after we first noticed it was never picked up by a live worker.
     """
+    client, settings = store.redis, store.settings
     registry = StartedJobRegistry(settings.queue_name, connection=client)
     lost = 0
     for run_id in registry.get_job_ids(cleanup=False):
         if not is_run_id(run_id):
             continue  # not a job we enqueued: it never had a run to declare lost
-        seen_key = keys.first_seen_stranded(run_id)
+        seen_key = store.keys.first_seen_stranded(run_id)
         if client.set(seen_key, 1, nx=True, ex=max(1, int(settings.lease_ttl_s * 4))):
             continue  # first sighting: give its worker a lease's time to claim it
         if (client.ttl(seen_key) or 0) > settings.lease_ttl_s * 3:
@@ -230,13 +149,11 @@ def _reap_undelivered(client: redis.Redis, keys: Keys, settings: Settings) -> in
         session_id = _session_of(job.args[0] if job.args else None)
         if session_id is None or not is_session_id(session_id):
             continue
-        record = cast(
-            list[bytes | None], client.hmget(keys.run(session_id, run_id), "status", "final_status")
-        )
-        if record[0] == b"finished":
-            _settle_ended(client, settings, job, (record[1] or b"").decode(errors="replace"))
+        record = store.run_record(session_id, run_id)
+        if record.state is RunState.FINISHED:
+            _settle_ended(client, settings, job, record.final_status or "")
             continue
-        lost += reap_if_lost(client, keys, settings, session_id, run_id, waiting=True)
+        lost += reap_if_lost(store, session_id, run_id, waiting=True)
     return lost
 
 
@@ -306,13 +223,13 @@ _ENDED_RQ_STATUSES = frozenset(
 )
 
 
-def kill_orphans(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+def kill_orphans(store: RunStore) -> int:
     """Kill this host's leftover processes of runs that are not running any more."""
     killed = 0
     # /proc first, then Redis: a run is in `running` before its CLI is spawned, so a
     # process seen by the scan whose run is missing from the later read is a leftover.
-    marked = marked_runs(settings.scope)
-    running = {k.decode() for k in cast(dict[bytes, bytes], client.hgetall(keys.running))}
+    marked = marked_runs(store.settings.scope)
+    running = store.running_run_ids()
     for run_id in marked - running:
         killed += kill_run_tree(run_id, None)
     if killed:

@@ -33,14 +33,13 @@ from rq.utils import import_job_class
 
 from shared.backoff import Backoff, reconnect_backoff
 from shared.connection import sync_redis
-from shared.control import CancelRequest
 from shared.exitcodes import ExitCode
+from shared.keys import keys_from
 from shared.logging import configure_logging
 from shared.rqjobs import canceled_writes, mark_canceled, prune_canceled
 from shared.settings import Settings, SettingsError, redact_url
-from shared.store import keys_from
 from shared.version import package_version
-from worker.context import WorkerContext, text
+from worker.context import WorkerContext
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
@@ -141,7 +140,7 @@ class _ClaudeWorkerMixin:
             environment_hidden=environment_hidden,
         )
         self._warn_if_mismatched(settings)
-        kill_orphans(ctx.redis, ctx.keys, settings)
+        kill_orphans(ctx.store)
         self._maintenance = Maintenance(ctx)
         self._maintenance.start()
 
@@ -261,12 +260,10 @@ class _ClaudeWorkerMixin:
         # A run still open here lost its work horse (job timeout, cold shutdown,
         # crash). The CLI's descendants were reparented to us (subreaper): end
         # them, then write the terminal event the horse could not.
-        if ctx.redis.hexists(ctx.keys.running, run_id):
+        if ctx.store.running_session(run_id) is not None:
             leftovers = kill_run_tree(run_id, None)
             log.warning("run_leftovers_killed", run_id=run_id, processes=leftovers)
-            if finish_for_worker(
-                ctx.redis, ctx.keys, ctx.settings, worker_name=self.name, run_id=run_id
-            ):
+            if finish_for_worker(ctx.store, worker_name=self.name, run_id=run_id):
                 log.warning("run_interrupted_by_worker_stop", run_id=run_id)
                 ttl_s = job.get_result_ttl(self.default_result_ttl)
                 mark_canceled(ctx.redis, job.origin, run_id, ttl_s=-1 if ttl_s is None else ttl_s)
@@ -286,7 +283,7 @@ class _ClaudeWorkerMixin:
 
     def _cancel_for_shutdown(self, run_id: str) -> None:
         ctx = self.context
-        session_id = text(ctx.redis.hget(ctx.keys.running, run_id))
+        session_id = ctx.store.running_session(run_id)
         if session_id is None:
             return
         log.warning("shutdown_grace_over", run_id=run_id)
@@ -299,10 +296,8 @@ def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:
 
 
 def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str) -> None:
-    """Ask the owner of a run (here: ourselves) to cancel it, flag first."""
-    message = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
-    ctx.redis.set(ctx.keys.cancel_flag(session_id, run_id), reason, ex=ctx.settings.event_log_ttl_s)
-    ctx.redis.publish(ctx.keys.control(session_id, run_id), message.model_dump_json())
+    """Ask the owner of a run (here: ourselves) to cancel it: flag and message, atomically."""
+    ctx.store.cancel(session_id, run_id, reason=reason)
 
 
 class ForkingClaudeWorker(_ClaudeWorkerMixin, Worker):

@@ -167,13 +167,11 @@ def _run_cli(
             proc.kill_tree()
             proc.wake()
 
-        run_key = ctx.keys.run(job.session_id, run_id)
         lease = LeaseKeeper(
-            ctx.redis,
-            lease_key=ctx.keys.lease(job.session_id),
-            run_key=run_key,
+            ctx.store,
+            session_id=job.session_id,
+            run_id=run_id,
             token=token,
-            ttl_s=settings.lease_ttl_s,
             renew_s=settings.lease_renew_s,
             on_lost=lambda: on_cancel(
                 CancelRequest(session_id=job.session_id, run_id=run_id, reason="lease lost")
@@ -206,9 +204,9 @@ def _run_cli(
             )
         )
         with contextlib.suppress(redis.RedisError):  # informational; Redis may be away
-            ctx.redis.hset(run_key, mapping={"pid": proc.pid, "pid_start": proc.start_ticks or 0})
+            ctx.store.record_pid(job.session_id, run_id, proc.pid, proc.start_ticks or 0)
         # A cancel that landed between dequeue and subscription left only its flag.
-        if flag_set(ctx.redis, ctx.keys.cancel_flag(job.session_id, run_id)):
+        if flag_set(ctx.store, job.session_id, run_id):
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
         pump(proc, publisher, seen, cancel, request, ctx)
     exit_code = proc.poll() if proc.pid else None  # reaped above: its code, kept

@@ -30,8 +30,10 @@ from producer.client import Client
 from producer.errors import SessionBusy
 from shared.acl import database_of, script_sha
 from shared.events import EventType
+from shared.keys import keys_from
+from shared.runstore import RunStore
+from shared.runstore.scripts import PUBLISH_LUA
 from shared.settings import Settings
-from shared.store import PUBLISH_LUA, keys_from
 from tests.conftest import WorkerFactory
 from tests.helpers import kill_if_alive
 from worker.proctree import read_stat
@@ -277,7 +279,7 @@ def test_a_worker_user_reaps_the_run_of_a_dead_worker(
         # One reaper pass, as every worker's maintenance thread runs it, as the worker user.
         reaper = redis.Redis.from_url(role_url("worker"))
         try:
-            assert reap_all(reaper, keys, worker_settings) == 1
+            assert reap_all(RunStore(reaper, worker_settings)) == 1
         finally:
             reaper.close()
         assert handle.wait(timeout_s=STREAM_TIMEOUT_S).status == "lost"

@@ -16,8 +16,8 @@ from shared.events import (
     TextData,
 )
 from shared.keys import Keys
+from shared.runstore import RunStore
 from shared.settings import Settings
-from shared.store import LogLimits
 from tests.conftest import TEST_PREFIX, WorkerFactory
 from tests.helpers import texts
 from worker.proctree import is_alive
@@ -93,9 +93,7 @@ def test_an_oversized_answer_is_truncated_and_the_run_succeeds(
 
 def _publisher() -> Publisher:
     return Publisher(
-        redis.Redis(),  # never contacted: add() only buffers
-        Keys("unit"),
-        LogLimits(maxlen=100, ttl_s=60),
+        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
         session_id="s",
         run_id="r",
         token="1",

@@ -43,6 +43,7 @@ from rq.serializers import JSONSerializer
 from producer.client import Client
 from producer.errors import StreamTimeout
 from shared.events import Envelope, EventType
+from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import Proc, envelope_texts
@@ -956,7 +957,7 @@ def test_the_orphan_sweep_spares_a_run_that_starts_during_it(
 
     try:
         sweeper = cast(redis.Redis, _RunStartsAfterSnapshot(client.redis, claim_and_spawn))
-        killed = kill_orphans(sweeper, client.keys, own)
+        killed = kill_orphans(RunStore(sweeper, own))
         assert client.redis.hexists(client.keys.running, run_id)  # the run is running
         if killed or cli[0].poll() is not None:
             raise KilledAsOrphan(f"the sweep killed {killed} process(es) of a running run")

@@ -9,8 +9,8 @@ import redis
 
 from producer.client import Client
 from shared.events import Event, EventType, TextData
+from shared.keys import keys_from
 from shared.settings import Settings
-from shared.store import keys_from
 from worker.claim import claim_run
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper
@@ -40,7 +40,7 @@ def test_a_stale_owner_is_fenced_off_after_its_lease_expires(
     stale.publish(_text("while I still hold the lease"))
 
     redis_client.delete(client.keys.lease("fence"))  # the lease runs out (owner paused)
-    assert reap_all(redis_client, client.keys, settings) == 1
+    assert reap_all(client.store) == 1
     fresh = claim_run(_ctx(settings, redis_client, "fresh"), "fence", second.run_id)
     assert fresh is not None
     fresh[0].publish(_text("the new owner speaks"))
@@ -61,7 +61,7 @@ def test_a_live_lease_is_never_reaped(
 ) -> None:
     handle = client.submit(session_id="alive", prompt="x")
     assert claim_run(_ctx(settings, redis_client, "w"), "alive", handle.run_id) is not None
-    assert reap_all(redis_client, client.keys, settings) == 0
+    assert reap_all(client.store) == 0
     assert not any(e.type is EventType.FINISHED for e in client.history("alive"))
 
 
@@ -73,11 +73,10 @@ def test_lease_keeper_reports_a_lost_lease(
     assert claimed is not None
     lost = threading.Event()
     keeper = LeaseKeeper(
-        redis_client,
-        lease_key=client.keys.lease("keep"),
-        run_key=client.keys.run("keep", handle.run_id),
+        client.store,
+        session_id="keep",
+        run_id=handle.run_id,
         token=claimed[1],
-        ttl_s=5.0,
         renew_s=0.05,
         on_lost=lost.set,
     )

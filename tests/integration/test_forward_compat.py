@@ -21,8 +21,9 @@ from producer.aio import AsyncClient
 from producer.client import Client
 from shared.connection import subscribe_confirmed
 from shared.events import Envelope, ErrorData, EventType, FinishedData, UnknownEventData
+from shared.keys import keys_from
+from shared.runstore.scripts import _APPEND_FN
 from shared.settings import Settings
-from shared.store import _APPEND_FN, keys_from
 from tests.conftest import REPO, WorkerFactory, worker_env
 
 # KEYS: seq, log   ARGV: channel, maxlen, body (the envelope without its `{"seq":N,`)

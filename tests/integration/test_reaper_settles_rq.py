@@ -45,7 +45,7 @@ def test_stale_started_job_of_an_ended_run_is_settled(
     registry = _strand_as_started(client, settings, handle.run_id)
     assert handle.run_id in registry.get_job_ids(cleanup=False)
 
-    assert reap_all(redis_client, client.keys, settings) == 0  # nothing is lost
+    assert reap_all(client.store) == 0  # nothing is lost
 
     assert handle.run_id not in registry.get_job_ids(cleanup=False)
     job = Job.fetch(handle.run_id, connection=redis_client, serializer=JSONSerializer)
@@ -65,7 +65,7 @@ def test_a_job_a_live_worker_is_still_on_is_left_alone(
     job = Job.fetch(handle.run_id, connection=redis_client, serializer=JSONSerializer)
     redis_client.hset(f"rq:worker:{job.worker_name}", "current_job", handle.run_id)
 
-    reap_all(redis_client, client.keys, settings)
+    reap_all(client.store)
 
     assert handle.run_id in registry.get_job_ids(cleanup=False)
     assert job.get_status() == JobStatus.STARTED

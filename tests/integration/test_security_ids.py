@@ -21,6 +21,7 @@ from producer.errors import InvalidJobError
 from shared.events import Envelope, EventType
 from shared.jobs import PromptJob
 from shared.keys import Keys
+from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.helpers import texts
@@ -213,7 +214,7 @@ def test_reaper_skips_and_drops_bad_ids_read_back(
     redis_client.set(keys.log("s1"), "not a stream")  # would be touched by a forced finish
     redis_client.hset(keys.running, mapping={"*": "s1", "b" * 32: "*"})
     redis_client.hset(keys.waiting, mapping={"../x": "s1", "c" * 32: "[ab]"})
-    assert reap_all(redis_client, keys, settings) == 0
+    assert reap_all(RunStore(redis_client, settings)) == 0
     assert redis_client.hlen(keys.running) == 0
     assert redis_client.hlen(keys.waiting) == 0
     assert redis_client.get(keys.log("s1")) == b"not a stream"

@@ -20,7 +20,7 @@ from shared.acl import (
     setuser_args,
     setuser_line,
 )
-from shared.store import CANCEL_LUA, PUBLISH_LUA, SUBMIT_LUA
+from shared.runstore.scripts import CANCEL_LUA, PUBLISH_LUA, SUBMIT_LUA
 
 # Commands that change data; a reader must hold none of them.
 _WRITES = {"+set", "+incr", "+hset", "+xadd", "+publish", "+unlink", "+del", "+rpush", "+lrem"}

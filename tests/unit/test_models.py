@@ -28,7 +28,7 @@ from shared.jobs import (
     RunRequest,
     describe_validation_error,
 )
-from shared.keys import Keys
+from shared.runstore import RunCalls
 from shared.settings import (
     PermissionProfile,
     Settings,
@@ -220,7 +220,7 @@ def test_a_job_that_validates_can_be_prepared() -> None:
     settings = Settings()
     fields = {"session_id": "s1", "prompt": "hi ✓", "metadata": {"k": "ünïcødé"}}
     job = validate_job(settings, None, fields)
-    submission = prepare(settings, Keys("cq"), job)
+    submission = prepare(settings, job)
     assert submission.request.job == job
     assert submission.payload["job"]["metadata"] == {"k": "ünïcødé"}
 
@@ -228,8 +228,8 @@ def test_a_job_that_validates_can_be_prepared() -> None:
 def test_prepare_builds_a_queued_event_body() -> None:
     settings = Settings()
     job = PromptJob(session_id="s1", prompt="hi", metadata={"ticket": 7}, timeout_s=30)
-    submission = prepare(settings, Keys("cq"), job)
-    body = str(submission.script_args[-1])
+    submission = prepare(settings, job)
+    body = str(RunCalls.from_settings(settings).submit(submission).args[-1])
     envelope = Envelope.from_json('{"seq":1,' + body)
     assert envelope.type is EventType.QUEUED
     assert envelope.run_id == submission.request.run_id

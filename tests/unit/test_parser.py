@@ -35,8 +35,8 @@ from shared.events import (
     StreamEventData,
     TextData,
 )
-from shared.keys import Keys
-from shared.store import LogLimits
+from shared.runstore import RunStore
+from shared.settings import Settings
 from worker.parser import Parsed, parse_line
 from worker.publisher import Publisher
 
@@ -643,9 +643,7 @@ def test_deeply_nested_line_degrades_to_an_error_event_when_published() -> None:
     parsed = parse_line(line({"type": "stream_event", "event": {"deep": nested}}))
     assert [e.type for e in parsed.events] == [EventType.STREAM_EVENT]
     publisher = Publisher(
-        redis.Redis(),  # never contacted: add() only buffers
-        Keys("unit"),
-        LogLimits(maxlen=100, ttl_s=60),
+        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
         session_id="s",
         run_id="r",
         token="1",

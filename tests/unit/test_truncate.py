@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from shared.blocks import TextBlock, ToolResultBlock, ToolUseBlock
 from shared.events import Envelope, Event, EventType, MessageData, ResultData, StreamEventData
-from shared.keys import Keys
-from shared.store import LogLimits
+from shared.runstore import RunStore
+from shared.settings import Settings
 from worker.publisher import Publisher
 from worker.truncate import MARKER_RE, MIN_KEPT_BYTES, encoded_size, truncate_json
 
@@ -117,9 +117,7 @@ def test_multibyte_and_escaped_text_is_cut_on_character_boundaries() -> None:
 
 def publisher(max_event_bytes: int) -> Publisher:
     return Publisher(
-        redis.Redis(),  # never contacted: add() only buffers
-        Keys("unit"),
-        LogLimits(maxlen=100, ttl_s=60),
+        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
         session_id="s",
         run_id="r",
         token="1",

@@ -1,4 +1,4 @@
-"""Atomic Redis operations on runs and session logs (Lua scripts).
+"""The Lua scripts behind RunStore: each run transition and event write is one of them.
 
 Every event is written by one of these scripts, which assign the session's seq,
 append the envelope to the session log and publish it, all in one round trip.
@@ -7,14 +7,10 @@ each transition (queued -> running, queued -> cancelled, running -> finished),
 and only the winner publishes the matching events.
 
 Run record states: queued -> running -> finished (with final_status).
+KEYS and ARGV are built in shared/runstore/calls.py, and nowhere else.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-from shared.keys import Keys
-from shared.settings import Settings
 
 # One Lua helper appended to by every writing script: seq, XADD, PUBLISH.
 _APPEND_FN = """
@@ -198,34 +194,3 @@ redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 'cancelled_running'
 """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class LogLimits:
-    """Retention applied to every session log write."""
-
-    maxlen: int
-    ttl_s: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LogLimits:
-        return cls(maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
-
-
-def log_write_args(
-    keys: Keys, settings: Settings, session_id: str, run_id: str, now: float
-) -> list[str | int | float]:
-    """The ARGV every event-writing script starts with: channel, maxlen, ttl, now, ids."""
-    return [
-        keys.channel(session_id),
-        settings.event_log_maxlen,
-        settings.event_log_ttl_s,
-        now,
-        session_id,
-        run_id,
-    ]
-
-
-def keys_from(settings: Settings) -> Keys:
-    """The key namespace for these settings."""
-    return Keys(settings.key_prefix)

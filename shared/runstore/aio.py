@@ -1,0 +1,172 @@
+"""AsyncRunStore: the store's producer operations over redis.asyncio. I/O only; see calls.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from shared.events import Envelope
+from shared.runstore import calls, replies
+from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, Command, RunCalls, Script, ScriptCall
+from shared.runstore.model import (
+    Busy,
+    CancelOutcome,
+    Deleted,
+    NewRun,
+    SessionInfo,
+    Submitted,
+)
+from shared.settings import Settings
+
+
+class _RecordOnly(redis.Connection):
+    """RQ's enqueue is recorded on a sync pipeline that never runs: it must never connect."""
+
+    def connect(self) -> None:
+        raise RuntimeError("RQ tried to reach Redis while its enqueue was being recorded")
+
+
+class AsyncRunStore:
+    """The store for asyncio code (AsyncClient): submit, cancel, replay, sessions."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.calls = RunCalls.from_settings(settings)
+        self.keys = self.calls.keys
+        self._scripts: dict[Script, AsyncScript] = {}
+        # RQ is sync-only: its enqueue is recorded through this client, then replayed
+        # on the asyncio pipeline, inside the same MULTI as the submit script.
+        recorder = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=_RecordOnly))
+        self._queue = Queue(settings.queue_name, connection=recorder, serializer=JSONSerializer)
+
+    async def _run(self, call: ScriptCall, pipe: aioredis.client.Pipeline | None = None) -> Any:
+        script = self._scripts.get(call.script)
+        if script is None:
+            script = self._scripts[call.script] = self.redis.register_script(call.script.value)
+        return await script(keys=call.keys, args=call.args, client=pipe)
+
+    def _recorded_enqueue(self, run: NewRun) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The commands RQ's enqueue of this run sends, recorded, not sent."""
+        recording = self._queue.connection.pipeline()
+        try:
+            calls.enqueue_job(self._queue, run, recording)
+            return list(recording.command_stack)
+        finally:
+            recording.reset()
+
+    async def _learn_server_version(self) -> None:
+        # RQ reads it (INFO) before its first enqueue; the recorder cannot ask.
+        if self._queue.redis_server_version is None:
+            info = await self.redis.info("server")
+            self._queue.redis_server_version = calls.version_tuple(info["redis_version"])
+
+    async def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
+        """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC."""
+        await self._learn_server_version()
+        pending = self.keys.pending(run.session_id)
+        while True:
+            async with self.redis.pipeline() as pipe:
+                try:
+                    if reject_if_busy:
+                        await pipe.watch(pending)
+                        if await pipe.llen(pending):
+                            return Busy()
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for args, options in self._recorded_enqueue(run):
+                        pipe.execute_command(*args, **options)
+                    await self._run(self.calls.submit(run), pipe)
+                    return Submitted(queued_seq=int((await pipe.execute())[-1]))
+                except redis.WatchError:
+                    continue  # the session changed while we looked: look again
+
+    async def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
+        """See RunStore.cancel."""
+        call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
+        return replies.cancel_outcome(await self._run(call))
+
+    async def pending_runs(self, session_id: str) -> list[str]:
+        entries = await self.redis.lrange(self.keys.pending(session_id), 0, -1)
+        return replies.run_ids(cast(list[Any], entries))
+
+    async def current_run(self, session_id: str) -> str | None:
+        return replies.head_run(await self.redis.lindex(self.keys.pending(session_id), 0))
+
+    async def replay_page(
+        self, session_id: str, after: int, upto: int | None = None, count: int = REPLAY_PAGE
+    ) -> list[Envelope]:
+        """See RunStore.replay_page."""
+        start, end = calls.replay_range(after, upto)
+        entries = await self.redis.xrange(self.keys.log(session_id), start, end, count=count)
+        return replies.envelopes(cast(list[Any], entries))
+
+    async def replay(
+        self, session_id: str, after: int = 0, upto: int | None = None
+    ) -> AsyncIterator[Envelope]:
+        """See RunStore.replay."""
+        while True:
+            page = await self.replay_page(session_id, after, upto)
+            for envelope in page:
+                yield envelope
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1].seq
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute()
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """See RunStore.session_info."""
+        calls.require_session_id(session_id)
+        read = await self._pipeline(self.calls.session_reads(session_id))
+        head = replies.pending_head(read)
+        status = (
+            None
+            if head is None
+            else await self.redis.hget(self.keys.run(session_id, head), "status")
+        )
+        return replies.session_info(session_id, read, status)
+
+    async def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
+        """See RunStore.sessions."""
+        index = self.keys.sessions
+        await self.redis.zremrangebyscore(
+            index, "-inf", time.time() - self.settings.event_log_ttl_s
+        )
+        infos = []
+        for member in cast(list[Any], await self.redis.zrevrange(index, 0, limit - 1)):
+            session_id = replies.listed_session(member)
+            info = None if session_id is None else await self.session_info(session_id)
+            if info is None:
+                await self.redis.zrem(index, member)
+            else:
+                infos.append(info)
+        return infos
+
+    async def delete_session(self, session_id: str) -> Deleted | Busy:
+        """See RunStore.delete_session."""
+        calls.require_session_id(session_id)
+        if await self.redis.llen(self.keys.pending(session_id)):
+            return Busy()
+        prefix, removed = self.keys.session_key_prefix(session_id), 0
+        batch: list[Any] = []
+        pattern = self.keys.session_pattern(session_id)
+        async for key in self.redis.scan_iter(match=pattern, count=DELETE_BATCH):
+            batch.extend(replies.own_keys([key], prefix))
+            if len(batch) >= DELETE_BATCH:
+                removed += int(await self.redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(await self.redis.unlink(*batch))
+        await self.redis.zrem(self.keys.sessions, session_id)
+        return Deleted(keys_removed=removed)

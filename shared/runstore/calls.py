@@ -1,0 +1,280 @@
+"""KEYS and ARGV of every RunStore script, and the commands of its reads. Pure.
+
+Both faces (RunStore, AsyncRunStore) send only what these build and read replies only
+through replies.py, so the sync and asyncio paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from redis.client import Pipeline
+from rq import Queue
+
+from shared.control import CancelRequest
+from shared.events import (
+    Event,
+    EventType,
+    FinishedData,
+    InterruptedData,
+    RunStatus,
+    encode_body,
+)
+from shared.ids import is_session_id
+from shared.jobs import JOB_FUNCTION
+from shared.keys import Keys
+from shared.runstore import scripts
+from shared.runstore.model import (
+    Condition,
+    FinishCondition,
+    NewRun,
+    OwnedBy,
+)
+from shared.settings import Settings
+
+ScriptArg = str | int | float
+Command = tuple[ScriptArg, ...]
+# Replay pages of this many entries: large enough to amortise the round trip, small
+# enough that one page never holds a client's memory for long.
+REPLAY_PAGE = 1000
+RUN_RECORD_FIELDS = ("status", "final_status", "started_at")
+DELETE_BATCH = 500
+
+
+class Script(Enum):
+    """The store's scripts; the value is the Lua text (its SHA1 is what EVALSHA names)."""
+
+    SUBMIT = scripts.SUBMIT_LUA
+    CLAIM = scripts.CLAIM_LUA
+    RENEW = scripts.RENEW_LUA
+    APPEND = scripts.PUBLISH_LUA
+    FORCE_FINISH = scripts.FORCE_FINISH_LUA
+    CANCEL = scripts.CANCEL_LUA
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: Script
+    keys: list[str]
+    args: list[ScriptArg]
+
+
+@dataclass(frozen=True, slots=True)
+class RunCalls:
+    """Builds every script call and read of the store, under one key prefix and its limits."""
+
+    keys: Keys
+    maxlen: int
+    ttl_s: int
+    lease_ttl_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunCalls:
+        return cls(
+            keys=Keys(settings.key_prefix),
+            maxlen=settings.event_log_maxlen,
+            ttl_s=settings.event_log_ttl_s,
+            lease_ttl_ms=int(settings.lease_ttl_s * 1000),
+        )
+
+    def _log_args(self, session_id: str, run_id: str, now: float) -> list[ScriptArg]:
+        """The ARGV every event-writing script starts with: channel, maxlen, ttl, now, ids."""
+        channel = self.keys.channel(session_id)
+        return [channel, self.maxlen, self.ttl_s, now, session_id, run_id]
+
+    def submit(self, run: NewRun) -> ScriptCall:
+        k, session_id, run_id = self.keys, run.session_id, run.run_id
+        now = run.request.submitted_at
+        return ScriptCall(
+            Script.SUBMIT,
+            [
+                k.run(session_id, run_id),
+                k.pending(session_id),
+                k.seq(session_id),
+                k.log(session_id),
+                k.sessions,
+            ],
+            [
+                *self._log_args(session_id, run_id, now),
+                encode_body(session_id, run_id, now, run.queued),
+            ],
+        )
+
+    def claim(
+        self, session_id: str, run_id: str, *, worker: str, host: str, now: float
+    ) -> ScriptCall:
+        k = self.keys
+        return ScriptCall(
+            Script.CLAIM,
+            [
+                k.run(session_id, run_id),
+                k.pending(session_id),
+                k.running,
+                k.lease(session_id),
+                k.fence(session_id),
+                k.wait_marker(session_id, run_id),
+                k.waiting,
+            ],
+            [run_id, session_id, worker, host, now, self.ttl_s, self.lease_ttl_ms],
+        )
+
+    def renew(self, session_id: str, run_id: str, token: str) -> ScriptCall:
+        keys = [self.keys.lease(session_id), self.keys.run(session_id, run_id)]
+        return ScriptCall(Script.RENEW, keys, [token, self.lease_ttl_ms])
+
+    def append(
+        self,
+        session_id: str,
+        run_id: str,
+        *,
+        token: str,
+        first_index: int,
+        bodies: Sequence[str],
+        final_status: RunStatus | None,
+        touch: bool,
+        now: float,
+    ) -> ScriptCall:
+        k = self.keys
+        return ScriptCall(
+            Script.APPEND,
+            [
+                k.run(session_id, run_id),
+                k.seq(session_id),
+                k.log(session_id),
+                k.sessions,
+                k.pending(session_id),
+                k.running,
+                k.lease(session_id),
+            ],
+            [
+                *self._log_args(session_id, run_id, now),
+                token,
+                first_index,
+                final_status.value if final_status is not None else "",
+                1 if touch else 0,
+                *bodies,
+            ],
+        )
+
+    def force_finish(
+        self,
+        session_id: str,
+        run_id: str,
+        *,
+        status: RunStatus,
+        condition: FinishCondition,
+        closing: Event,
+        reason: str,
+        started_at: float | None,
+        now: float,
+    ) -> ScriptCall:
+        k = self.keys
+        duration = max(0.0, now - started_at) if started_at else 0.0
+        finished = Event(
+            type=EventType.FINISHED,
+            data=FinishedData(status=status, duration_s=round(duration, 6), reason=reason),
+        )
+        return ScriptCall(
+            Script.FORCE_FINISH,
+            [
+                k.run(session_id, run_id),
+                k.pending(session_id),
+                k.running,
+                k.lease(session_id),
+                k.seq(session_id),
+                k.log(session_id),
+                k.sessions,
+                k.wait_marker(session_id, run_id),
+                k.waiting,
+            ],
+            [
+                *self._log_args(session_id, run_id, now),
+                status.value,
+                condition_arg(condition),
+                encode_body(session_id, run_id, now, closing),
+                encode_body(session_id, run_id, now, finished),
+            ],
+        )
+
+    def cancel(self, session_id: str, run_id: str, *, reason: str, now: float) -> ScriptCall:
+        k = self.keys
+        interrupted = Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason))
+        finished = Event(
+            type=EventType.FINISHED,
+            data=FinishedData(status=RunStatus.INTERRUPTED, duration_s=0.0, reason=reason),
+        )
+        control = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
+        return ScriptCall(
+            Script.CANCEL,
+            [
+                k.run(session_id, run_id),
+                k.cancel_flag(session_id, run_id),
+                k.pending(session_id),
+                k.seq(session_id),
+                k.log(session_id),
+                k.sessions,
+            ],
+            [
+                *self._log_args(session_id, run_id, now),
+                k.control(session_id, run_id),
+                control.model_dump_json(),
+                encode_body(session_id, run_id, now, interrupted),
+                encode_body(session_id, run_id, now, finished),
+            ],
+        )
+
+    def session_reads(self, session_id: str) -> list[Command]:
+        """What `session_info` reads in one pipeline (parsed by `session_info`)."""
+        k = self.keys
+        return [
+            ("LRANGE", k.pending(session_id), 0, -1),
+            ("HGETALL", k.session_state(session_id)),
+            ("XLEN", k.log(session_id)),
+            ("GET", k.seq(session_id)),
+            ("ZSCORE", k.sessions, session_id),
+            # The size only: a producer never reads a conversation (see shared/acl.py).
+            ("HSTRLEN", k.transcript(session_id), "data"),
+        ]
+
+    def held_indexes(self) -> list[tuple[str, bool]]:
+        """The hashes of runs workers hold: (key, waiting)."""
+        return [(self.keys.running, False), (self.keys.waiting, True)]
+
+
+def condition_arg(condition: FinishCondition) -> str:
+    """FORCE_FINISH_LUA's condition argument."""
+    if isinstance(condition, OwnedBy):
+        return f"worker:{condition.worker_name}"
+    return Condition(condition).value
+
+
+def replay_range(after: int, upto: int | None) -> tuple[str, str]:
+    """XRANGE bounds for seqs in (after, upto]; entry ids are `<seq>-0`."""
+    return f"{after + 1}-0", "+" if upto is None else f"{upto}-0"
+
+
+def require_session_id(session_id: str) -> None:
+    """ValueError unless this is a session id: it is about to name keys and a SCAN pattern."""
+    if not is_session_id(session_id):
+        raise ValueError(f"{session_id!r} is not a session id")
+
+
+def enqueue_job(queue: Queue, run: NewRun, pipe: Pipeline) -> None:
+    """Queue RQ's enqueue of the run's job on `pipe` (it leaves the pipeline in MULTI)."""
+    queue.enqueue_call(
+        JOB_FUNCTION,
+        args=(run.payload,),
+        job_id=run.run_id,
+        timeout=run.rq_timeout_s,
+        result_ttl=run.result_ttl_s,
+        description=f"claude-queue run for session {run.session_id}",
+        pipeline=pipe,
+    )
+
+
+def version_tuple(version: object) -> tuple[int, int, int]:
+    """A Redis server version (INFO's redis_version) as RQ keeps it: (major, minor, patch)."""
+    parts = [int(p) for p in str(version).split(".")[:3]]
+    return (*parts, 0, 0, 0)[:3]  # type: ignore[return-value]
