@@ -1,0 +1,260 @@
+"""RunStore: the store's operations over a sync redis client. I/O only; see calls.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import redis
+from redis.commands.core import Script as RedisScript
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from shared.events import Envelope, Event, RunStatus
+from shared.runstore import calls, replies
+from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
+from shared.runstore.model import (
+    Appended,
+    Busy,
+    CancelOutcome,
+    ClaimResult,
+    Deleted,
+    FinishCondition,
+    HeldRun,
+    NewRun,
+    RunRecord,
+    SessionInfo,
+    Submitted,
+)
+from shared.settings import Settings
+
+
+class RunStore:
+    """Every read and write of run and session records, for sync code (Client, workers)."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.calls = RunCalls.from_settings(settings)
+        self.keys = self.calls.keys
+        self._scripts: dict[Script, RedisScript] = {}
+        self._queue: Queue | None = None
+
+    def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
+        script = self._scripts.get(call.script)
+        if script is None:
+            # On first use: a stand-in client (tests) needs no scripts it never runs.
+            script = self._scripts[call.script] = self.redis.register_script(call.script.value)
+        return script(keys=call.keys, args=call.args, client=pipe)
+
+    # -- producers ---------------------------------------------------------
+
+    def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
+        """Enqueue the RQ job and write the `queued` event in one MULTI/EXEC.
+
+        With reject_if_busy, nothing is queued (Busy) while the session has a run pending.
+        """
+        if self._queue is None:
+            self._queue = Queue(
+                self.settings.queue_name, connection=self.redis, serializer=JSONSerializer
+            )
+        pending = self.keys.pending(run.session_id)
+        while True:
+            with self.redis.pipeline() as pipe:
+                try:
+                    if reject_if_busy:
+                        pipe.watch(pending)  # type: ignore[no-untyped-call]
+                        if pipe.llen(pending):
+                            return Busy()
+                    calls.enqueue_job(self._queue, run, pipe)
+                    self._run(self.calls.submit(run), pipe)
+                    return Submitted(queued_seq=int(pipe.execute()[-1]))
+                except redis.WatchError:
+                    continue  # the session changed while we looked: look again
+
+    def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
+        """Cancel a queued run now, or flag a running one and tell its owner (one script)."""
+        call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
+        return replies.cancel_outcome(self._run(call))
+
+    def pending_runs(self, session_id: str) -> list[str]:
+        """The session's queued and running runs, in submit order."""
+        return replies.run_ids(
+            cast(list[Any], self.redis.lrange(self.keys.pending(session_id), 0, -1))
+        )
+
+    def current_run(self, session_id: str) -> str | None:
+        """The run heading the session's pending list (running, or next to run)."""
+        return replies.head_run(self.redis.lindex(self.keys.pending(session_id), 0))
+
+    # -- reading logs ------------------------------------------------------
+
+    def replay_page(
+        self, session_id: str, after: int, upto: int | None = None, count: int = REPLAY_PAGE
+    ) -> list[Envelope]:
+        """Up to `count` logged events with after < seq <= upto (no upper bound: None)."""
+        start, end = calls.replay_range(after, upto)
+        entries = self.redis.xrange(self.keys.log(session_id), start, end, count=count)
+        return replies.envelopes(cast(list[Any], entries))
+
+    def replay(
+        self, session_id: str, after: int = 0, upto: int | None = None
+    ) -> Iterator[Envelope]:
+        """Every logged event with after < seq <= upto, page by page."""
+        while True:
+            page = self.replay_page(session_id, after, upto)
+            yield from page
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1].seq
+
+    # -- sessions ----------------------------------------------------------
+
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        """What is known about one session, or None if it has no keys at all."""
+        calls.require_session_id(session_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for command in self.calls.session_reads(session_id):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        read = pipe.execute()
+        head = replies.pending_head(read)
+        status = (
+            None if head is None else self.redis.hget(self.keys.run(session_id, head), "status")
+        )
+        return replies.session_info(session_id, read, status)
+
+    def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
+        """Most recently active sessions first; forgets index entries of expired sessions."""
+        index = self.keys.sessions
+        self.redis.zremrangebyscore(index, "-inf", time.time() - self.settings.event_log_ttl_s)
+        infos = []
+        for member in cast(list[Any], self.redis.zrevrange(index, 0, limit - 1)):
+            session_id = replies.listed_session(member)
+            info = None if session_id is None else self.session_info(session_id)
+            if info is None:
+                self.redis.zrem(index, member)
+            else:
+                infos.append(info)
+        return infos
+
+    def delete_session(self, session_id: str) -> Deleted | Busy:
+        """Remove every key of the session, and only its keys; Busy while runs are pending.
+
+        The id is validated (ValueError), the SCAN pattern escaped, and each key found
+        must start with the session's own prefix, so `*` or a prefix of another id
+        never reaches another session.
+        """
+        calls.require_session_id(session_id)
+        if self.redis.llen(self.keys.pending(session_id)):
+            return Busy()
+        prefix, removed = self.keys.session_key_prefix(session_id), 0
+        batch: list[Any] = []
+        pattern = self.keys.session_pattern(session_id)
+        for key in self.redis.scan_iter(match=pattern, count=DELETE_BATCH):
+            batch.extend(replies.own_keys([key], prefix))
+            if len(batch) >= DELETE_BATCH:
+                removed += int(self.redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(self.redis.unlink(*batch))
+        self.redis.zrem(self.keys.sessions, session_id)
+        return Deleted(keys_removed=removed)
+
+    # -- workers -----------------------------------------------------------
+
+    def claim(self, session_id: str, run_id: str, *, worker: str, host: str) -> ClaimResult:
+        """Start the run for this worker if it heads its session and the lease is free."""
+        call = self.calls.claim(session_id, run_id, worker=worker, host=host, now=time.time())
+        return replies.claim_result(self._run(call))
+
+    def renew(self, session_id: str, run_id: str, token: str) -> bool:
+        """Extend the session lease while it is still this token's; False once lost."""
+        return bool(self._run(self.calls.renew(session_id, run_id, token)) == 1)
+
+    def append(
+        self,
+        session_id: str,
+        run_id: str,
+        *,
+        token: str,
+        first_index: int,
+        bodies: list[str],
+        final_status: RunStatus | None = None,
+        touch: bool = True,
+        now: float | None = None,
+    ) -> Appended:
+        """Write event bodies numbered first_index.. (fenced by token, idempotent per index).
+
+        With final_status the run is finished in the same call; `touch` refreshes
+        the session's expiries and its place in the sessions index.
+        """
+        call = self.calls.append(
+            session_id,
+            run_id,
+            token=token,
+            first_index=first_index,
+            bodies=bodies,
+            final_status=final_status,
+            touch=touch,
+            now=time.time() if now is None else now,
+        )
+        return replies.appended(self._run(call))
+
+    def force_finish(
+        self,
+        session_id: str,
+        run_id: str,
+        *,
+        status: RunStatus,
+        condition: FinishCondition,
+        closing: Event,
+        reason: str,
+    ) -> bool:
+        """End the run from outside its runner if `condition` holds; True if this call did."""
+        record = self.run_record(session_id, run_id)
+        call = self.calls.force_finish(
+            session_id,
+            run_id,
+            status=status,
+            condition=condition,
+            closing=closing,
+            reason=reason,
+            started_at=record.started_at,
+            now=time.time(),
+        )
+        return bool(self._run(call) == 1)
+
+    def run_record(self, session_id: str, run_id: str) -> RunRecord:
+        values = self.redis.hmget(self.keys.run(session_id, run_id), list(calls.RUN_RECORD_FIELDS))
+        return replies.run_record(cast(list[Any], values))
+
+    def record_pid(self, session_id: str, run_id: str, pid: int, pid_start: int) -> None:
+        """Note the CLI's pid (and start time, so a reused pid is told apart) on the run."""
+        mapping = {"pid": pid, "pid_start": pid_start}
+        self.redis.hset(self.keys.run(session_id, run_id), mapping=mapping)  # type: ignore[arg-type]
+
+    def cancel_requested(self, session_id: str, run_id: str) -> bool:
+        """Is the run's cancel flag set (a cancel may arrive before its owner listens)?"""
+        return bool(self.redis.exists(self.keys.cancel_flag(session_id, run_id)))
+
+    def running_session(self, run_id: str) -> str | None:
+        """The session of a run some worker is executing now, or None."""
+        return replies.text(self.redis.hget(self.keys.running, run_id))
+
+    def running_run_ids(self) -> set[str]:
+        """Every run some worker is executing now."""
+        raw = cast(dict[Any, Any], self.redis.hgetall(self.keys.running))
+        return {replies.text(k) or "" for k in raw}
+
+    def held_runs(self) -> list[HeldRun]:
+        """Every run a worker runs or holds while it waits; entries with bad ids are dropped."""
+        held = []
+        for index, waiting in self.calls.held_indexes():
+            raw = cast(dict[Any, Any], self.redis.hgetall(index))
+            valid, invalid = replies.held_runs(raw, waiting=waiting)
+            if invalid:
+                # Dropped, so they are reported once, not every round.
+                self.redis.hdel(index, *invalid)
+            held.extend(valid)
+        return held
