@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import tracemalloc
+from collections.abc import Callable, Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -12,14 +13,31 @@ from hypothesis import strategies as st
 from worker.process import Line, LineFramer, LineTooLong, TailBuffer
 
 
-def feed_all(framer: LineFramer, chunks: Iterable[bytes], limit: int) -> list[Line]:
-    """Feed chunks one by one, checking the memory bound after each, then close."""
+def feed_all(framer: LineFramer, chunks: Iterable[bytes]) -> list[Line]:
+    """Feed chunks one by one, then close; a second close finds nothing left over."""
     out: list[Line] = []
     for chunk in chunks:
         out.extend(framer.feed(chunk))
-        assert len(framer._buf) <= limit
     out.extend(framer.close())
-    assert len(framer._buf) == 0
+    assert framer.close() == []
+    return out
+
+
+def memory_of(action: Callable[[], object]) -> tuple[int, int]:
+    """Bytes `action` allocated: still held when it returned, and at the peak."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+
+def feed_in_chunks(framer: LineFramer, data: bytes, chunk_size: int) -> list[Line]:
+    """Feed `data` in slices of `chunk_size` bytes (the slices are freed as we go)."""
+    out: list[Line] = []
+    for start in range(0, len(data), chunk_size):
+        out.extend(framer.feed(data[start : start + chunk_size]))
     return out
 
 
@@ -64,7 +82,7 @@ def test_line_exactly_at_limit_passes(chunking: str) -> None:
     limit = 64
     data = b"x" * limit + b"\n"
     chunks = {"whole": [data], "bytewise": bytewise(data), "halves": [data[:32], data[32:]]}
-    assert feed_all(LineFramer(limit), chunks[chunking], limit) == [b"x" * limit]
+    assert feed_all(LineFramer(limit), chunks[chunking]) == [b"x" * limit]
 
 
 @pytest.mark.parametrize("chunking", ["whole", "bytewise", "halves", "limit-then-rest"])
@@ -77,7 +95,7 @@ def test_one_byte_over_limit_is_line_too_long(chunking: str) -> None:
         "halves": [data[:33], data[33:]],
         "limit-then-rest": [data[:limit], data[limit:]],
     }
-    assert feed_all(LineFramer(limit), chunks[chunking], limit) == [LineTooLong(limit + 1)]
+    assert feed_all(LineFramer(limit), chunks[chunking]) == [LineTooLong(limit + 1)]
 
 
 def test_huge_line_across_many_chunks_reports_exact_size() -> None:
@@ -89,9 +107,21 @@ def test_huge_line_across_many_chunks_reports_exact_size() -> None:
     out: list[Line] = []
     for chunk in chunks:
         out.extend(framer.feed(chunk))
-        assert len(framer._buf) <= limit
     assert out == [LineTooLong(size)]
     assert framer.close() == []
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["terminated", "unterminated"])
+def test_an_oversized_line_is_never_held_in_memory(terminated: bool) -> None:
+    limit, size, chunk_size = 1000, 8 * 1024 * 1024, 64 * 1024
+    data = b"z" * size + (b"\n" if terminated else b"")
+    framer = LineFramer(limit)
+    out: list[Line] = []
+    held, peak = memory_of(lambda: out.extend(feed_in_chunks(framer, data, chunk_size)))
+    # A framer that kept the line would reach 8 MiB; a bounded one holds about one chunk.
+    assert peak < 4 * (chunk_size + limit)
+    assert held < 2 * limit
+    assert [*out, *framer.close()] == [LineTooLong(size)]
 
 
 def test_lines_after_oversized_line_come_through_intact() -> None:
@@ -99,7 +129,6 @@ def test_lines_after_oversized_line_come_through_intact() -> None:
     framer = LineFramer(limit)
     out = framer.feed(b"short\n" + b"L" * 25)
     assert out == [b"short"]
-    assert len(framer._buf) <= limit
     out = framer.feed(b"L" * 5 + b"\nnext\nafter")
     assert out == [LineTooLong(30), b"next"]
     assert framer.feed(b"-line\n") == [b"after-line"]
@@ -114,7 +143,6 @@ def test_oversized_line_in_one_chunk_then_normal() -> None:
 def test_unterminated_oversized_line_at_close() -> None:
     framer = LineFramer(8)
     assert framer.feed(b"ok\n" + b"q" * 20) == [b"ok"]
-    assert len(framer._buf) <= 8
     assert framer.feed(b"q" * 5) == []
     assert framer.close() == [LineTooLong(25)]
     assert framer.close() == []
@@ -166,7 +194,7 @@ def test_framer_returns_exactly_the_lines(case: tuple[int, list[bytes], bool, li
     ]
     if not terminated and lines and lines[-1] == b"":
         expected.pop()  # an unterminated empty last line is no line at all
-    assert feed_all(LineFramer(limit), chunks, limit) == expected
+    assert feed_all(LineFramer(limit), chunks) == expected
 
 
 # --------------------------------------------------------------------------- TailBuffer
@@ -189,9 +217,14 @@ def test_tail_buffer_shorter_than_limit() -> None:
 
 def test_tail_buffer_memory_is_bounded() -> None:
     tail = TailBuffer(100)
-    for _ in range(1000):
-        tail.write(b"x" * 37)
-        assert len(tail._data) <= 2 * 100 + 37
+
+    def write_a_lot() -> None:
+        for _ in range(100_000):
+            tail.write(b"x" * 37)
+
+    # All of it would be 3.7 MB; the buffer keeps at most about twice its limit.
+    held, _peak = memory_of(write_a_lot)
+    assert held < 4096
     assert tail.text() == "x" * 100
 
 
