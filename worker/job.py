@@ -13,15 +13,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import redis
 import structlog
 from pydantic import ValidationError
 
-from shared.events import Envelope, ErrorCode, EventType, RunStatus
+from shared.events import ErrorCode, EventType, RunStatus
 from shared.jobs import SESSION_ID_PATTERN, RunRequest, describe_validation_error
 from worker.context import WorkerContext
 from worker.runner import claim_and_fail, execute_run
@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 _context: ContextVar[WorkerContext | None] = ContextVar("claude_queue_worker", default=None)
 # A run's `finished` is its last event, so it sits among the newest few of its session.
-_REASON_SEARCH_ENTRIES = 64
+_REASON_SEARCH_EVENTS = 64
 
 
 class RunEnded(Exception):
@@ -93,16 +93,15 @@ def ended(run_id: str, status: str, reason: str | None) -> RunEnded:
 def _finished_reason(ctx: WorkerContext, session_id: str, run_id: str) -> str | None:
     """The `reason` of this run's `finished` event, read back from the session log."""
     try:
-        entries = ctx.redis.xrevrange(ctx.keys.log(session_id), count=_REASON_SEARCH_ENTRIES)
+        last = ctx.store.last_seq(session_id) or 0
+        newest = ctx.store.replay_page(session_id, after=max(0, last - _REASON_SEARCH_EVENTS))
     except redis.RedisError as exc:
         log.warning("finished_reason_unread", error=str(exc))
         return None
-    for _entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
-        with suppress(ValidationError, KeyError):
-            envelope = Envelope.from_json(fields[b"e"])
-            if envelope.run_id == run_id and envelope.type is EventType.FINISHED:
-                reason = envelope.data.get("reason")
-                return reason if isinstance(reason, str) else None
+    for envelope in reversed(newest):
+        if envelope.run_id == run_id and envelope.type is EventType.FINISHED:
+            reason = envelope.data.get("reason")
+            return reason if isinstance(reason, str) else None
     return None
 
 
