@@ -14,7 +14,7 @@ import structlog
 from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait
 from producer.client import Client, QueueStatus
-from producer.cursor import decode_page, finished_of, log_end, log_start
+from producer.cursor import finished_of
 from producer.fanout import LOST, PubSubFanout, Subscription
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
@@ -157,7 +157,9 @@ class AsyncClient:
         try:
             match action:
                 case sl.ReadReplay(after, upto, count):
-                    return sl.ReplayPage(await self._replay_page(session_id, after, upto, count))
+                    return sl.ReplayPage(
+                        await self.store.replay_page(session_id, after, upto, count)
+                    )
                 case sl.WaitLive(timeout_s):
                     assert subscription is not None
                     if subscription.lagging:  # live events were dropped: the log has them
@@ -174,18 +176,6 @@ class AsyncClient:
         """Leave the fan-out, if this stream joined it."""
         if subscription is not None:
             await self._fanout.close(subscription)
-
-    async def _replay_page(
-        self, session_id: str, after: int, upto: int | None, count: int
-    ) -> list[Envelope]:
-        """See `Client._replay_page`."""
-        entries = cast(
-            list[tuple[bytes, dict[bytes, bytes]]],
-            await self.redis.xrange(
-                self.keys.log(session_id), log_start(after), log_end(upto), count=count
-            ),
-        )
-        return decode_page(entries)
 
     async def _last_seq(self, session_id: str) -> int | None:
         """See `Client._last_seq`."""

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait
-from producer.cursor import decode_page, finished_of, live_envelope, log_end, log_start
+from producer.cursor import finished_of, live_envelope
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.submission import prepare, validate_job
@@ -177,7 +177,7 @@ class Client:
                     subscribe_confirmed(pubsub, self.keys.channel(session_id))
                     return sl.Subscribed()
                 case sl.ReadReplay(after, upto, count):
-                    return sl.ReplayPage(self._replay_page(session_id, after, upto, count))
+                    return sl.ReplayPage(self.store.replay_page(session_id, after, upto, count))
                 case sl.WaitLive(timeout_s):
                     assert pubsub is not None
                     live = live_envelope(pubsub.get_message(timeout=timeout_s))
@@ -186,18 +186,6 @@ class Client:
                     return sl.SessionProbed(self._last_seq(session_id))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return sl.ConnectionLost(exc)
-
-    def _replay_page(
-        self, session_id: str, after: int, upto: int | None, count: int
-    ) -> list[Envelope]:
-        """Up to `count` logged events with after < seq <= upto (to the end when upto is None)."""
-        entries = cast(
-            list[tuple[bytes, dict[bytes, bytes]]],
-            self.redis.xrange(
-                self.keys.log(session_id), log_start(after), log_end(upto), count=count
-            ),
-        )
-        return decode_page(entries)
 
     def _last_seq(self, session_id: str) -> int | None:
         """The session's last seq; None once the session was deleted or expired."""

@@ -7,14 +7,12 @@ the live channel. Live messages may repeat what the replay already gave
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from shared.events import Envelope, EventType, FinishedData
+from shared.runstore import replies
 
 
 class Verdict(Enum):
@@ -49,40 +47,9 @@ class SeqCursor:
             self.done = True
 
 
-def log_start(after: int) -> str:
-    """XRANGE start id for 'everything after seq `after`' (entry ids are `<seq>-0`)."""
-    return f"{after + 1}-0"
-
-
-def log_end(before: int | None) -> str:
-    """XRANGE end id for 'up to and including seq `before`'."""
-    return "+" if before is None else f"{before}-0"
-
-
-REPLAY_PAGE = 1000
-ENVELOPE_FIELD = b"e"
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while decoding a page of envelopes.
-
-    Decoding thousands of small objects in a row triggers collections that cost
-    more than the decoding itself (replay of 10,000 events: ~40% of the time).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def decode_page(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Envelope]:
-    """Envelopes from one XRANGE page."""
-    with gc_paused():
-        return [Envelope.from_json(fields[ENVELOPE_FIELD]) for _entry_id, fields in entries]
+    """Envelopes from one XRANGE page of a session log (see RunStore.replay_page)."""
+    return replies.envelopes(entries)
 
 
 def live_envelope(message: dict[str, Any] | None) -> Envelope | None:

@@ -28,10 +28,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from producer.cursor import REPLAY_PAGE, SeqCursor, Verdict
+from producer.cursor import SeqCursor, Verdict
 from producer.errors import StreamEnded, StreamTimeout
 from shared.backoff import Backoff, RandomSource
 from shared.events import Envelope
+from shared.runstore import REPLAY_PAGE
 
 TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
 PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives

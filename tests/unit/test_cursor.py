@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from producer.cursor import SeqCursor, Verdict, log_end, log_start
+from producer.cursor import SeqCursor, Verdict
 from shared.events import Envelope, EventType
+from shared.runstore.calls import replay_range
 
 RUN_A = "a" * 32
 RUN_B = "b" * 32
@@ -93,7 +94,5 @@ def test_stop_at_finish_of_given_run_only() -> None:
 
 
 def test_log_range_ids() -> None:
-    assert log_start(0) == "1-0"
-    assert log_start(41) == "42-0"
-    assert log_end(None) == "+"
-    assert log_end(7) == "7-0"
+    assert replay_range(0, None) == ("1-0", "+")
+    assert replay_range(41, 42) == ("42-0", "42-0")
