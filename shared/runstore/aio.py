@@ -119,6 +119,10 @@ class AsyncRunStore:
                 return
             after = page[-1].seq
 
+    async def last_seq(self, session_id: str) -> int | None:
+        """See RunStore.last_seq."""
+        return replies.seq(await self.redis.get(self.keys.seq(session_id)))
+
     async def _pipeline(self, commands: list[Command]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for command in commands:

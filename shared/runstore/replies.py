@@ -66,6 +66,12 @@ def _field(fields: dict[Any, Any]) -> bytes | str:
     return fields["e"] if value is None else value  # type: ignore[no-any-return]
 
 
+def seq(reply: object) -> int | None:
+    """A seq counter's value; None if the counter does not exist."""
+    value = text(reply)
+    return None if value is None else int(value)
+
+
 def claim_result(reply: Sequence[object]) -> ClaimResult:
     state = text(reply[0])
     if state == "claimed":

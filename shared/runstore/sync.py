@@ -109,6 +109,10 @@ class RunStore:
                 return
             after = page[-1].seq
 
+    def last_seq(self, session_id: str) -> int | None:
+        """The session's last seq; None once the session was deleted or expired."""
+        return replies.seq(self.redis.get(self.keys.seq(session_id)))
+
     # -- sessions ----------------------------------------------------------
 
     def session_info(self, session_id: str) -> SessionInfo | None:
@@ -242,10 +246,14 @@ class RunStore:
         """The session of a run some worker is executing now, or None."""
         return replies.text(self.redis.hget(self.keys.running, run_id))
 
+    def running_runs(self) -> dict[str, str]:
+        """Every run some worker is executing now: run id -> session id."""
+        raw = cast(dict[Any, Any], self.redis.hgetall(self.keys.running))
+        return {replies.text(k) or "": replies.text(v) or "" for k, v in raw.items()}
+
     def running_run_ids(self) -> set[str]:
         """Every run some worker is executing now."""
-        raw = cast(dict[Any, Any], self.redis.hgetall(self.keys.running))
-        return {replies.text(k) or "" for k in raw}
+        return set(self.running_runs())
 
     def held_runs(self) -> list[HeldRun]:
         """Every run a worker runs or holds while it waits; entries with bad ids are dropped."""
