@@ -9,6 +9,7 @@ import redis
 
 from producer.aio import AsyncClient
 from producer.client import Client, RunHandle
+from producer.fanout import PubSubFanout, Subscription
 from shared.events import Envelope, EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
@@ -64,6 +65,15 @@ def test_a_stream_that_falls_behind_catches_up_from_the_log(
     settings: Settings, client: Client, start_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("producer.fanout._QUEUE_SIZE", 2)
+    opened: list[Subscription] = []
+    open_channel = PubSubFanout.open
+
+    async def recording_open(fanout: PubSubFanout, channel: str) -> Subscription:
+        subscription = await open_channel(fanout, channel)
+        opened.append(subscription)
+        return subscription
+
+    monkeypatch.setattr(PubSubFanout, "open", recording_open)
     start_worker()
 
     async def scenario() -> list[Envelope]:
@@ -79,7 +89,7 @@ def test_a_stream_that_falls_behind_catches_up_from_the_log(
             # Stop reading while the whole run happens: the 2-slot queue overflows.
             finished = await asyncio.to_thread(lambda: client.history("lag") and handle_wait())
             assert finished
-            (subscription,) = aclient._fanout._subscribers[aclient.keys.channel("lag")]
+            (subscription,) = opened
             assert subscription.lagging  # live messages were dropped
             return first + [e async for e in stream]
 

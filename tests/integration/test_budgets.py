@@ -16,12 +16,12 @@ from shared.events import (
     TextData,
 )
 from shared.keys import Keys
-from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import TEST_PREFIX, WorkerFactory
+from tests.fakes import FakeRunStore, run_publisher
 from tests.helpers import texts
 from worker.proctree import is_alive
-from worker.publisher import LogBudgetExceeded, Publisher
+from worker.publisher import LogBudgetExceeded
 from worker.truncate import MARKER_RE
 
 MiB = 1024 * 1024
@@ -91,19 +91,10 @@ def test_an_oversized_answer_is_truncated_and_the_run_succeeds(
 # ------------------------------------------------------- the publisher's accounting (pure)
 
 
-def _publisher() -> Publisher:
-    return Publisher(
-        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
-        session_id="s",
-        run_id="r",
-        token="1",
-        max_event_bytes=64 * 1024,
-    )
-
-
 def test_ordinary_events_stop_at_the_budget_and_closing_events_still_fit() -> None:
     budget = 256 * 1024
-    publisher = _publisher()
+    store = FakeRunStore()
+    publisher = run_publisher(store, max_event_bytes=64 * 1024)
     publisher.limit_run_log(budget)
     line = Event(type=EventType.TEXT, data=TextData(text="y" * 10_000))
     added = 0
@@ -116,13 +107,20 @@ def test_ordinary_events_stop_at_the_budget_and_closing_events_still_fit() -> No
     assert added > 0
     before = publisher.logged_bytes
     assert before + 10_000 > budget - 64 * 1024  # it stopped only when the next would pass
+    publisher.flush()
     longest_seq = '{"seq":' + "9" * 19 + ","
-    xadded = sum(len(longest_seq + body) for _, body, _ in publisher._pending)
+    bodies = [entry.split(",", 1)[1] for entry in store.log_entries("s")]
+    xadded = sum(len(longest_seq + body) for body in bodies)
+    assert len(bodies) == added
     assert xadded <= before <= budget - 64 * 1024  # the count never undercounts the log
 
     error = ErrorData(code=ErrorCode.LOG_BUDGET_EXCEEDED, message="stopped")
     finished = FinishedData(status=RunStatus.FAILED, duration_s=1.0, stderr_tail="e" * 16384)
-    publisher.add(Event(type=EventType.ERROR, data=error), closing=True)
-    publisher.add(Event(type=EventType.FINISHED, data=finished), closing=True)
+    publisher.publish(
+        Event(type=EventType.ERROR, data=error),
+        Event(type=EventType.FINISHED, data=finished),
+        final_status=RunStatus.FAILED,
+    )
     assert publisher.logged_bytes <= budget
-    assert len(publisher._pending) == added + 2
+    assert len(store.log_entries("s")) == added + 2
+    assert store.run_record("s", "r").final_status == "failed"

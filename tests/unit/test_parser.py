@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,10 +34,8 @@ from shared.events import (
     StreamEventData,
     TextData,
 )
-from shared.runstore import RunStore
-from shared.settings import Settings
+from tests.fakes import FakeRunStore, run_publisher
 from worker.parser import Parsed, parse_line
-from worker.publisher import Publisher
 
 SESSION = "0b6a4c3e-1f7e-4a51-9a8c-2d3f4e5a6b7c"
 
@@ -642,15 +639,9 @@ def test_deeply_nested_line_degrades_to_an_error_event_when_published() -> None:
         nested = [nested]
     parsed = parse_line(line({"type": "stream_event", "event": {"deep": nested}}))
     assert [e.type for e in parsed.events] == [EventType.STREAM_EVENT]
-    publisher = Publisher(
-        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
-        session_id="s",
-        run_id="r",
-        token="1",
-        max_event_bytes=1 << 20,
-    )
-    publisher.add(parsed.events[0])
-    envelope = Envelope.from_json('{"seq":1,' + publisher._pending[0][1])
+    store = FakeRunStore()
+    run_publisher(store).publish(parsed.events[0])
+    (envelope,) = store.envelopes("s")
     assert envelope.type is EventType.ERROR
     assert "could not be encoded" in envelope.data["message"]
     assert envelope.data["detail"] == {"event_type": "stream_event"}

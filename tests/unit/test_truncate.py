@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.blocks import TextBlock, ToolResultBlock, ToolUseBlock
 from shared.events import Envelope, Event, EventType, MessageData, ResultData, StreamEventData
-from shared.runstore import RunStore
-from shared.settings import Settings
+from tests.fakes import FakeRunStore, run_publisher
 from worker.publisher import Publisher
 from worker.truncate import MARKER_RE, MIN_KEPT_BYTES, encoded_size, truncate_json
 
@@ -115,22 +113,18 @@ def test_multibyte_and_escaped_text_is_cut_on_character_boundaries() -> None:
 # ------------------------------------------------------------------- in the publisher
 
 
-def publisher(max_event_bytes: int) -> Publisher:
-    return Publisher(
-        RunStore(redis.Redis(), Settings(key_prefix="unit")),  # never contacted: add() buffers
-        session_id="s",
-        run_id="r",
-        token="1",
-        max_event_bytes=max_event_bytes,
-    )
+def publisher(max_event_bytes: int) -> tuple[Publisher, FakeRunStore]:
+    store = FakeRunStore()
+    return run_publisher(store, max_event_bytes=max_event_bytes), store
 
 
-def queued(pub: Publisher) -> list[Envelope]:
-    return [Envelope.from_json('{"seq":1,' + body) for _, body, _ in pub._pending]
+def written(pub: Publisher, store: FakeRunStore) -> list[Envelope]:
+    pub.flush()
+    return store.envelopes("s")
 
 
 def test_publisher_truncates_an_oversized_message_and_keeps_it_valid() -> None:
-    pub = publisher(64 * 1024)
+    pub, store = publisher(64 * 1024)
     message = MessageData(
         role="user",
         content=[
@@ -140,11 +134,12 @@ def test_publisher_truncates_an_oversized_message_and_keeps_it_valid() -> None:
         ],
     )
     pub.add(Event(type=EventType.MESSAGE, data=message))
-    (envelope,) = queued(pub)
+    (envelope,) = written(pub, store)
     assert envelope.type is EventType.MESSAGE
     data = envelope.typed_data()
     assert isinstance(data, MessageData)
-    assert len('{"seq":1,' + pub._pending[0][1]) <= 64 * 1024
+    (entry,) = store.log_entries("s")
+    assert len(entry) <= 64 * 1024
     blocks = [b.model_dump() for b in data.content]
     for cut in (blocks[0]["text"], blocks[1]["content"], blocks[2]["input"]["command"]):
         assert MARKER_RE.search(cut)
@@ -153,23 +148,23 @@ def test_publisher_truncates_an_oversized_message_and_keeps_it_valid() -> None:
 
 
 def test_publisher_truncates_result_text_and_stream_deltas() -> None:
-    pub = publisher(64 * 1024)
+    pub, store = publisher(64 * 1024)
     pub.add(Event(type=EventType.RESULT, data=ResultData(is_error=False, result="z" * 200_000)))
     delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "d" * 90_000}}
     pub.add(Event(type=EventType.STREAM_EVENT, data=StreamEventData(event=delta)))
     small = ResultData(is_error=False, result="fits")
     pub.add(Event(type=EventType.RESULT, data=small))
-    result, stream, untouched = queued(pub)
+    result, stream, untouched = written(pub, store)
     assert MARKER_RE.search(str(result.data["result"]))
     assert MARKER_RE.search(str(stream.data["event"]["delta"]["text"]))
     assert untouched.typed_data() == small
 
 
 def test_publisher_drops_what_truncation_cannot_shrink() -> None:
-    pub = publisher(64 * 1024)
+    pub, store = publisher(64 * 1024)
     many_small = {"items": [{"k": i} for i in range(20_000)]}  # no long string to cut
     pub.add(Event(type=EventType.STREAM_EVENT, data=StreamEventData(event=many_small)))
-    (envelope,) = queued(pub)
+    (envelope,) = written(pub, store)
     assert envelope.type is EventType.ERROR
     assert envelope.data["code"] == "event_too_large"
     assert "CLAUDE_QUEUE_MAX_EVENT_BYTES" in envelope.data["message"]
