@@ -28,6 +28,7 @@ from collections.abc import Callable
 import redis
 import structlog
 
+from shared.backoff import retry_backoff
 from shared.events import (
     ErrorCode,
     ErrorData,
@@ -45,8 +46,6 @@ log = structlog.get_logger(__name__)
 _MAX_BATCH_EVENTS = 2000
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
 _TOUCH_EVERY_S = 60.0
-_RETRY_FIRST_S = 0.05
-_RETRY_MAX_S = 2.0
 # What an event costs in the log beyond its body: Redis puts '{"seq":N,' in front
 # (up to 27 bytes) and its stream node adds a few dozen more. Counted generously, so
 # that an entry of max_event_bytes also fits an allocation of that size: Redis'
@@ -102,7 +101,8 @@ class Publisher:
         self._max_buffer_bytes = max_buffer_bytes
         self._down_since: float | None = None
         self._next_attempt = 0.0
-        self._retry_delay = _RETRY_FIRST_S
+        # Jittered, so workers that lost Redis together do not all retry at one instant.
+        self._delays = retry_backoff(store.settings).delays()
         self.published = 0
         self.last_seq = 0
 
@@ -216,29 +216,30 @@ class Publisher:
             try:
                 self._drain(final_status)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self._note_outage(exc)
+                delay = self._note_outage(exc)
                 if not wait:
                     self._check_buffer()
                     return
-                if time.monotonic() + self._retry_delay > deadline:
+                if time.monotonic() + delay > deadline:
                     raise
-                time.sleep(self._retry_delay)
+                time.sleep(delay)
                 continue
             if self._down_since is not None:
                 log.info("redis_back", outage_s=round(time.monotonic() - self._down_since, 3))
             self._down_since = None
-            self._retry_delay = _RETRY_FIRST_S
+            self._delays.reset()
             self._next_attempt = 0.0
             return
 
-    def _note_outage(self, exc: Exception) -> None:
+    def _note_outage(self, exc: Exception) -> float:
+        """Note a failed write; returns how long to wait before the next attempt."""
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
             log.warning("redis_unreachable_buffering", error=str(exc))
-        else:
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
-        self._next_attempt = now + self._retry_delay
+        delay = next(self._delays)
+        self._next_attempt = now + delay
+        return delay
 
     def _check_buffer(self) -> None:
         if self._buffered_bytes > self._max_buffer_bytes:
