@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -168,7 +168,7 @@ class AsyncClient:
                     live = await _next_live(subscription, timeout_s)
                     return sl.Idle() if live is None else sl.Live(live)
                 case sl.ProbeSession():
-                    return sl.SessionProbed(await self._last_seq(session_id))
+                    return sl.SessionProbed(await self.store.last_seq(session_id))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return sl.ConnectionLost(exc)
 
@@ -176,11 +176,6 @@ class AsyncClient:
         """Leave the fan-out, if this stream joined it."""
         if subscription is not None:
             await self._fanout.close(subscription)
-
-    async def _last_seq(self, session_id: str) -> int | None:
-        """See `Client._last_seq`."""
-        raw = cast(bytes | None, await self.redis.get(self.keys.seq(session_id)))
-        return None if raw is None else int(raw)
 
     async def cancel(
         self,

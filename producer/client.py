@@ -183,14 +183,9 @@ class Client:
                     live = live_envelope(pubsub.get_message(timeout=timeout_s))
                     return sl.Idle() if live is None else sl.Live(live)
                 case sl.ProbeSession():
-                    return sl.SessionProbed(self._last_seq(session_id))
+                    return sl.SessionProbed(self.store.last_seq(session_id))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return sl.ConnectionLost(exc)
-
-    def _last_seq(self, session_id: str) -> int | None:
-        """The session's last seq; None once the session was deleted or expired."""
-        raw = cast(bytes | None, self.redis.get(self.keys.seq(session_id)))
-        return None if raw is None else int(raw)
 
     # -- cancel -------------------------------------------------------------
 
