@@ -41,6 +41,7 @@ from shared.runstore import (
     Waiting,
 )
 from shared.settings import Settings
+from worker.context import WorkerContext
 from worker.publisher import Publisher
 
 
@@ -370,3 +371,17 @@ def run_publisher(
         max_event_bytes=max_event_bytes,
         max_buffer_bytes=max_buffer_bytes,
     )
+
+
+def fake_context(store: FakeRunStore, worker_name: str = "fake-worker") -> WorkerContext:
+    """A worker context whose every run-record and event write goes to `store`."""
+    ctx = WorkerContext(
+        settings=store.settings,
+        redis=store.redis,  # leads nowhere: what bypasses the store fails loudly
+        keys=store.keys,
+        worker_name=worker_name,
+        host="fake-host",
+    )
+    # The context builds its store from `redis`; frozen, so swap it the dataclass way.
+    object.__setattr__(ctx, "store", store)
+    return ctx

@@ -47,11 +47,14 @@ class ControlListener:
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
         self._stopping = threading.Event()
+        self._unsent: redis.RedisError | None = None
 
     def subscribe(self) -> None:
         """Send SUBSCRIBE without waiting, so the round trip overlaps other work."""
-        with contextlib.suppress(redis.RedisError):  # start() reports it
+        try:
             self._pubsub.subscribe(self._channel)
+        except redis.RedisError as exc:
+            self._unsent = exc  # start() reports it
 
     def start(self) -> None:
         """Wait until subscribed (from here on no control message is missed), then listen.
@@ -60,6 +63,8 @@ class ControlListener:
         runner's periodic check of the persistent cancel flag still hears a cancel.
         """
         try:
+            if self._unsent is not None:
+                raise self._unsent  # no confirmation can come: do not wait for one
             await_subscription(self._pubsub, self._channel)
         except (redis.RedisError, RuntimeError) as exc:
             log.warning("control_listener_unavailable", error=str(exc))

@@ -1,0 +1,105 @@
+"""worker.control.ControlListener on a real Redis channel: only a valid cancel of its run acts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from shared.control import CancelRequest
+from worker.control import ControlListener
+
+CHANNEL = "cqtest:control:test"
+RUN_ID, CLI_PID = "a" * 32, 4242
+
+
+class Heard:
+    """What on_cancel received; `wait_for(n)` blocks until n requests arrived."""
+
+    def __init__(self) -> None:
+        self.requests: list[CancelRequest] = []
+        self._arrived = threading.Condition()
+
+    def __call__(self, request: CancelRequest) -> None:
+        with self._arrived:
+            self.requests.append(request)
+            self._arrived.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[CancelRequest]:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.requests) >= count, timeout_s)
+            return list(self.requests)
+
+
+@pytest.fixture
+def heard() -> Heard:
+    return Heard()
+
+
+@pytest.fixture
+def listener(redis_client: redis.Redis, heard: Heard) -> Iterator[ControlListener]:
+    listener = ControlListener(
+        redis_client, CHANNEL, run_id=RUN_ID, current_pid=lambda: CLI_PID, on_cancel=heard
+    )
+    listener.subscribe()
+    listener.start()
+    yield listener
+    listener.stop()
+
+
+def cancel(run_id: str = RUN_ID, pid: int | None = None, reason: str = "stop") -> str:
+    return CancelRequest(session_id="s", run_id=run_id, pid=pid, reason=reason).model_dump_json()
+
+
+@pytest.mark.usefixtures("listener")
+def test_a_cancel_of_this_run_is_heard_once_start_returned(
+    redis_client: redis.Redis, heard: Heard
+) -> None:
+    assert redis_client.publish(CHANNEL, cancel(reason="user asked")) == 1
+    (request,) = heard.wait_for(1)
+    assert (request.run_id, request.reason) == (RUN_ID, "user asked")
+
+
+@pytest.mark.usefixtures("listener")
+def test_anything_but_a_cancel_of_this_run_and_its_cli_is_ignored(
+    redis_client: redis.Redis, heard: Heard
+) -> None:
+    ignored = [
+        "{not json",
+        '{"kind":"reboot"}',
+        cancel(run_id="b" * 32),  # another run
+        cancel(pid=CLI_PID + 1),  # a process this run did not start
+    ]
+    acted_on = [cancel(pid=CLI_PID, reason="with pid"), cancel(reason="without pid")]
+    for message in [*ignored, *acted_on]:
+        assert redis_client.publish(CHANNEL, message) == 1
+    # One connection delivers in order: once the last is heard, all were handled.
+    assert [r.reason for r in heard.wait_for(2)] == ["with pid", "without pid"]
+
+
+def test_stop_unsubscribes(
+    redis_client: redis.Redis, listener: ControlListener, heard: Heard
+) -> None:
+    listener.stop()
+    assert redis_client.publish(CHANNEL, cancel()) == 0
+    assert heard.requests == []
+
+
+def test_a_listener_without_redis_lets_the_run_go_on_at_once(heard: Heard) -> None:
+    no_retries = Retry(NoBackoff(), 0)
+    unreachable = redis.Redis(unix_socket_path="/nonexistent/redis.sock", retry=no_retries)
+    listener = ControlListener(
+        unreachable, CHANNEL, run_id=RUN_ID, current_pid=lambda: CLI_PID, on_cancel=heard
+    )
+    listener.subscribe()
+    began = time.monotonic()
+    listener.start()  # logs and returns: the runner's cancel-flag poll still hears a cancel
+    # No SUBSCRIBE went out, so no confirmation is awaited (that wait lasts 10 s).
+    assert time.monotonic() - began < 5
+    listener.stop()
+    assert heard.requests == []

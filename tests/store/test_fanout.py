@@ -1,0 +1,119 @@
+"""producer.fanout.PubSubFanout on a real Redis: one connection, many followers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from producer.fanout import LOST, PubSubFanout, Subscription
+from shared.backoff import Backoff
+
+FAST = Backoff(first_s=0.01, max_s=0.05)
+WAIT_S = 10.0
+
+Scenario = Callable[[PubSubFanout, aioredis.Redis], Awaitable[None]]
+
+
+def run(redis_url: str, scenario: Scenario) -> None:
+    """Run a scenario with a fresh fan-out and client, closing both whatever happens."""
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        fanout = PubSubFanout(client, FAST)
+        try:
+            await scenario(fanout, client)
+        finally:
+            await fanout.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+async def next_message(subscription: Subscription) -> bytes:
+    return await asyncio.wait_for(subscription.queue.get(), WAIT_S)
+
+
+def subscriber_ids(raw: redis.Redis) -> list[str]:
+    """Ids of the connections to the test db holding subscriptions (other dbs may be in use)."""
+    db = str(raw.connection_pool.connection_kwargs.get("db", 0))
+    return [
+        str(c["id"])
+        for c in raw.client_list()
+        if int(c.get("sub", 0)) > 0 and str(c.get("db")) == db
+    ]
+
+
+def test_followers_of_one_channel_share_one_subscription(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        first, second = await fanout.open("ch"), await fanout.open("ch")
+        other = await fanout.open("other")
+        assert len(subscriber_ids(redis_client)) == 1
+        assert redis_client.publish("ch", b"hello") == 1  # one connection for all
+        assert await next_message(first) == b"hello"
+        assert await next_message(second) == b"hello"
+        assert redis_client.publish("other", b"x") == 1
+        assert await next_message(other) == b"x"
+        assert first.queue.empty() and second.queue.empty()
+
+    run(redis_url, scenario)
+
+
+def test_closing_a_follower_stops_only_its_messages(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        leaving, staying = await fanout.open("ch"), await fanout.open("ch")
+        await fanout.close(leaving)
+        redis_client.publish("ch", b"after")
+        assert await next_message(staying) == b"after"
+        assert leaving.queue.empty()
+        await fanout.close(staying)
+        await fanout.close(staying)  # closing twice is harmless
+        # The last follower gone, the channel is unsubscribed: an open() round trip
+        # on another channel proves the UNSUBSCRIBE was processed before we look.
+        await fanout.open("sync")
+        assert redis_client.publish("ch", b"nobody") == 0
+
+    run(redis_url, scenario)
+
+
+def test_a_follower_that_falls_behind_is_marked_lagging(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("producer.fanout._QUEUE_SIZE", 2)
+
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        slow, marker = await fanout.open("ch"), await fanout.open("marker")
+        for index in range(5):
+            redis_client.publish("ch", str(index).encode())
+        redis_client.publish("marker", b"done")
+        assert await next_message(marker) == b"done"  # every earlier message was dispatched
+        assert slow.lagging
+        assert [await next_message(slow), await next_message(slow)] == [b"0", b"1"]
+        assert not marker.lagging
+
+    run(redis_url, scenario)
+
+
+def test_a_dropped_connection_is_reported_then_resubscribed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        subscription = await fanout.open("ch")
+        (connection_id,) = subscriber_ids(redis_client)
+        redis_client.client_kill_filter(_id=connection_id)
+        assert await next_message(subscription) == LOST  # told it may have missed messages
+        # open() of a followed channel returns once the new connection is subscribed.
+        late = await fanout.open("ch")
+        assert subscriber_ids(redis_client) != [connection_id]
+        assert redis_client.publish("ch", b"again") == 1
+        assert await next_message(subscription) == b"again"
+        assert await next_message(late) == b"again"
+
+    run(redis_url, scenario)

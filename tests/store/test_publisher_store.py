@@ -1,0 +1,61 @@
+"""The publisher over a real RunStore: a write retried after a lost reply is logged once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from producer.submission import prepare
+from shared.events import Event, EventType, FinishedData, RunStatus, TextData
+from shared.jobs import PromptJob
+from shared.runstore import Appended, Claimed, RunStore
+from shared.settings import Settings
+from worker.publisher import Publisher
+
+SESSION = "dedupe"
+
+
+class RepliesLost(RunStore):
+    """The next `lose` appends are written, then their replies never arrive."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, lose: int) -> None:
+        super().__init__(client, settings)
+        self.lose = lose
+
+    def append(self, session_id: str, run_id: str, **kwargs: Any) -> Appended:
+        written = super().append(session_id, run_id, **kwargs)
+        if self.lose:
+            self.lose -= 1
+            raise redis.ConnectionError("the connection dropped before the reply")
+        return written
+
+
+def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.Redis) -> None:
+    store = RepliesLost(redis_client, settings, lose=2)
+    run = prepare(settings, PromptJob(session_id=SESSION, prompt="p"))
+    store.submit(run)
+    claimed = store.claim(SESSION, run.run_id, worker="w", host="h")
+    assert isinstance(claimed, Claimed)
+    publisher = Publisher(
+        store,
+        session_id=SESSION,
+        run_id=run.run_id,
+        token=claimed.token,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    publisher.publish(*(Event(type=EventType.TEXT, data=TextData(text=t)) for t in "ab"))
+    finished = FinishedData(status=RunStatus.SUCCEEDED, duration_s=1.0)
+    publisher.publish(
+        Event(type=EventType.FINISHED, data=finished), final_status=RunStatus.SUCCEEDED
+    )
+    assert store.lose == 0  # both writes lost their first reply
+    logged = list(store.replay(SESSION))
+    assert [e.type for e in logged] == [
+        EventType.QUEUED,
+        EventType.TEXT,
+        EventType.TEXT,
+        EventType.FINISHED,
+    ]
+    assert [e.seq for e in logged] == [1, 2, 3, 4]
+    assert store.run_record(SESSION, run.run_id).final_status == "succeeded"
