@@ -23,10 +23,6 @@ TEST_REDIS_URL = os.environ.get("CLAUDE_QUEUE_TEST_REDIS_URL", "redis://127.0.0.
 TEST_PREFIX = "cqtest"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    del config, items
-
-
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never depend on the developer's CLAUDE_QUEUE_* variables."""
