@@ -7,8 +7,9 @@ its scripts run, not only the ones its code sends itself.
 
 - reader: replay (XRANGE, XREVRANGE, XLEN on session logs, GET of the seq) and
   follow (SUBSCRIBE to session channels). Nothing that writes, no scripts.
-- producer: submit (RQ's enqueue and SUBMIT_LUA), cancel (CANCEL_LUA), read,
-  status, list and delete sessions. EVALSHA only of our two scripts (first-argument
+- producer: submit (RQ's enqueue and SUBMIT_LUA), cancel (CANCEL_LUA; a job
+  cancelled while queued leaves the RQ queue, recorded canceled), read, status,
+  list and delete sessions. EVALSHA only of our two scripts (first-argument
   rules), so no other Lua runs; UNLINK only through a selector, so it can delete a
   session's keys without being able to write the lease, state or transcript.
 - worker: everything on our prefix and RQ's, minus the dangerous commands.
@@ -184,6 +185,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%R~{n.prefix}:running",
             f"%W~{n.rq}:job:*",
             f"~{n.rq}:queue:{n.queue}",
+            f"%W~{n.rq}:canceled:{n.queue}",  # a cancelled queued job is recorded canceled
             f"%W~{n.rq}:queues",
             f"%R~{n.rq}:workers:{n.queue}",
             f"%W~{n.rq}:workers",  # RQ drops a vanished worker from the set while listing

@@ -90,7 +90,14 @@ class AsyncRunStore:
     async def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
         """See RunStore.cancel."""
         call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
-        return replies.cancel_outcome(await self._run(call))
+        outcome = replies.cancel_outcome(await self._run(call))
+        if outcome is CancelOutcome.CANCELLED_QUEUED and await self.redis.lrem(
+            self.calls.queue_key, 0, run_id
+        ):
+            async with self.redis.pipeline() as pipe:
+                self.calls.canceled_job(pipe, run_id)
+                await pipe.execute()
+        return outcome
 
     async def pending_runs(self, session_id: str) -> list[str]:
         entries = await self.redis.lrange(self.keys.pending(session_id), 0, -1)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from redis.client import Pipeline
 from rq import Queue
 
+from shared import rqjobs
 from shared.control import CancelRequest
 from shared.events import (
     Event,
@@ -69,6 +71,7 @@ class RunCalls:
     maxlen: int
     ttl_s: int
     lease_ttl_ms: int
+    queue_name: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunCalls:
@@ -77,6 +80,7 @@ class RunCalls:
             maxlen=settings.event_log_maxlen,
             ttl_s=settings.event_log_ttl_s,
             lease_ttl_ms=int(settings.lease_ttl_s * 1000),
+            queue_name=settings.queue_name,
         )
 
     def _log_args(self, session_id: str, run_id: str, now: float) -> list[ScriptArg]:
@@ -224,6 +228,19 @@ class RunCalls:
                 encode_body(session_id, run_id, now, finished),
             ],
         )
+
+    @property
+    def queue_key(self) -> str:
+        """RQ's list of queued job ids: a run cancelled while queued leaves it."""
+        return rqjobs.queue_key(self.queue_name)
+
+    def canceled_job(self, pipe: Any, run_id: str) -> None:
+        """Queue on `pipe` what marks a job taken off the queue canceled (`rq info`).
+
+        Not one script with the LREM: a script's keys need read access too, and a
+        producer may write RQ jobs but never read another producer's.
+        """
+        rqjobs.canceled_writes(pipe, self.queue_name, run_id, ttl_s=rqjobs.CANCELED_TTL_S)
 
     def session_reads(self, session_id: str) -> list[Command]:
         """What `session_info` reads in one pipeline (parsed by `session_info`)."""

@@ -74,9 +74,20 @@ class RunStore:
                     continue  # the session changed while we looked: look again
 
     def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
-        """Cancel a queued run now, or flag a running one and tell its owner (one script)."""
+        """Cancel a queued run now, or flag a running one and tell its owner (one script).
+
+        A run cancelled while queued also leaves the RQ queue, its job marked canceled;
+        if a worker took it meanwhile, that worker skips the run instead.
+        """
         call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
-        return replies.cancel_outcome(self._run(call))
+        outcome = replies.cancel_outcome(self._run(call))
+        if outcome is CancelOutcome.CANCELLED_QUEUED and self.redis.lrem(
+            self.calls.queue_key, 0, run_id
+        ):
+            with self.redis.pipeline() as pipe:
+                self.calls.canceled_job(pipe, run_id)
+                pipe.execute()
+        return outcome
 
     def pending_runs(self, session_id: str) -> list[str]:
         """The session's queued and running runs, in submit order."""

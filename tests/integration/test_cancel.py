@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from producer.aio import AsyncClient
@@ -214,10 +214,11 @@ def test_cancel_queued_run_never_starts_and_session_goes_on(
     assert seen.finished.data["status"] == "succeeded"
     assert seen.alive_at_finish == []
 
-    # The worker dequeued the cancelled job first (FIFO) and skipped it: no event at all.
+    # The cancelled job left the RQ queue at once, recorded canceled: no worker took it.
     assert _of_run(client, "cancel-queued", cancelled.run_id) == logged
     job = Job.fetch(cancelled.run_id, connection=client.redis, serializer=JSONSerializer)
-    assert job.return_value() == "skipped"
+    assert job.get_status() == JobStatus.CANCELED
+    assert job.worker_name is None
     # The fake CLI ran exactly once, for the later run only.
     prompts = [json.loads(line)["stdin"] for line in argv_log.read_text().splitlines()]
     assert not any(marker in (p or "") for p in prompts), prompts

@@ -391,6 +391,9 @@ def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redi
         (EventType.FINISHED, "changed my mind"),
     ]
     assert face("cancel", "c", queued.run_id, reason="again") is CancelOutcome.ALREADY_FINISHED
+    # RQ's record follows: the job left the queue, marked canceled.
+    assert redis_client.llen(f"rq:queue:{store.settings.queue_name}") == 0
+    assert redis_client.hget(f"rq:job:{queued.run_id}", "status") == b"canceled"
 
     running = _new_run("c")
     store.submit(running)
