@@ -63,7 +63,7 @@ class Workers:
 
     def pids(self) -> dict[str, int]:
         """Worker name -> pid, as the workers registered themselves in Redis."""
-        return {w["name"]: int(w["pid"]) for w in self.client.status().workers}
+        return {w.name: w.pid for w in self.client.status().workers if w.pid is not None}
 
 
 class Harness:
@@ -173,7 +173,7 @@ class Harness:
         while time.monotonic() < deadline:
             if workers.process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {workers.log_path}")
-            states = {w["name"]: w["state"] for w in workers.client.status().workers}
+            states = {w.name: w.state for w in workers.client.status().workers}
             if all(states.get(n) == "idle" for n in workers.names):
                 return True
             time.sleep(0.02)

@@ -13,11 +13,13 @@ import structlog
 
 from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait
-from producer.client import Client, QueueStatus
+from producer.client import Client
 from producer.cursor import finished_of
+from producer.errors import redis_errors
 from producer.fanout import LOST, PubSubFanout, Subscription
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
+from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
@@ -98,8 +100,10 @@ class AsyncClient:
             raise busy_error(session_id, deleting=True)
         return deleted.keys_removed
 
+    @redis_errors()
     async def status(self) -> QueueStatus:
-        return await asyncio.to_thread(self._sync.status)
+        """See `Client.status`; RQ's API is synchronous, so it runs in a thread."""
+        return await asyncio.to_thread(read_status, self._sync.redis, self.settings, self.keys)
 
     async def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
         return [e async for e in self.stream(session_id, after=after, follow=False)]

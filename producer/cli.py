@@ -5,24 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any, cast
 
 import click
 import redis
+from pydantic import ValidationError
 from rich.console import Console
 
+from producer.cancelling import CancelOutcome
 from producer.client import Client
-from producer.errors import InvalidJobError, SessionBusy
+from producer.errors import InvalidJobError, RedisUnavailable, SessionBusy, redis_errors
 from producer.render import Renderer
-from shared.events import Envelope, EventType, RunStatus
+from shared.events import Envelope, FinishedData, RunStatus
 from shared.exitcodes import ExitCode
 from shared.jobs import OnBusy
-from shared.settings import Settings, SettingsError, redact_url
-
-EXIT_OK = ExitCode.OK
-EXIT_RUN_FAILED = ExitCode.RUN_FAILED
-EXIT_USAGE = ExitCode.USAGE
-EXIT_REDIS = ExitCode.REDIS_UNREACHABLE
+from shared.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:
@@ -30,31 +28,26 @@ def _settings() -> Settings:
         return Settings.from_environment()
     except SettingsError as exc:
         click.echo(f"error: invalid configuration: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
 
 
-def _redis_down(settings: Settings | None, exc: Exception) -> None:
+def _redis_down(exc: RedisUnavailable) -> None:
     """One line, no traceback, exit 3: Redis did not answer."""
-    where = settings.redis_url_redacted if settings else "the configured Redis"
-    reason = redact_url(str(exc)) or type(exc).__name__
-    click.echo(
-        f"error: cannot reach Redis at {where}: {reason}. "
-        "Set CLAUDE_QUEUE_REDIS_URL or start Redis.",
-        err=True,
-    )
-    sys.exit(EXIT_REDIS)
+    click.echo(f"error: {exc}. Set CLAUDE_QUEUE_REDIS_URL or start Redis.", err=True)
+    sys.exit(ExitCode.REDIS_UNREACHABLE)
 
 
 def _client() -> Client:
     settings = _settings()
     client = Client(settings)
     try:
-        client.redis.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        _redis_down(settings, exc)
+        with redis_errors(settings.redis_url_redacted):
+            client.redis.ping()
+    except RedisUnavailable as exc:
+        _redis_down(exc)
     except redis.RedisError as exc:  # e.g. a wrong password: configuration
         click.echo(f"error: Redis at {settings.redis_url_redacted} refused us: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     return client
 
 
@@ -64,24 +57,31 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _redis_down(None, exc)
+        except RedisUnavailable as exc:
+            _redis_down(exc)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # below the client (reap)
+            _redis_down(RedisUnavailable.from_error(exc))
 
 
-def _follow(client: Client, envelopes: Any, as_json: bool) -> RunStatus | None:
+def _run_status(envelope: Envelope) -> RunStatus | None:
+    """How the run of a `finished` envelope ended; None if unknown to this client."""
+    try:
+        data = envelope.typed_data()
+    except ValidationError:  # a broken or reshaped payload: not a success we can vouch for
+        return None
+    return data.known_status if isinstance(data, FinishedData) else None
+
+
+def _follow(envelopes: Iterable[Envelope], as_json: bool) -> RunStatus | None:
     renderer = Renderer(Console(highlight=False))
     status: RunStatus | None = None
     for envelope in envelopes:
-        assert isinstance(envelope, Envelope)
         if as_json:
             click.echo(envelope.model_dump_json())
         else:
             renderer.show(envelope)
-        if envelope.type is EventType.FINISHED:
-            try:
-                status = RunStatus(str(envelope.data.get("status")))
-            except ValueError:  # a newer worker's status: not one we can call success
-                status = None
+        if envelope.is_terminal:
+            status = _run_status(envelope)
     return status
 
 
@@ -186,7 +186,7 @@ def submit(
         handle = client.submit(on_busy=cast(OnBusy, on_busy), **fields)
     except (InvalidJobError, SessionBusy) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     if not follow:
         payload = {
             "session_id": handle.session_id,
@@ -200,8 +200,8 @@ def submit(
             f"in session {handle.session_id} (seq {handle.queued_seq})"
         )
         return
-    status = _follow(client, handle.stream(), as_json)
-    sys.exit(EXIT_OK if status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
+    status = _follow(handle.stream(), as_json)
+    sys.exit(ExitCode.OK if status is RunStatus.SUCCEEDED else ExitCode.RUN_FAILED)
 
 
 @main.command()
@@ -217,7 +217,7 @@ def tail(session_id: str, after: int, no_follow: bool, until_finished: bool, as_
         session_id, after=after, follow=not no_follow, stop_at_finish=until_finished
     )
     with contextlib.suppress(KeyboardInterrupt):
-        _follow(client, stream, as_json)
+        _follow(stream, as_json)
 
 
 @main.command()
@@ -235,7 +235,8 @@ def cancel(
         click.echo(json.dumps(result.as_dict()))
     else:
         click.echo(f"{result.outcome.value} (session {session_id}, run {result.run_id or '-'})")
-    sys.exit(EXIT_RUN_FAILED if result.outcome.value == "owner_unreachable" else EXIT_OK)
+    unreachable = result.outcome is CancelOutcome.OWNER_UNREACHABLE
+    sys.exit(ExitCode.RUN_FAILED if unreachable else ExitCode.OK)
 
 
 @main.command()
@@ -244,23 +245,15 @@ def status(as_json: bool) -> None:
     """Queue depth, workers, and runs in progress."""
     info = _client().status()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "queue": info.queue,
-                    "queued": info.queued,
-                    "workers": info.workers,
-                    "running": info.running,
-                },
-                default=str,
-            )
-        )
+        click.echo(json.dumps(info.as_dict()))
         return
     console = Console(highlight=False)
     console.print(f"queue [bold]{info.queue}[/]: {info.queued} queued")
     console.print(f"workers: {len(info.workers)}")
-    for w in info.workers:
-        console.print(f"  {w['name']}  {w['state']}  job={w['current_job'] or '-'}")
+    for worker_info in info.workers:
+        console.print(
+            f"  {worker_info.name}  {worker_info.state}  job={worker_info.current_job or '-'}"
+        )
     console.print(f"running runs: {len(info.running)}")
     for run_id, session_id in info.running.items():
         console.print(f"  {run_id}  session={session_id}")
@@ -300,10 +293,10 @@ def session_show(session_id: str) -> None:
         info = _client().session(session_id)
     except InvalidJobError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     if info is None:
         click.echo(f"error: no session {session_id!r}", err=True)
-        sys.exit(EXIT_RUN_FAILED)
+        sys.exit(ExitCode.RUN_FAILED)
     click.echo(json.dumps(info.as_dict(), indent=2))
 
 
@@ -316,7 +309,7 @@ def session_delete(session_id: str, force: bool) -> None:
         removed = _client().delete_session(session_id, force=force)
     except (InvalidJobError, SessionBusy) as exc:  # a bad id is refused before any delete
         click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     click.echo(f"deleted session {session_id} ({removed} keys)")
 
 
@@ -388,7 +381,7 @@ def acl(role: str, user: str | None, password_env: str | None) -> None:
         password = os.environ.get(password_env)
         if not password:
             click.echo(f"error: environment variable {password_env} is empty or unset", err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(ExitCode.USAGE)
     try:
         rules = role_rules(
             cast(Role, role),
@@ -399,7 +392,7 @@ def acl(role: str, user: str | None, password_env: str | None) -> None:
         line = setuser_line(rules, user or f"{settings.key_prefix}-{role}", password=password)
     except AclError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     click.echo(line)
     if password is None:
         click.echo(

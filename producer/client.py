@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 import structlog
 from redis.client import PubSub
-from rq import Queue, Worker
+from rq import Queue
 from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
 from producer.cancelling import CancelOutcome, CancelResult, CancelWait
 from producer.cursor import finished_of, live_envelope
+from producer.errors import redis_errors
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
+from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
@@ -27,14 +29,6 @@ from shared.runstore import Busy, RunStore
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatus:
-    queue: str
-    queued: int
-    workers: list[dict[str, Any]]
-    running: dict[str, str] = field(default_factory=dict)
 
 
 class Client:
@@ -229,26 +223,10 @@ class Client:
 
     # -- status -------------------------------------------------------------
 
+    @redis_errors()
     def status(self) -> QueueStatus:
-        """Queue depth, workers and running runs."""
-        workers = [
-            {
-                "name": w.name,
-                "state": w.get_state(),
-                "current_job": w.get_current_job_id(),
-                "hostname": w.hostname,
-                "pid": w.pid,
-            }
-            for w in Worker.all(queue=self.queue)
-        ]
-        raw_running = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.running))
-        running = {k.decode(): v.decode() for k, v in raw_running.items()}
-        return QueueStatus(
-            queue=self.settings.queue_name,
-            queued=self.queue.count,
-            workers=workers,
-            running=running,
-        )
+        """Queue depth, the queue's workers and the runs in progress."""
+        return read_status(self.redis, self.settings, self.keys)
 
 
 def _closed(pubsub: PubSub | None) -> None:

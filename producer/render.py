@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from shared.events import Envelope
+from shared.blocks import (
+    ContentBlock,
+    RedactedThinkingBlock,
+    ServerToolUseBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from shared.events import (
+    Envelope,
+    ErrorData,
+    EventData,
+    FinishedData,
+    InitData,
+    InterruptedData,
+    MessageData,
+    QueuedData,
+    RateLimitData,
+    ResultData,
+    RetryData,
+    RunStatus,
+    StartedData,
+    StreamEventData,
+    TextData,
+)
 
 _PREVIEW = 400
 
 _STATUS_STYLE = {
-    "succeeded": "bold green",
-    "failed": "bold red",
-    "interrupted": "bold yellow",
-    "timed_out": "bold red",
-    "lost": "bold red",
+    RunStatus.SUCCEEDED: "bold green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.INTERRUPTED: "bold yellow",
+    RunStatus.TIMED_OUT: "bold red",
+    RunStatus.LOST: "bold red",
 }
 
 
@@ -25,13 +52,15 @@ def _short(text: str, limit: int = _PREVIEW) -> str:
     return text if len(text) <= limit else text[:limit] + f"… (+{len(text) - limit} chars)"
 
 
-def _tool_result_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [c.get("text", "") for c in content if isinstance(c, dict)]
-        return "\n".join(p for p in parts if p)
-    return "" if content is None else json.dumps(content)
+def _tool_result_text(content: str | list[Any] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:  # the API's content parts, verbatim: matched by shape
+        match part:
+            case {"text": str(text)} if text:
+                parts.append(text)
+    return "\n".join(parts)
 
 
 class Renderer:
@@ -40,18 +69,35 @@ class Renderer:
     def __init__(self, console: Console) -> None:
         self.console = console
         self._streamed_text = False
+        # Dispatch on the payload's model: a newer worker's type is UnknownEventData,
+        # which has no entry, so it can never select a handler by its name.
+        self._handlers: dict[type[EventData], Callable[[Any, Envelope], None]] = {
+            QueuedData: self._on_queued,
+            StartedData: self._on_started,
+            InitData: self._on_init,
+            StreamEventData: self._on_stream_event,
+            MessageData: self._on_message,
+            ResultData: self._on_result,
+            ErrorData: self._on_error,
+            TextData: self._on_text,
+            RateLimitData: self._on_rate_limit,
+            RetryData: self._on_retry,
+            InterruptedData: self._on_interrupted,
+            FinishedData: self._on_finished,
+        }
 
     def show(self, envelope: Envelope) -> None:
-        # Only a known type picks a handler: a newer worker's type name never selects a method.
-        handler = getattr(self, f"_on_{envelope.type}", None) if envelope.is_known_type else None
-        if handler is None:
-            self._generic(envelope)
-            return
         try:
-            handler(envelope.data, envelope)
-        except (AttributeError, KeyError, TypeError, ValueError):
+            data = envelope.typed_data()
+        except ValidationError:
             # A newer worker reshaped a known payload: show it plainly rather than end the tail.
             self._generic(envelope)
+            return
+        handler = self._handlers.get(type(data))
+        if handler is None:
+            self._generic(envelope)
+        else:
+            handler(data, envelope)
 
     def _generic(self, envelope: Envelope) -> None:
         """One line for an event this renderer cannot show in detail."""
@@ -61,87 +107,79 @@ class Renderer:
     def _dim(self, text: str) -> None:
         self.console.print(f"[dim]{escape(text)}[/dim]")
 
-    def _on_queued(self, data: dict[str, Any], env: Envelope) -> None:
-        self._dim(f"· queued run {env.run_id[:8]} (profile {data.get('profile')})")
+    def _on_queued(self, data: QueuedData, env: Envelope) -> None:
+        self._dim(f"· queued run {env.run_id[:8]} (profile {data.profile})")
 
-    def _on_started(self, data: dict[str, Any], _env: Envelope) -> None:
+    def _on_started(self, data: StartedData, _env: Envelope) -> None:
+        self._dim(f"· started on {data.worker} (host {data.host}, pid {data.pid})")
+
+    def _on_init(self, data: InitData, _env: Envelope) -> None:
         self._dim(
-            f"· started on {data.get('worker')} (host {data.get('host')}, pid {data.get('pid')})"
+            f"· claude {data.cli_version or ''} session {data.claude_session_id} model {data.model}"
         )
 
-    def _on_init(self, data: dict[str, Any], _env: Envelope) -> None:
-        self._dim(
-            f"· claude {data.get('cli_version') or ''} session {data.get('claude_session_id')} "
-            f"model {data.get('model')}"
-        )
-
-    def _on_stream_event(self, data: dict[str, Any], _env: Envelope) -> None:
-        event = data.get("event") or {}
-        delta = event.get("delta") or {}
-        if event.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
-            self.console.print(escape(str(delta.get("text", ""))), end="")
+    def _on_stream_event(self, data: StreamEventData, _env: Envelope) -> None:
+        text = data.text_delta
+        if text is not None:
+            self.console.print(escape(text), end="")
             self._streamed_text = True
 
-    def _on_message(self, data: dict[str, Any], _env: Envelope) -> None:
+    def _on_message(self, data: MessageData, _env: Envelope) -> None:
         streamed, self._streamed_text = self._streamed_text, False
         if streamed:
             self.console.print()
-        for block in data.get("content") or []:
+        for block in data.content:
             self._block(block, skip_text=streamed)
 
-    def _block(self, block: dict[str, Any], *, skip_text: bool) -> None:
-        kind = block.get("type")
-        if kind == "text" and not skip_text:
-            self.console.print(escape(str(block.get("text", ""))))
-        elif kind == "thinking":
-            thinking = _short(str(block.get("thinking", "")))
-            self.console.print(f"[italic dim]thinking: {escape(thinking)}[/]")
-        elif kind in ("tool_use", "server_tool_use"):
-            tool_input = json.dumps(block.get("input", {}), ensure_ascii=False)
-            self.console.print(
-                f"[cyan]→ {escape(str(block.get('name')))}[/cyan] {escape(_short(tool_input))}"
-            )
-        elif kind == "tool_result":
-            style = "red" if block.get("is_error") else "dim"
-            text = _short(_tool_result_text(block.get("content")))
+    def _block(self, block: ContentBlock, *, skip_text: bool) -> None:
+        if isinstance(block, TextBlock):
+            if not skip_text:
+                self.console.print(escape(block.text))
+        elif isinstance(block, ThinkingBlock):
+            self.console.print(f"[italic dim]thinking: {escape(_short(block.thinking))}[/]")
+        elif isinstance(block, ToolUseBlock | ServerToolUseBlock):
+            tool_input = json.dumps(block.input, ensure_ascii=False)
+            self.console.print(f"[cyan]→ {escape(block.name)}[/cyan] {escape(_short(tool_input))}")
+        elif isinstance(block, ToolResultBlock):
+            style = "red" if block.is_error else "dim"
+            text = _short(_tool_result_text(block.content))
             self.console.print(f"[{style}]← {escape(text)}[/{style}]")
-        elif kind not in ("text", "redacted_thinking"):
-            self._dim(f"[{kind} block]")
+        elif not isinstance(block, RedactedThinkingBlock):
+            self._dim(f"[{block.type} block]")
 
-    def _on_result(self, data: dict[str, Any], _env: Envelope) -> None:
-        cost = data.get("total_cost_usd")
-        cost_text = f", cost ${cost:.4f}" if isinstance(cost, int | float) else ""
-        verdict = "error" if data.get("is_error") else "ok"
-        self._dim(f"· result {verdict}: {data.get('num_turns')} turns{cost_text}")
+    def _on_result(self, data: ResultData, _env: Envelope) -> None:
+        cost = data.total_cost_usd
+        cost_text = f", cost ${cost:.4f}" if cost is not None else ""
+        verdict = "error" if data.is_error else "ok"
+        self._dim(f"· result {verdict}: {data.num_turns} turns{cost_text}")
 
-    def _on_error(self, data: dict[str, Any], _env: Envelope) -> None:
-        message = escape(_short(str(data.get("message")), 2000))
-        self.console.print(f"[bold red]error[/] [red]({data.get('code')})[/red]: {message}")
+    def _on_error(self, data: ErrorData, _env: Envelope) -> None:
+        message = escape(_short(data.message, 2000))
+        self.console.print(f"[bold red]error[/] [red]({escape(data.code)})[/red]: {message}")
 
-    def _on_text(self, data: dict[str, Any], _env: Envelope) -> None:
-        self.console.print(escape(str(data.get("text", ""))))
+    def _on_text(self, data: TextData, _env: Envelope) -> None:
+        self.console.print(escape(data.text))
 
-    def _on_rate_limit(self, data: dict[str, Any], _env: Envelope) -> None:
+    def _on_rate_limit(self, data: RateLimitData, _env: Envelope) -> None:
         self.console.print(
-            f"[yellow]rate limited ({escape(str(data.get('status')))}), "
-            f"resets at {data.get('resets_at')}[/yellow]"
+            f"[yellow]rate limited ({escape(data.status)}), resets at {data.resets_at}[/yellow]"
         )
 
-    def _on_retry(self, data: dict[str, Any], _env: Envelope) -> None:
+    def _on_retry(self, data: RetryData, _env: Envelope) -> None:
         self.console.print(
-            f"[yellow]model request failed ({escape(str(data.get('error_status')))} "
-            f"{escape(str(data.get('error')))}); retry {data.get('attempt')}/"
-            f"{data.get('max_retries')} in {data.get('retry_delay_ms')} ms[/yellow]"
+            f"[yellow]model request failed ({data.error_status} "
+            f"{escape(str(data.error))}); retry {data.attempt}/"
+            f"{data.max_retries} in {data.retry_delay_ms} ms[/yellow]"
         )
 
-    def _on_interrupted(self, data: dict[str, Any], _env: Envelope) -> None:
-        self.console.print(f"[yellow]interrupted: {escape(str(data.get('reason')))}[/yellow]")
+    def _on_interrupted(self, data: InterruptedData, _env: Envelope) -> None:
+        self.console.print(f"[yellow]interrupted: {escape(data.reason)}[/yellow]")
 
-    def _on_finished(self, data: dict[str, Any], env: Envelope) -> None:
-        status = str(data.get("status"))
-        style = _STATUS_STYLE.get(status, "bold")
-        reason = f" — {escape(str(data['reason']))}" if data.get("reason") else ""
+    def _on_finished(self, data: FinishedData, env: Envelope) -> None:
+        known = data.known_status
+        style = _STATUS_STYLE.get(known, "bold") if known is not None else "bold"
+        reason = f" — {escape(data.reason)}" if data.reason else ""
         self.console.print(
-            f"[{style}]■ run {env.run_id[:8]} {status}[/{style}] "
-            f"[dim]in {data.get('duration_s', 0):.2f}s, exit {data.get('exit_code')}[/dim]{reason}"
+            f"[{style}]■ run {env.run_id[:8]} {escape(data.status)}[/{style}] "
+            f"[dim]in {data.duration_s:.2f}s, exit {data.exit_code}[/dim]{reason}"
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     AfterValidator,
@@ -163,6 +163,17 @@ class StreamEventData(EventData):
     event: dict[str, Any]
     parent_tool_use_id: str | None = None
 
+    @property
+    def text_delta(self) -> str | None:
+        """The answer text this partial event streams, if it is a text delta."""
+        match self.event:  # the API's event, verbatim: matched by shape, not modelled
+            case {
+                "type": "content_block_delta",
+                "delta": {"type": "text_delta", "text": str(text)},
+            }:
+                return text
+        return None
+
 
 class ResultData(EventData):
     subtype: str | None = None
@@ -217,6 +228,11 @@ class FinishedData(EventData):
     reason: str | None = None
     stderr_tail: str | None = None
 
+    @property
+    def known_status(self) -> RunStatus | None:
+        """`status` if this code knows it; None for a newer worker's status."""
+        return self.status if isinstance(self.status, RunStatus) else None
+
 
 class UnknownEventData(EventData):
     """The payload of an event type this code does not know (from a newer worker), as it came."""
@@ -224,6 +240,23 @@ class UnknownEventData(EventData):
     event_type: str
     data: dict[str, Any]
 
+
+# What `typed_data()` returns: match on it (isinstance) rather than peeking into `data`.
+TypedEventData = (
+    QueuedData
+    | StartedData
+    | InitData
+    | MessageData
+    | StreamEventData
+    | ResultData
+    | ErrorData
+    | TextData
+    | RateLimitData
+    | RetryData
+    | InterruptedData
+    | FinishedData
+    | UnknownEventData
+)
 
 DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.QUEUED: QueuedData,
@@ -272,14 +305,14 @@ class Envelope(BaseModel):
     def is_known_type(self) -> bool:
         return isinstance(self.type, EventType)
 
-    def typed_data(self) -> EventData:
+    def typed_data(self) -> TypedEventData:
         """The payload as its model (FinishedData for `finished`); UnknownEventData if new."""
         # Tolerant of a newer worker: its extra fields are ignored (`data` keeps them) and
         # its enum values stay strings. Still raises ValidationError when a known type
         # lacks a field or has one of the wrong type: that is a broken event, not a new one.
         if not isinstance(self.type, EventType):
             return UnknownEventData(event_type=self.type, data=self.data)
-        return DATA_MODELS[self.type].validate_read(self.data)
+        return cast(TypedEventData, DATA_MODELS[self.type].validate_read(self.data))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:

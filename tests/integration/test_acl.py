@@ -232,7 +232,7 @@ def test_producer_cancels_interrupts_and_force_deletes(
         if envelope.type is EventType.STARTED:
             break
     (busy_worker,) = producer.status().workers
-    assert busy_worker["current_job"] == hung.run_id
+    assert busy_worker.current_job == hung.run_id
     with pytest.raises(SessionBusy):
         producer.submit(session_id="acl-cancel", prompt="no", on_busy="reject")
     result = producer.cancel("acl-cancel", wait=True, timeout_s=STREAM_TIMEOUT_S)
