@@ -61,6 +61,7 @@ class AsyncClient:
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
+    @redis_errors()
     async def submit(
         self, job: PromptJob | None = None, /, *, on_busy: OnBusy = "enqueue", **fields: Any
     ) -> AsyncRunHandle:
@@ -78,15 +79,18 @@ class AsyncClient:
             raise busy_error(session_id)
         return AsyncRunHandle(self, session_id, run.run_id, submitted.queued_seq)
 
+    @redis_errors()
     async def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
         """See `Client.sessions`."""
         return await self.store.sessions(limit=limit)
 
+    @redis_errors()
     async def session(self, session_id: str) -> SessionInfo | None:
         """See `Client.session`."""
         require_session_id(session_id)
         return await self.store.session_info(session_id)
 
+    @redis_errors()
     async def delete_session(self, session_id: str, *, force: bool = False) -> int:
         """See `Client.delete_session`."""
         require_session_id(session_id)
@@ -181,6 +185,7 @@ class AsyncClient:
         if subscription is not None:
             await self._fanout.close(subscription)
 
+    @redis_errors()
     async def cancel(
         self,
         session_id: str,

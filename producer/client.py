@@ -62,6 +62,7 @@ class Client:
 
     # -- submit -------------------------------------------------------------
 
+    @redis_errors()
     def submit(
         self, job: PromptJob | None = None, /, *, on_busy: OnBusy = "enqueue", **fields: Any
     ) -> RunHandle:
@@ -86,15 +87,18 @@ class Client:
 
     # -- sessions -----------------------------------------------------------
 
+    @redis_errors()
     def sessions(self, *, limit: int = 100) -> list[SessionInfo]:
         """Sessions by most recent activity, with state, last run and sizes."""
         return self.store.sessions(limit=limit)
 
+    @redis_errors()
     def session(self, session_id: str) -> SessionInfo | None:
         """One session's state, or None if it does not exist (InvalidJobError for a bad id)."""
         require_session_id(session_id)
         return self.store.session_info(session_id)
 
+    @redis_errors()
     def delete_session(self, session_id: str, *, force: bool = False) -> int:
         """Delete a session's log, transcript and state; returns the number of keys removed.
 
@@ -183,6 +187,7 @@ class Client:
 
     # -- cancel -------------------------------------------------------------
 
+    @redis_errors()
     def cancel(
         self,
         session_id: str,
