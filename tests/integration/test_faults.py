@@ -31,6 +31,17 @@ FAST_FAULTS = {
 }
 
 
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker (warm, then cold) while its own Redis still answers.
+
+    Stopped after its Redis, a worker spends the fixture's whole 15 s stop limit
+    reconnecting before it is killed.
+    """
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
 def _await_dead(pid: int, limit_s: float = 30.0) -> bool:
     """Wait for a process we expect another party to kill: its pidfd becomes readable."""
     try:
@@ -123,7 +134,7 @@ def test_redis_restart_mid_run_loses_and_duplicates_nothing(
     server.start()
     try:
         own = settings.model_copy(update={"redis_url": SecretStr(server.url)})
-        start_worker("outage", settings_override=own)
+        worker = start_worker("outage", settings_override=own)
         with Client(own) as client:
             handle = client.submit(session_id="outage", prompt="FAKE: slow n=40 delay_ms=50")
             seen: list[Envelope] = []
@@ -141,6 +152,7 @@ def test_redis_restart_mid_run_loses_and_duplicates_nothing(
             texts = [t for e in seen for t in envelope_texts(e)]
             assert len(texts) == 40
             assert client.history("outage") == seen
+        _stop_worker(worker)
     finally:
         server.stop()
 
@@ -171,7 +183,7 @@ def test_a_long_outage_overflows_the_buffer_and_ends_the_run_cleanly(
         own = settings.model_copy(
             update={"redis_url": SecretStr(server.url), "publish_buffer_bytes": 4096}
         )
-        start_worker("overflow", settings_override=own)
+        worker = start_worker("overflow", settings_override=own)
         with Client(own) as client:
             handle = client.submit(
                 session_id="overflow", prompt="FAKE: many n=2000 rate=200 size=200"
@@ -198,6 +210,7 @@ def test_a_long_outage_overflows_the_buffer_and_ends_the_run_cleanly(
             )
             seqs = [e.seq for e in events]
             assert seqs == list(range(1, len(seqs) + 1))
+        _stop_worker(worker)
     finally:
         kill_if_alive(cli_pid)
         server.stop()
