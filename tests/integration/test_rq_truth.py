@@ -112,6 +112,8 @@ def test_a_failed_run_is_a_failed_job_with_its_reason_and_one_log_line(
     mode: str,
 ) -> None:
     handle = client.submit(session_id="bad", prompt="FAKE: error_result")
+    # As if a producer had enqueued it with Retry(max=2): a failed run is still not retried.
+    redis_client.hset(f"rq:job:{handle.run_id}", "retries_left", 2)
     assert _burst(start_worker, "failing", mode).wait(timeout=WORKER_EXIT_S) == 0
     finished = handle.wait(timeout_s=STREAM_TIMEOUT_S)
     assert finished.status == "failed"
@@ -122,8 +124,6 @@ def test_a_failed_run_is_a_failed_job_with_its_reason_and_one_log_line(
     assert exc_string.startswith("worker.job.RunFailed: ")
     assert f"run {handle.run_id} ended failed: {finished.reason}" in exc_string
     assert "Traceback" not in exc_string
-    # Not retried: a failed run is over.
-    assert job.retries_left is None
 
     log_text = (tmp_path / "failing.log").read_text(errors="replace")
     assert "Traceback" not in log_text
