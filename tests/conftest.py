@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -19,8 +20,21 @@ from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
-TEST_REDIS_URL = os.environ.get("CLAUDE_QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TEST_PREFIX = "cqtest"
+
+
+def _test_redis_url() -> str:
+    """The test db; under `pytest -n N` (pytest-xdist) worker gwK uses the db K above it."""
+    url = os.environ.get("CLAUDE_QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if not xdist_worker:
+        return url
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0) + int(xdist_worker.removeprefix("gw"))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+TEST_REDIS_URL = _test_redis_url()
 
 
 @pytest.fixture(autouse=True)
