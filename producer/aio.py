@@ -112,6 +112,7 @@ class AsyncClient:
     async def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
         return [e async for e in self.stream(session_id, after=after, follow=False)]
 
+    @redis_errors()
     async def stream(
         self,
         session_id: str,

@@ -121,6 +121,7 @@ class Client:
         """Every logged event of a session after seq `after`."""
         return list(self.stream(session_id, after=after, follow=False))
 
+    @redis_errors()
     def stream(
         self,
         session_id: str,
