@@ -20,6 +20,7 @@ from producer.errors import (
     StreamEnded,
     StreamTimeout,
 )
+from producer.result import RunResult
 from producer.sessions import SessionInfo, SessionState
 from producer.status import QueueStatus, WorkerInfo, WorkerState
 from shared.blocks import (
@@ -91,6 +92,7 @@ __all__ = [
     "ResumePolicy",
     "RetryData",
     "RunHandle",
+    "RunResult",
     "RunStatus",
     "ServerToolUseBlock",
     "SessionBusy",

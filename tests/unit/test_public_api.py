@@ -51,6 +51,7 @@ def test_every_exported_name_exists_once_and_in_order() -> None:
         "Envelope",
         "FinishedData",
         "RunStatus",
+        "RunResult",
         "CancelResult",
         "CancelOutcome",
         "QueueStatus",
