@@ -17,6 +17,7 @@ from producer.errors import (
     InvalidJobError,
     RedisUnavailable,
     SessionBusy,
+    SettingsError,
     StreamEnded,
     StreamTimeout,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "SessionInfo",
     "SessionState",
     "Settings",
+    "SettingsError",
     "StartedData",
     "StreamEnded",
     "StreamEventData",

@@ -5,7 +5,8 @@ ClaudeQueueError
 ├── SessionBusy         the session has a run pending and the caller asked not to wait
 ├── StreamTimeout       (also a TimeoutError): stream(timeout_s=...) ran out
 ├── StreamEnded         a run's stream ended before its `finished` event
-└── RedisUnavailable    (also a ConnectionError): Redis did not answer
+├── RedisUnavailable    (also a ConnectionError): Redis did not answer
+└── SettingsError       (also a ValueError; shared.settings): bad CLAUDE_QUEUE_* configuration
 
 Redis connection failures never reach callers as redis-py classes: the client's
 public methods turn them into RedisUnavailable (see `redis_errors`).
@@ -22,7 +23,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from shared.errors import ClaudeQueueError
-from shared.settings import Settings, redact_url
+from shared.settings import Settings, SettingsError, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidJobError",
     "RedisUnavailable",
     "SessionBusy",
+    "SettingsError",
     "StreamEnded",
     "StreamTimeout",
     "redis_errors",

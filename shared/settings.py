@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.errors import ClaudeQueueError
+
 MiB = 1024 * 1024
 ENV_PREFIX = "CLAUDE_QUEUE_"
 # CLAUDE_QUEUE_* names that are not settings: the markers a worker gives each CLI
@@ -36,7 +38,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
-class SettingsError(ValueError):
+class SettingsError(ClaudeQueueError, ValueError):
     """The configuration cannot be used; the message names what to fix."""
 
 
