@@ -6,6 +6,7 @@ is done: no polling, no sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -23,7 +25,7 @@ from rq.serializers import JSONSerializer
 from producer.client import Client, RunHandle
 from shared.events import EventType
 from shared.keys import keys_from
-from shared.rqjobs import cancel_queued_job, prune_canceled
+from shared.rqjobs import cancel_queued_job, cancel_queued_job_async, prune_canceled
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.helpers import kill_if_alive, until_grandchild
@@ -229,6 +231,14 @@ def test_rq_info_counts_what_happened(
     assert f"queue {settings.queue_name} 0, 0 executing, 1 finished, 1 failed" in shown
 
 
+async def _cancel_async(settings: Settings, job_id: str) -> bool:
+    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        return await cancel_queued_job_async(client, settings.queue_name, job_id)
+    finally:
+        await client.aclose()
+
+
 def test_cancel_queued_job_takes_it_off_the_queue(
     client: Client, settings: Settings, start_worker: WorkerFactory, redis_client: redis.Redis
 ) -> None:
@@ -241,6 +251,9 @@ def test_cancel_queued_job_takes_it_off_the_queue(
     assert _job(redis_client, doomed.run_id).get_status() == JobStatus.CANCELED
     assert 0 < redis_client.ttl(f"rq:job:{doomed.run_id}") <= 24 * 3600
     assert queue.get_job_ids() == [later.run_id]
+    assert asyncio.run(_cancel_async(settings, later.run_id))
+    assert queue.get_job_ids() == []
+    assert _where(queue, later.run_id) == {"canceled"}
     # Nothing to prune while the job is kept; its entry goes once the job has expired.
     assert prune_canceled(redis_client, [settings.queue_name]) == 0
     redis_client.zadd(queue.canceled_job_registry.key, {doomed.run_id: 1})
