@@ -5,12 +5,10 @@ of that state. RQ itself writes both for finished and failed jobs; these helpers
 write them for the one state RQ's worker never reaches on its own, `canceled`,
 without fetching (so without deserializing) the job:
 
-- `cancel_queued_job` / `cancel_queued_job_async` (producers): a run cancelled
-  while queued leaves the RQ queue, so no worker dequeues it. One Lua call: the job
-  is marked canceled only if it was still in the queue (a worker that already took
-  it skips the run, and RQ records that job as finished).
-- `mark_canceled` (workers): a started job whose run ended `interrupted`.
-- `canceled_writes`: the writes both share, for a caller's pipeline.
+- `canceled_writes`: status, expiry and canceled-registry entry, on a caller's
+  pipeline (the RunStore's cancel of a queued run, a work horse's interrupted run).
+- `mark_canceled` (workers): a started job whose run ended `interrupted` after its
+  work horse died, wherever RQ left it.
 - `prune_canceled`: RQ never trims its canceled registry; drop entries whose job
   has expired.
 """
@@ -22,7 +20,6 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import redis
-import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import (
@@ -36,16 +33,6 @@ from rq.utils import now, utcformat
 # How long a canceled job and its registry entry are kept: as long as producers
 # keep a finished job's result (producer/submission.py).
 CANCELED_TTL_S = 24 * 3600
-
-# KEYS: queue list, job hash, canceled registry
-# ARGV: job id, ended_at (RQ's format), expiry score, ttl_s (-1: keep forever)
-CANCEL_QUEUED_LUA = """
-if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'canceled', 'ended_at', ARGV[2])
-if tonumber(ARGV[4]) >= 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-return 1
-"""
 
 
 def queue_key(queue_name: str) -> str:
@@ -66,32 +53,6 @@ def canceled_registry_key(queue_name: str) -> str:
 def _expiry_score(ttl_s: int) -> float | str:
     # Registries score an entry by when it expires; -1 keeps it, as RQ does.
     return "+inf" if ttl_s < 0 else time.time() + ttl_s
-
-
-def cancel_queued_keys(
-    queue_name: str, job_id: str, ttl_s: int = CANCELED_TTL_S
-) -> tuple[list[str], list[str | float | int]]:
-    """KEYS and ARGV of CANCEL_QUEUED_LUA for one job."""
-    return (
-        [queue_key(queue_name), job_key(job_id), canceled_registry_key(queue_name)],
-        [job_id, utcformat(now()), _expiry_score(ttl_s), ttl_s],
-    )
-
-
-def cancel_queued_job(
-    client: redis.Redis, queue_name: str, job_id: str, *, ttl_s: int = CANCELED_TTL_S
-) -> bool:
-    """Take a queued job out of the RQ queue, marked canceled; False if it was not queued."""
-    keys, args = cancel_queued_keys(queue_name, job_id, ttl_s)
-    return bool(client.register_script(CANCEL_QUEUED_LUA)(keys=keys, args=args) == 1)
-
-
-async def cancel_queued_job_async(
-    client: aioredis.Redis, queue_name: str, job_id: str, *, ttl_s: int = CANCELED_TTL_S
-) -> bool:
-    """The asyncio twin of cancel_queued_job (the same script)."""
-    keys, args = cancel_queued_keys(queue_name, job_id, ttl_s)
-    return bool(await client.register_script(CANCEL_QUEUED_LUA)(keys=keys, args=args) == 1)
 
 
 def canceled_writes(pipe: Any, queue_name: str, job_id: str, *, ttl_s: int) -> None:

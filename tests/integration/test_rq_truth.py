@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from producer import CancelOutcome
+from producer.aio import AsyncClient
 from producer.client import Client, RunHandle
 from shared.events import EventType
 from shared.keys import keys_from
-from shared.rqjobs import cancel_queued_job, cancel_queued_job_async, prune_canceled
+from shared.rqjobs import CANCELED_TTL_S, prune_canceled
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.helpers import kill_if_alive, until_grandchild
@@ -231,29 +232,33 @@ def test_rq_info_counts_what_happened(
     assert f"queue {settings.queue_name} 0, 0 executing, 1 finished, 1 failed" in shown
 
 
-async def _cancel_async(settings: Settings, job_id: str) -> bool:
-    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
-    try:
-        return await cancel_queued_job_async(client, settings.queue_name, job_id)
-    finally:
-        await client.aclose()
+async def _cancel_async(settings: Settings, session_id: str) -> CancelOutcome:
+    async with AsyncClient(settings) as client:
+        return (await client.cancel(session_id)).outcome
 
 
-def test_cancel_queued_job_takes_it_off_the_queue(
-    client: Client, settings: Settings, start_worker: WorkerFactory, redis_client: redis.Redis
+def test_a_run_cancelled_while_queued_leaves_the_queue_as_a_canceled_job(
+    client: Client, settings: Settings, redis_client: redis.Redis
 ) -> None:
     doomed = client.submit(session_id="queued", prompt="FAKE: hang")
     later = client.submit(session_id="other", prompt="hello")
     queue = _queue(settings, redis_client)
-    assert cancel_queued_job(redis_client, settings.queue_name, doomed.run_id)
-    assert not cancel_queued_job(redis_client, settings.queue_name, doomed.run_id)  # gone
+    assert client.cancel("queued").outcome is CancelOutcome.CANCELLED_QUEUED
     assert _where(queue, doomed.run_id) == {"canceled"}
     assert _job(redis_client, doomed.run_id).get_status() == JobStatus.CANCELED
-    assert 0 < redis_client.ttl(f"rq:job:{doomed.run_id}") <= 24 * 3600
+    assert 0 < redis_client.ttl(f"rq:job:{doomed.run_id}") <= CANCELED_TTL_S
     assert queue.get_job_ids() == [later.run_id]
-    assert asyncio.run(_cancel_async(settings, later.run_id))
+    assert asyncio.run(_cancel_async(settings, "other")) is CancelOutcome.CANCELLED_QUEUED
     assert queue.get_job_ids() == []
     assert _where(queue, later.run_id) == {"canceled"}
+
+
+def test_prune_canceled_drops_only_entries_whose_job_expired(
+    client: Client, settings: Settings, redis_client: redis.Redis
+) -> None:
+    doomed = client.submit(session_id="queued", prompt="FAKE: hang")
+    client.cancel("queued")
+    queue = _queue(settings, redis_client)
     # Nothing to prune while the job is kept; its entry goes once the job has expired.
     assert prune_canceled(redis_client, [settings.queue_name]) == 0
     redis_client.zadd(queue.canceled_job_registry.key, {doomed.run_id: 1})
