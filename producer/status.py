@@ -9,6 +9,7 @@ from typing import Any, cast
 import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from shared.keys import Keys
 from shared.settings import Settings
@@ -63,6 +64,19 @@ def worker_state(value: object) -> WorkerState | str:
         return text
 
 
+def _current_job(worker: BaseWorker) -> str | None:
+    """The worker's current job id, or None when it cannot be read now.
+
+    RQ's lookup also removes an execution that has just ended from the worker's
+    set; a producer may only read that set (ACL role), and the race with the
+    ending execution is harmless: the worker is then idle or on its next job.
+    """
+    try:
+        return worker.get_current_job_id()
+    except redis.exceptions.NoPermissionError:
+        return None
+
+
 def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> QueueStatus:
     """Read the status through RQ's own API (RQ is synchronous: asyncio runs this in a thread)."""
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
@@ -70,7 +84,7 @@ def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> Queu
         WorkerInfo(
             name=worker.name,
             state=worker_state(worker.get_state()),
-            current_job=worker.get_current_job_id(),
+            current_job=_current_job(worker),
             hostname=worker.hostname,
             pid=worker.pid,
             queues=tuple(worker.queue_names()),

@@ -16,7 +16,7 @@ from typing import cast
 
 import redis
 import structlog
-from rq import Queue, Worker
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
@@ -26,6 +26,7 @@ from rq.serializers import JSONSerializer
 
 from shared.events import ErrorCode, ErrorData, Event, EventType, InterruptedData, RunStatus
 from shared.ids import is_run_id, is_session_id
+from shared.rqjobs import mark_canceled
 from shared.runstore import Condition, OwnedBy, RunState, RunStore
 from shared.settings import Settings
 from worker.proctree import kill_run_tree, marked_runs
@@ -174,18 +175,23 @@ def _settle_ended(client: redis.Redis, settings: Settings, job: Job, final_statu
                 pipe.zrem(registry.key, *stale)
             job.set_status(JobStatus.FINISHED, pipeline=pipe)
             pipe.execute()
+    elif final_status == RunStatus.INTERRUPTED.value:
+        mark_canceled(client, settings.queue_name, job.id)
     else:
         fail_rq_job(client, settings, job.id, f"the run ended {final_status or 'unknown'}")
     log.warning("rq_job_settled", run_id=job.id, final_status=final_status)
 
 
 def _worker_busy_with(client: redis.Redis, job: Job) -> bool:
-    """Is a live worker still working on this job (RQ's bookkeeping in progress)?"""
+    """Is a live worker still executing this job (RQ's bookkeeping in progress)?"""
     if not job.worker_name:
         return False
-    worker_key = f"{Worker.redis_worker_namespace_prefix}{job.worker_name}"
-    current = cast(bytes | None, client.hget(worker_key, "current_job"))
-    return current is not None and current.decode(errors="replace") == job.id
+    index = cast(set[bytes], client.smembers(f"rq:worker:{job.worker_name}:executions"))
+    for member in index:
+        composite = member.decode(errors="replace")
+        if composite.split(":", 1)[0] == job.id and client.exists(f"rq:execution:{composite}"):
+            return True
+    return False
 
 
 def _registry_entries(client: redis.Redis, registry_key: str, job_id: str) -> list[bytes]:

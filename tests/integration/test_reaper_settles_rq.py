@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -63,7 +64,10 @@ def test_a_job_a_live_worker_is_still_on_is_left_alone(
     assert handle.wait(timeout_s=60).status == "succeeded"
     registry = _strand_as_started(client, settings, handle.run_id)
     job = Job.fetch(handle.run_id, connection=redis_client, serializer=JSONSerializer)
-    redis_client.hset(f"rq:worker:{job.worker_name}", "current_job", handle.run_id)
+    assert job.worker_name
+    with redis_client.pipeline() as pipe:  # the worker is still in RQ's bookkeeping
+        Execution.create(job, ttl=60, pipeline=pipe, worker_name=job.worker_name)
+        pipe.execute()
 
     reap_all(client.store)
 
