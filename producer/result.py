@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from producer.errors import StreamEnded
 from shared.blocks import TextBlock
 from shared.events import (
@@ -52,7 +54,7 @@ class ResultCollector:
         self.session_id = session_id
         self.run_id = run_id
         self._result: ResultData | None = None
-        self._answer: Envelope | None = None  # the last top-level assistant message
+        self._answer: MessageData | None = None  # the last top-level assistant message
         self._claude_session_id: str | None = None
         self._errors: list[ErrorData] = []
         self._finished: FinishedData | None = None
@@ -61,23 +63,23 @@ class ResultCollector:
         """Take one envelope of the session (other runs' events are ignored)."""
         if envelope.run_id != self.run_id:
             return
-        kind = envelope.type
-        if kind is EventType.MESSAGE:
-            # Only the last answer's blocks are ever read: validate that one, at the end.
-            if envelope.data.get("role") == "assistant" and not envelope.data.get(
-                "parent_tool_use_id"
-            ):
-                self._answer = envelope
-        elif kind in _TYPED:
+        if envelope.type not in _TYPED:
+            return
+        try:
             data = envelope.typed_data()
-            if isinstance(data, ResultData):
-                self._result = data
-            elif isinstance(data, ErrorData):
-                self._errors.append(data)
-            elif isinstance(data, InitData):
-                self._claude_session_id = data.claude_session_id or self._claude_session_id
-            elif isinstance(data, FinishedData):
-                self._finished = data
+        except ValidationError:  # a payload reshaped by a newer worker: not readable here
+            return
+        if isinstance(data, MessageData):
+            if data.role == "assistant" and data.parent_tool_use_id is None:
+                self._answer = data
+        elif isinstance(data, ResultData):
+            self._result = data
+        elif isinstance(data, ErrorData):
+            self._errors.append(data)
+        elif isinstance(data, InitData):
+            self._claude_session_id = data.claude_session_id or self._claude_session_id
+        elif isinstance(data, FinishedData):
+            self._finished = data
 
     @property
     def finished(self) -> FinishedData | None:
@@ -112,9 +114,9 @@ class ResultCollector:
             return self._result.result
         if self._answer is None:
             return ""
-        message = self._answer.typed_data()
-        assert isinstance(message, MessageData)
-        return "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        return "".join(block.text for block in self._answer.content if isinstance(block, TextBlock))
 
 
-_TYPED = frozenset({EventType.RESULT, EventType.ERROR, EventType.INIT, EventType.FINISHED})
+_TYPED = frozenset(
+    {EventType.MESSAGE, EventType.RESULT, EventType.ERROR, EventType.INIT, EventType.FINISHED}
+)

@@ -87,4 +87,4 @@ def run_pool(
             )
         if members:
             time.sleep(_SUPERVISE_EVERY_S)  # a signal cuts this short
-    return 0
+    return ExitCode.OK

@@ -50,8 +50,6 @@ log = structlog.get_logger(__name__)
 
 WorkerMode = Literal["fork", "simple"]
 
-RET_OK = ExitCode.OK
-RET_CONNECT = ExitCode.REDIS_UNREACHABLE
 
 
 def _guarded_job_class(given: object) -> type[GuardedJob]:
@@ -342,13 +340,13 @@ def run_worker(
         log.error(
             "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
         )
-        return RET_CONNECT
+        return ExitCode.REDIS_UNREACHABLE
     while True:
         try:
             rq_worker.work(
                 burst=burst, with_scheduler=False, logging_level=settings.log_level.upper()
             )
-            return RET_OK
+            return ExitCode.OK
         except redis.ConnectionError as exc:
             # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
             # checking a job whose horse died). Wait for Redis, then work again.
