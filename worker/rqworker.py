@@ -51,7 +51,6 @@ log = structlog.get_logger(__name__)
 WorkerMode = Literal["fork", "simple"]
 
 
-
 def _guarded_job_class(given: object) -> type[GuardedJob]:
     """The job class a worker uses: GuardedJob (or a subclass), whatever it was given."""
     if isinstance(given, str):
