@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -112,13 +113,19 @@ class RunRequest(BaseModel):
     job: PromptJob
 
 
-def describe_validation_error(exc: Exception) -> str:
-    """One line per invalid field, naming it: `prompt: String should have at least 1 character`."""
+def describe_validation_error(
+    exc: Exception, *, name: Callable[[list[str]], str] | None = None
+) -> str:
+    """One line per invalid field, naming it: `prompt: String should have at least 1 character`.
+
+    `name` turns a field's location into the name the user knows (e.g. a variable).
+    """
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return str(exc)
     lines = []
     for error in errors():
-        field_path = ".".join(str(part) for part in error.get("loc", ())) or "(job)"
+        loc = [str(part) for part in error.get("loc", ())]
+        field_path = name(loc) if name else (".".join(loc) or "(job)")
         lines.append(f"{field_path}: {error.get('msg', 'invalid')}")
     return "; ".join(lines)

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ClaudeQueueError
+from shared.jobs import describe_validation_error
 
 MiB = 1024 * 1024
 ENV_PREFIX = "CLAUDE_QUEUE_"
@@ -270,16 +271,11 @@ def check_environment_names(environ: Mapping[str, str]) -> None:
 
 def describe_settings_error(exc: Exception) -> str:
     """One line per bad setting, named as its environment variable; values never shown."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    lines = []
-    for error in errors():
-        loc = [str(part) for part in error.get("loc", ())]
-        name = ENV_PREFIX + loc[0].upper() if loc else "settings"
-        where = ".".join([name, *loc[1:]])
-        lines.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(lines)
+    return describe_validation_error(exc, name=_variable_name)
+
+
+def _variable_name(loc: list[str]) -> str:
+    return ".".join([ENV_PREFIX + loc[0].upper(), *loc[1:]]) if loc else "settings"
 
 
 _QUERY_SECRET = re.compile(
