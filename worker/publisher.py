@@ -195,10 +195,6 @@ class Publisher:
             self.add(event, closing=final_status is not None)
         self.flush(final_status=final_status, wait=True)
 
-    @property
-    def buffered_bytes(self) -> int:
-        return self._buffered_bytes
-
     def flush(self, *, final_status: RunStatus | None = None, wait: bool = False) -> None:
         """Write everything buffered; with final_status, also close the run atomically.
 

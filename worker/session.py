@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -162,10 +161,3 @@ def remember(
 def forget_conversation(client: redis.Redis, keys: Keys, session_id: str) -> None:
     """A fresh conversation starts: the old one is not resumed any more."""
     client.hdel(keys.session_state(session_id), "claude_session_id")
-
-
-def cwd_problem(cwd: str) -> str | None:
-    """Why the CLI cannot start in cwd, or None."""
-    if not os.path.isdir(cwd):
-        return f"working directory {cwd!r} does not exist on this worker"
-    return None
