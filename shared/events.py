@@ -43,6 +43,8 @@ class EventType(StrEnum):
     RATE_LIMIT = "rate_limit"
     RETRY = "retry"
     INTERRUPTED = "interrupted"
+    PERMISSION_REQUEST = "permission_request"
+    PERMISSION_DECISION = "permission_decision"
     FINISHED = "finished"
 
 
@@ -58,6 +60,14 @@ class RunStatus(StrEnum):
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.FINISHED})
+
+
+class DecisionReason(StrEnum):
+    """Why a permission request was decided."""
+
+    ANSWERED = "answered"  # a person answered it (respond / approve / deny)
+    TIMED_OUT = "timed_out"  # nobody answered within approval_timeout_s: denied
+    RUN_ENDED = "run_ended"  # the run ended first: the CLI never got an answer
 
 
 class ErrorCode(StrEnum):
@@ -104,6 +114,11 @@ def _known_unless_reading(enum_type: type[StrEnum]) -> AfterValidator:
 # `left_to_right`: a known value becomes the enum member, only an unknown one stays a str.
 OpenRunStatus = Annotated[
     RunStatus | str, Field(union_mode="left_to_right"), _known_unless_reading(RunStatus)
+]
+OpenDecisionReason = Annotated[
+    DecisionReason | str,
+    Field(union_mode="left_to_right"),
+    _known_unless_reading(DecisionReason),
 ]
 OpenErrorCode = Annotated[
     ErrorCode | str, Field(union_mode="left_to_right"), _known_unless_reading(ErrorCode)
@@ -220,6 +235,28 @@ class InterruptedData(EventData):
     reason: str
 
 
+class PermissionRequestData(EventData):
+    """The CLI asks whether it may use a tool; the run waits for an answer."""
+
+    request_id: str
+    tool_name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    tool_use_id: str | None = None
+    description: str | None = None
+    suggestions: list[Any] = Field(default_factory=list)
+    expires_at: float = Field(description="Epoch seconds after which the request is denied.")
+
+
+class PermissionDecisionData(EventData):
+    """How a permission request was decided; exactly one per request."""
+
+    request_id: str
+    behavior: Literal["allow", "deny"]
+    message: str | None = None
+    decided_by: str | None = None
+    reason: OpenDecisionReason
+
+
 class FinishedData(EventData):
     status: OpenRunStatus
     exit_code: int | None = None
@@ -254,6 +291,8 @@ TypedEventData = (
     | RateLimitData
     | RetryData
     | InterruptedData
+    | PermissionRequestData
+    | PermissionDecisionData
     | FinishedData
     | UnknownEventData
 )
@@ -270,6 +309,8 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.RATE_LIMIT: RateLimitData,
     EventType.RETRY: RetryData,
     EventType.INTERRUPTED: InterruptedData,
+    EventType.PERMISSION_REQUEST: PermissionRequestData,
+    EventType.PERMISSION_DECISION: PermissionDecisionData,
     EventType.FINISHED: FinishedData,
 }
 

@@ -15,10 +15,14 @@ from shared.jobs import SESSION_ID_PATTERN
 CLAUDE_SESSION_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # shared.jobs.new_run_id: uuid4().hex.
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
+# Permission request ids come from the CLI (uuid4 today): a bounded token, no `:` (the
+# store keys a request's decision as `<request_id>:decision`), nothing a glob reads.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 _CLAUDE_SESSION_ID = re.compile(CLAUDE_SESSION_ID_PATTERN)
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 # Redis glob metacharacters (SCAN MATCH, KEYS, PSUBSCRIBE).
 _REDIS_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
@@ -41,6 +45,11 @@ def is_session_id(value: object) -> bool:
 def is_run_id(value: object) -> bool:
     """True for a run id as `new_run_id` makes them (32 lowercase hex digits)."""
     return _full(_RUN_ID, value)
+
+
+def is_request_id(value: object) -> bool:
+    """True for a permission request id the store will key a record by."""
+    return _full(_REQUEST_ID, value)
 
 
 def is_absolute_cwd(value: object) -> bool:

@@ -79,6 +79,11 @@ class Keys:
         """String: set when a cancel was requested, so a late spawn still sees it."""
         return f"{self._session(session_id)}:run:{run_id}:cancel"
 
+    def approvals(self, session_id: str, run_id: str) -> str:
+        """Hash: a run's permission requests (`<request_id>` -> request JSON) and their
+        decisions (`<request_id>:decision` -> decision JSON, set once)."""
+        return f"{self._session(session_id)}:run:{run_id}:approvals"
+
     def control(self, session_id: str, run_id: str) -> str:
         """Pub/sub channel the owner of a run listens on for control messages."""
         return f"{self._session(session_id)}:run:{run_id}:control"

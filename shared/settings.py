@@ -60,12 +60,16 @@ class PermissionProfile(BaseModel):
     permission_mode: PermissionMode = "default"
     allowed_tools: tuple[str, ...] = ()
     disallowed_tools: tuple[str, ...] = ()
+    # "ask": a tool the profile does not allow becomes a permission request that a
+    # person answers through the queue; "never": the CLI refuses it.
+    approval: Literal["never", "ask"] = "never"
 
 
 def default_profiles() -> dict[str, PermissionProfile]:
     """Profiles every worker knows unless settings replace them."""
     return {
         "readonly": PermissionProfile(allowed_tools=("Read", "Glob", "Grep")),
+        "ask": PermissionProfile(allowed_tools=("Read", "Glob", "Grep"), approval="ask"),
         "edit": PermissionProfile(
             permission_mode="acceptEdits", allowed_tools=("Read", "Glob", "Grep", "Edit", "Write")
         ),
@@ -120,6 +124,9 @@ class Settings(BaseSettings):
     )
     result_grace_s: float = Field(
         default=5.0, gt=0, description="How long the CLI may linger after its final result."
+    )
+    approval_timeout_s: float = Field(
+        default=600.0, gt=0, description="A permission request nobody answers is denied after."
     )
 
     lease_ttl_s: float = Field(

@@ -83,7 +83,7 @@ class _Session:
     lease: str | None = None
     fence: int = 0
     log: list[str] = field(default_factory=list)  # envelopes, as Redis holds them
-    cancel_flags: set[str] = field(default_factory=set)
+    cancel_flags: dict[str, float] = field(default_factory=dict)  # run id -> grace_s
     waiters: set[str] = field(default_factory=set)  # runs whose worker's wait marker lives
 
 
@@ -147,17 +147,19 @@ class FakeRunStore(RunStore):
         body = encode_body(run.session_id, run.run_id, run.request.submitted_at, run.queued)
         return Submitted(queued_seq=self._write(run.session_id, body))
 
-    def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
+    def cancel(
+        self, session_id: str, run_id: str, *, reason: str, grace_s: float = 0.0
+    ) -> CancelOutcome:
         run = self.runs.get(run_id)
         if run is None or run.session_id != session_id:
             return CancelOutcome.NOTHING_TO_CANCEL
         if run.state is RunState.FINISHED:
             return CancelOutcome.ALREADY_FINISHED
-        # The real call's ARGV ends: control message, interrupted body, finished body.
-        *_, control, interrupted, finished = self.calls.cancel(
-            session_id, run_id, reason=reason, now=time.time()
+        # The real call's ARGV ends: control message, interrupted body, finished body, grace.
+        *_, control, interrupted, finished, _grace = self.calls.cancel(
+            session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
         ).args
-        self._session(session_id).cancel_flags.add(run_id)
+        self._session(session_id).cancel_flags[run_id] = grace_s
         if run.state is RunState.RUNNING:
             self.control_messages.append(CancelRequest.model_validate_json(str(control)))
             return CancelOutcome.CANCELLED_RUNNING
@@ -330,8 +332,8 @@ class FakeRunStore(RunStore):
     def record_pid(self, session_id: str, run_id: str, pid: int, pid_start: int) -> None:
         self.runs[run_id].pid = (pid, pid_start)
 
-    def cancel_requested(self, session_id: str, run_id: str) -> bool:
-        return run_id in self._session(session_id).cancel_flags
+    def cancel_requested(self, session_id: str, run_id: str) -> float | None:
+        return self._session(session_id).cancel_flags.get(run_id)
 
     def running_runs(self) -> dict[str, str]:
         running = (run for run in self.runs.values() if run.state is RunState.RUNNING)

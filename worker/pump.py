@@ -97,7 +97,7 @@ def pump(
             break
         if now >= due.flag_check:
             due.flag_check = now + _CANCEL_FLAG_POLL_S
-            if flag_set(ctx.store, request.job.session_id, request.run_id):
+            if flag_set(ctx.store, request.job.session_id, request.run_id) is not None:
                 cancel.request("cancelled by request")
                 break
         chunk = proc.read(due.next() - now)
@@ -127,12 +127,13 @@ def pump(
     proc.kill_tree()
 
 
-def flag_set(store: RunStore, session_id: str, run_id: str) -> bool:
-    """Is the cancel flag set? An unreachable Redis reads as no: the CLI keeps running."""
+def flag_set(store: RunStore, session_id: str, run_id: str) -> float | None:
+    """The grace of a requested cancel, or None. An unreachable Redis reads as none:
+    the CLI keeps running."""
     try:
         return store.cancel_requested(session_id, run_id)
     except redis.RedisError:
-        return False
+        return None
 
 
 def _await_exit(proc: CliProcess, grace_s: float, cancel: CancelState) -> bool:

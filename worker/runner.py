@@ -206,7 +206,7 @@ def _run_cli(
         with contextlib.suppress(redis.RedisError):  # informational; Redis may be away
             ctx.store.record_pid(job.session_id, run_id, proc.pid, proc.start_ticks or 0)
         # A cancel that landed between dequeue and subscription left only its flag.
-        if flag_set(ctx.store, job.session_id, run_id):
+        if flag_set(ctx.store, job.session_id, run_id) is not None:
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
         pump(proc, publisher, seen, cancel, request, ctx)
     exit_code = proc.poll() if proc.pid else None  # reaped above: its code, kept

@@ -1,10 +1,12 @@
 """RunStore: the one owner of run and session records in Redis.
 
-Who may write what: producers submit and cancel runs, the worker holding a run's
-lease claims it, renews that lease and appends the run's events (finishing it with
-the last batch), and the reaper or the owning worker's main process force-finishes
-a run whose runner is gone, each through one of this package's scripts, so nothing
-else writes a run record, pending list, lease, seq counter or session log (the
+Who may write what: producers submit and cancel runs and answer permission requests;
+the worker holding a run's lease claims it, renews that lease, appends the run's
+events (finishing it with the last batch) and records its CLI's permission requests
+(deciding them itself when they time out or the run ends; only the first decision of
+a request is kept); the reaper or the owning worker's main process force-finishes a
+run whose runner is gone. Each goes through this package, so nothing else writes a
+run record, approvals hash, pending list, lease, seq counter or session log (the
 worker's conversation state and transcript are written by worker/session.py).
 
 - scripts.py: the Lua scripts (each transition is atomic, fenced where it must be).
@@ -16,16 +18,19 @@ worker's conversation state and transcript are written by worker/session.py).
 from shared.runstore.aio import AsyncRunStore
 from shared.runstore.calls import REPLAY_PAGE, RunCalls
 from shared.runstore.model import (
+    AnswerOutcome,
     Appended,
     Busy,
     CancelOutcome,
     Claimed,
     ClaimResult,
     Condition,
+    Decision,
     Deleted,
     FinishCondition,
     HeldRun,
     NewRun,
+    OpenRequest,
     OwnedBy,
     RunRecord,
     RunState,
@@ -39,6 +44,7 @@ from shared.runstore.sync import RunStore
 
 __all__ = [
     "REPLAY_PAGE",
+    "AnswerOutcome",
     "Appended",
     "AsyncRunStore",
     "Busy",
@@ -46,10 +52,12 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "Condition",
+    "Decision",
     "Deleted",
     "FinishCondition",
     "HeldRun",
     "NewRun",
+    "OpenRequest",
     "OwnedBy",
     "RunCalls",
     "RunRecord",

@@ -16,10 +16,13 @@ from shared.events import Envelope
 from shared.runstore import calls, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, Command, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
+    AnswerOutcome,
     Busy,
     CancelOutcome,
+    Decision,
     Deleted,
     NewRun,
+    OpenRequest,
     SessionInfo,
     Submitted,
 )
@@ -87,9 +90,13 @@ class AsyncRunStore:
                 except redis.WatchError:
                     continue  # the session changed while we looked: look again
 
-    async def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
+    async def cancel(
+        self, session_id: str, run_id: str, *, reason: str, grace_s: float = 0.0
+    ) -> CancelOutcome:
         """See RunStore.cancel."""
-        call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
+        call = self.calls.cancel(
+            session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
+        )
         outcome = replies.cancel_outcome(await self._run(call))
         if outcome is CancelOutcome.CANCELLED_QUEUED and await self.redis.lrem(
             self.calls.queue_key, 0, run_id
@@ -98,6 +105,28 @@ class AsyncRunStore:
                 self.calls.canceled_job(pipe, run_id)
                 await pipe.execute()
         return outcome
+
+    async def decide(
+        self,
+        session_id: str,
+        run_id: str,
+        request_id: str,
+        decision: Decision,
+        *,
+        notify: bool = True,
+    ) -> AnswerOutcome:
+        """See RunStore.decide."""
+        call = self.calls.decide(session_id, run_id, request_id, decision, notify=notify)
+        return replies.answer_outcome(await self._run(call))
+
+    async def open_requests(self, session_id: str) -> list[OpenRequest]:
+        """See RunStore.open_requests."""
+        calls.require_session_id(session_id)
+        run_id = await self.current_run(session_id)
+        if run_id is None:
+            return []
+        raw = await self.redis.hgetall(self.keys.approvals(session_id, run_id))
+        return replies.open_requests(session_id, run_id, cast(dict[Any, Any], raw))
 
     async def pending_runs(self, session_id: str) -> list[str]:
         entries = await self.redis.lrange(self.keys.pending(session_id), 0, -1)

@@ -15,21 +15,23 @@ from redis.client import Pipeline
 from rq import Queue
 
 from shared import rqjobs
-from shared.control import CancelRequest
+from shared.control import CancelRequest, PermissionAnswer
 from shared.events import (
     Event,
     EventType,
     FinishedData,
     InterruptedData,
+    PermissionRequestData,
     RunStatus,
     encode_body,
 )
-from shared.ids import is_session_id
+from shared.ids import is_request_id, is_session_id
 from shared.jobs import JOB_FUNCTION
 from shared.keys import Keys
 from shared.runstore import scripts
 from shared.runstore.model import (
     Condition,
+    Decision,
     FinishCondition,
     NewRun,
     OwnedBy,
@@ -54,6 +56,7 @@ class Script(Enum):
     APPEND = scripts.PUBLISH_LUA
     FORCE_FINISH = scripts.FORCE_FINISH_LUA
     CANCEL = scripts.CANCEL_LUA
+    DECIDE = scripts.DECIDE_LUA
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,14 +205,18 @@ class RunCalls:
             ],
         )
 
-    def cancel(self, session_id: str, run_id: str, *, reason: str, now: float) -> ScriptCall:
+    def cancel(
+        self, session_id: str, run_id: str, *, reason: str, now: float, grace_s: float = 0.0
+    ) -> ScriptCall:
         k = self.keys
         interrupted = Event(type=EventType.INTERRUPTED, data=InterruptedData(reason=reason))
         finished = Event(
             type=EventType.FINISHED,
             data=FinishedData(status=RunStatus.INTERRUPTED, duration_s=0.0, reason=reason),
         )
-        control = CancelRequest(session_id=session_id, run_id=run_id, reason=reason)
+        control = CancelRequest(
+            session_id=session_id, run_id=run_id, reason=reason, grace_s=grace_s
+        )
         return ScriptCall(
             Script.CANCEL,
             [
@@ -226,8 +233,52 @@ class RunCalls:
                 control.model_dump_json(),
                 encode_body(session_id, run_id, now, interrupted),
                 encode_body(session_id, run_id, now, finished),
+                repr(control.grace_s),
             ],
         )
+
+    def decide(
+        self, session_id: str, run_id: str, request_id: str, decision: Decision, *, notify: bool
+    ) -> ScriptCall:
+        """Record the first decision of a request; with notify, tell the run's owner."""
+        require_request_id(request_id)
+        k = self.keys
+        control = ""
+        if notify:
+            control = PermissionAnswer(
+                session_id=session_id,
+                run_id=run_id,
+                request_id=request_id,
+                behavior=decision.behavior,
+                message=decision.message,
+                updated_input=decision.updated_input,
+                decided_by=decision.decided_by,
+            ).model_dump_json()
+        return ScriptCall(
+            Script.DECIDE,
+            [k.run(session_id, run_id), k.approvals(session_id, run_id)],
+            [
+                request_id,
+                decision.model_dump_json(),
+                k.control(session_id, run_id) if notify else "",
+                control,
+            ],
+        )
+
+    def open_request(
+        self, session_id: str, run_id: str, request: PermissionRequestData
+    ) -> list[Command]:
+        """The writes that record a new permission request (before its event is published)."""
+        require_request_id(request.request_id)
+        key = self.keys.approvals(session_id, run_id)
+        return [
+            ("HSET", key, request.request_id, request.model_dump_json()),
+            ("EXPIRE", key, self.ttl_s),
+        ]
+
+    def decision_fields(self, request_ids: Sequence[str]) -> list[str]:
+        """The approvals-hash fields holding these requests' decisions."""
+        return [f"{request_id}:decision" for request_id in request_ids]
 
     @property
     def queue_key(self) -> str:
@@ -270,6 +321,12 @@ def condition_arg(condition: FinishCondition) -> str:
 def replay_range(after: int, upto: int | None) -> tuple[str, str]:
     """XRANGE bounds for seqs in (after, upto]; entry ids are `<seq>-0`."""
     return f"{after + 1}-0", "+" if upto is None else f"{upto}-0"
+
+
+def require_request_id(request_id: str) -> None:
+    """ValueError unless this is a permission request id: it is about to name a field."""
+    if not is_request_id(request_id):
+        raise ValueError(f"{request_id!r} is not a permission request id")
 
 
 def require_session_id(session_id: str) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from shared.events import Event
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.control import MAX_DECIDED_BY_CHARS, MAX_MESSAGE_CHARS
+from shared.events import DecisionReason, Event, PermissionRequestData
 from shared.jobs import RunRequest
 
 
@@ -65,6 +68,43 @@ class CancelOutcome(StrEnum):
     ALREADY_FINISHED = "already_finished"
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     OWNER_UNREACHABLE = "owner_unreachable"  # only cancel(wait=True) says this, never the store
+
+
+class AnswerOutcome(StrEnum):
+    """What became of an answer to a permission request."""
+
+    DELIVERED = "delivered"  # recorded as the decision and sent to the run's owner
+    ALREADY_DECIDED = "already_decided"  # an earlier answer (or the timeout) decided it
+    UNKNOWN_REQUEST = "unknown_request"  # the running run has no such request
+    RUN_NOT_RUNNING = "run_not_running"  # the session has no running run (it ended)
+
+
+class Decision(BaseModel):
+    """The one recorded decision of a permission request (stored as JSON, set once)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    behavior: Literal["allow", "deny"]
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+    updated_input: dict[str, Any] | None = None
+    decided_by: str | None = Field(default=None, max_length=MAX_DECIDED_BY_CHARS)
+    reason: DecisionReason = DecisionReason.ANSWERED
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """A permission request of a running run that nobody has decided yet."""
+
+    session_id: str
+    run_id: str
+    request: PermissionRequestData
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "run_id": self.run_id,
+            **self.request.model_dump(mode="json"),
+        }
 
 
 @dataclass(frozen=True, slots=True)

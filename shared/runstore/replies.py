@@ -7,20 +7,26 @@ data: anything that is not a valid id is skipped, never used to name a key.
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
-from shared.events import Envelope
-from shared.ids import is_run_id, is_session_id
+from shared.control import MAX_GRACE_S
+from shared.events import Envelope, PermissionRequestData
+from shared.ids import is_request_id, is_run_id, is_session_id
 from shared.runstore.model import (
+    AnswerOutcome,
     Appended,
     CancelOutcome,
     Claimed,
     ClaimResult,
+    Decision,
     HeldRun,
+    OpenRequest,
     RunRecord,
     RunState,
     SessionInfo,
@@ -88,6 +94,59 @@ def appended(reply: object) -> Appended:
 
 def cancel_outcome(reply: object) -> CancelOutcome:
     return CancelOutcome(text(reply) or "")
+
+
+def answer_outcome(reply: object) -> AnswerOutcome:
+    return AnswerOutcome(text(reply) or "")
+
+
+def cancel_grace(reply: object) -> float | None:
+    """A cancel flag's grace period; None if no cancel was requested.
+
+    A value that is not a grace (an older producer stored the time) reads as 0: kill now.
+    """
+    value = text(reply)
+    if value is None:
+        return None
+    try:
+        grace = float(value)
+    except ValueError:
+        return 0.0
+    return grace if 0.0 <= grace <= MAX_GRACE_S else 0.0
+
+
+def open_requests(session_id: str, run_id: str, raw: dict[Any, Any]) -> list[OpenRequest]:
+    """The undecided requests in a run's approvals hash, oldest deadline first.
+
+    Records that do not validate are skipped (logged): they are data from Redis.
+    """
+    fields = {text(k) or "": v for k, v in raw.items()}
+    found = []
+    for name, value in fields.items():
+        if not is_request_id(name) or f"{name}:decision" in fields:
+            continue
+        try:
+            request = PermissionRequestData.validate_read(json.loads(text(value) or ""))
+        except (ValueError, ValidationError):
+            log.warning("invalid_permission_request_skipped", request_id=name)
+            continue
+        if request.request_id == name:
+            found.append(OpenRequest(session_id=session_id, run_id=run_id, request=request))
+    return sorted(found, key=lambda item: item.request.expires_at)
+
+
+def decisions(request_ids: Sequence[str], values: Sequence[object]) -> dict[str, Decision]:
+    """Decisions read with HMGET of decision_fields; undecided or invalid ones are left out."""
+    found = {}
+    for request_id, value in zip(request_ids, values, strict=True):
+        raw = text(value)
+        if raw is None:
+            continue
+        try:
+            found[request_id] = Decision.model_validate_json(raw)
+        except ValidationError:
+            log.warning("invalid_decision_skipped", request_id=request_id)
+    return found
 
 
 def run_record(values: Sequence[object]) -> RunRecord:

@@ -173,14 +173,14 @@ return seq
 
 # KEYS: run, cancel_flag, pending, seq, log, sessions
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, control_channel, control_msg,
-#       interrupted_body, finished_body
+#       interrupted_body, finished_body, grace_s (the flag's value)
 CANCEL_LUA = (
     _APPEND_FN
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'nothing_to_cancel' end
 if status == 'finished' then return 'already_finished' end
-redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[11], 'EX', ARGV[3])
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'interrupted',
     'finished_at', ARGV[4])
@@ -194,3 +194,16 @@ redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 'cancelled_running'
 """
 )
+
+# Decide a permission request once: the first decision wins, later ones learn so.
+# KEYS: run, approvals
+# ARGV: request_id, decision_json, control_channel ('' = tell nobody), control_msg
+DECIDE_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'run_not_running' end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 'unknown_request' end
+if redis.call('HSETNX', KEYS[2], ARGV[1] .. ':decision', ARGV[2]) == 0 then
+  return 'already_decided'
+end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return 'delivered'
+"""

@@ -11,18 +11,21 @@ from redis.commands.core import Script as RedisScript
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from shared.events import Envelope, Event, RunStatus
+from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.runstore import calls, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
+    AnswerOutcome,
     Appended,
     Busy,
     CancelOutcome,
     ClaimResult,
+    Decision,
     Deleted,
     FinishCondition,
     HeldRun,
     NewRun,
+    OpenRequest,
     RunRecord,
     SessionInfo,
     Submitted,
@@ -73,13 +76,17 @@ class RunStore:
                 except redis.WatchError:
                     continue  # the session changed while we looked: look again
 
-    def cancel(self, session_id: str, run_id: str, *, reason: str) -> CancelOutcome:
+    def cancel(
+        self, session_id: str, run_id: str, *, reason: str, grace_s: float = 0.0
+    ) -> CancelOutcome:
         """Cancel a queued run now, or flag a running one and tell its owner (one script).
 
         A run cancelled while queued also leaves the RQ queue, its job marked canceled;
         if a worker took it meanwhile, that worker skips the run instead.
         """
-        call = self.calls.cancel(session_id, run_id, reason=reason, now=time.time())
+        call = self.calls.cancel(
+            session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
+        )
         outcome = replies.cancel_outcome(self._run(call))
         if outcome is CancelOutcome.CANCELLED_QUEUED and self.redis.lrem(
             self.calls.queue_key, 0, run_id
@@ -249,9 +256,51 @@ class RunStore:
         mapping = {"pid": pid, "pid_start": pid_start}
         self.redis.hset(self.keys.run(session_id, run_id), mapping=mapping)  # type: ignore[arg-type]
 
-    def cancel_requested(self, session_id: str, run_id: str) -> bool:
-        """Is the run's cancel flag set (a cancel may arrive before its owner listens)?"""
-        return bool(self.redis.exists(self.keys.cancel_flag(session_id, run_id)))
+    def cancel_requested(self, session_id: str, run_id: str) -> float | None:
+        """The grace of a requested cancel (a cancel may arrive before its owner
+        listens), or None if none was requested."""
+        return replies.cancel_grace(self.redis.get(self.keys.cancel_flag(session_id, run_id)))
+
+    # -- permission requests -------------------------------------------------
+
+    def open_request(self, session_id: str, run_id: str, request: PermissionRequestData) -> None:
+        """Record a permission request of this run, so it can be answered (worker)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for command in self.calls.open_request(session_id, run_id, request):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe.execute()
+
+    def decide(
+        self,
+        session_id: str,
+        run_id: str,
+        request_id: str,
+        decision: Decision,
+        *,
+        notify: bool = True,
+    ) -> AnswerOutcome:
+        """Record the request's decision unless one exists; with notify, tell the owner."""
+        call = self.calls.decide(session_id, run_id, request_id, decision, notify=notify)
+        return replies.answer_outcome(self._run(call))
+
+    def decisions(
+        self, session_id: str, run_id: str, request_ids: list[str]
+    ) -> dict[str, Decision]:
+        """The recorded decisions of these requests (undecided ones are absent)."""
+        if not request_ids:
+            return {}
+        fields = self.calls.decision_fields(request_ids)
+        values = self.redis.hmget(self.keys.approvals(session_id, run_id), fields)
+        return replies.decisions(request_ids, cast(list[Any], values))
+
+    def open_requests(self, session_id: str) -> list[OpenRequest]:
+        """The undecided permission requests of the session's running run."""
+        calls.require_session_id(session_id)
+        run_id = self.current_run(session_id)
+        if run_id is None:
+            return []
+        raw = self.redis.hgetall(self.keys.approvals(session_id, run_id))
+        return replies.open_requests(session_id, run_id, cast(dict[Any, Any], raw))
 
     def running_session(self, run_id: str) -> str | None:
         """The session of a run some worker is executing now, or None."""

@@ -180,10 +180,10 @@ def test_a_run_whose_lease_expired_is_fenced_off_and_can_be_reaped(store: RunSto
 def test_cancel_outcomes(store: RunStore) -> None:
     running, queued = submit(store), submit(store)
     token_of(store, running)
-    assert not store.cancel_requested(SESSION, running)
+    assert store.cancel_requested(SESSION, running) is None
     assert store.cancel(SESSION, queued, reason="r") is CancelOutcome.CANCELLED_QUEUED
     assert store.cancel(SESSION, running, reason="r") is CancelOutcome.CANCELLED_RUNNING
-    assert store.cancel_requested(SESSION, running)
+    assert store.cancel_requested(SESSION, running) == 0.0
     assert store.cancel(SESSION, queued, reason="r") is CancelOutcome.ALREADY_FINISHED
     assert store.cancel(SESSION, "0" * 32, reason="r") is CancelOutcome.NOTHING_TO_CANCEL
     assert [row[1:] for row in logged(store)] == [

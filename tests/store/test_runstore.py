@@ -412,13 +412,14 @@ def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redi
             "run_id": running.run_id,
             "reason": "stop now",
             "pid": None,
+            "grace_s": 0.0,
         }
     finally:
         control.close()
     # The owner ends the run; until then it is running, with its flag set for a late listener.
     assert store.run_record("c", running.run_id).state is RunState.RUNNING
-    assert store.cancel_requested("c", running.run_id)
-    assert not store.cancel_requested("c", queued.run_id + "0")
+    assert store.cancel_requested("c", running.run_id) == 0.0
+    assert store.cancel_requested("c", queued.run_id + "0") is None
 
 
 # ----------------------------------------------------------------------------- reading

@@ -16,6 +16,7 @@ from producer.render import Renderer
 from shared.blocks import TextBlock, UnknownBlock
 from shared.events import (
     DATA_MODELS,
+    DecisionReason,
     Envelope,
     ErrorCode,
     ErrorData,
@@ -25,6 +26,8 @@ from shared.events import (
     InitData,
     InterruptedData,
     MessageData,
+    PermissionDecisionData,
+    PermissionRequestData,
     QueuedData,
     RateLimitData,
     ResultData,
@@ -51,6 +54,12 @@ SAMPLES: dict[EventType, EventData] = {
     EventType.RATE_LIMIT: RateLimitData(status="allowed", resets_at=1),
     EventType.RETRY: RetryData(attempt=1, max_retries=3, retry_delay_ms=500),
     EventType.INTERRUPTED: InterruptedData(reason="cancelled"),
+    EventType.PERMISSION_REQUEST: PermissionRequestData(
+        request_id="r1", tool_name="Bash", input={"command": "ls"}, expires_at=1.5
+    ),
+    EventType.PERMISSION_DECISION: PermissionDecisionData(
+        request_id="r1", behavior="deny", reason=DecisionReason.TIMED_OUT
+    ),
     EventType.FINISHED: FinishedData(status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1.5),
 }
 

@@ -325,7 +325,8 @@ def test_settings_defaults_without_env() -> None:
     settings = Settings()
     assert settings.queue_name == "claude-queue"
     assert settings.default_profile in settings.profiles
-    assert set(settings.profiles) == {"readonly", "edit", "bash"}
+    assert set(settings.profiles) == {"readonly", "ask", "edit", "bash"}
+    assert {name for name, p in settings.profiles.items() if p.approval == "ask"} == {"ask"}
 
 
 # --------------------------------------------------------------------------- Envelope
