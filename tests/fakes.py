@@ -18,15 +18,17 @@ from enum import Enum
 import redis
 
 from shared.control import CancelRequest
-from shared.events import Envelope, Event, RunStatus, encode_body
+from shared.events import Envelope, Event, PermissionRequestData, RunStatus, encode_body
 from shared.runstore import (
     REPLAY_PAGE,
+    AnswerOutcome,
     Appended,
     Busy,
     CancelOutcome,
     Claimed,
     ClaimResult,
     Condition,
+    Decision,
     Deleted,
     FinishCondition,
     HeldRun,
@@ -99,6 +101,9 @@ class FakeRunStore(RunStore):
         self.faults: deque[Fault] = deque()
         self.appends: list[AppendCall] = []
         self.control_messages: list[CancelRequest] = []
+        # run id -> request id -> the request, and its one decision
+        self.approvals: dict[str, dict[str, PermissionRequestData]] = {}
+        self.decided: dict[str, dict[str, Decision]] = {}
 
     def _session(self, session_id: str) -> _Session:
         return self._sessions.setdefault(session_id, _Session())
@@ -334,6 +339,37 @@ class FakeRunStore(RunStore):
 
     def cancel_requested(self, session_id: str, run_id: str) -> float | None:
         return self._session(session_id).cancel_flags.get(run_id)
+
+    def open_request(self, session_id: str, run_id: str, request: PermissionRequestData) -> None:
+        self.calls.open_request(session_id, run_id, request)  # validates like the real one
+        self.approvals.setdefault(run_id, {})[request.request_id] = request
+
+    def decide(
+        self,
+        session_id: str,
+        run_id: str,
+        request_id: str,
+        decision: Decision,
+        *,
+        notify: bool = True,
+    ) -> AnswerOutcome:
+        self.calls.decide(session_id, run_id, request_id, decision, notify=notify)
+        run = self.runs.get(run_id)
+        if run is None or run.session_id != session_id or run.state is not RunState.RUNNING:
+            return AnswerOutcome.RUN_NOT_RUNNING
+        if request_id not in self.approvals.get(run_id, {}):
+            return AnswerOutcome.UNKNOWN_REQUEST
+        decided = self.decided.setdefault(run_id, {})
+        if request_id in decided:
+            return AnswerOutcome.ALREADY_DECIDED
+        decided[request_id] = decision
+        return AnswerOutcome.DELIVERED
+
+    def decisions(
+        self, session_id: str, run_id: str, request_ids: list[str]
+    ) -> dict[str, Decision]:
+        decided = self.decided.get(run_id, {})
+        return {rid: decided[rid] for rid in request_ids if rid in decided}
 
     def running_runs(self) -> dict[str, str]:
         running = (run for run in self.runs.values() if run.state is RunState.RUNNING)

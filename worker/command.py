@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.jobs import RunRequest
 from shared.settings import Settings
+from worker import cliproto
 from worker.cli_env import cli_environment
 from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
 
@@ -34,12 +35,17 @@ def render_system_prompt(template: str, values: Mapping[str, str]) -> str:
     return template.format_map(_Keep(values))
 
 
-def build_stdin(prompt: str, context: Mapping[str, object] | None) -> bytes:
-    """The prompt as sent on stdin, with any context first as a <context> JSON block."""
+def prompt_text(prompt: str, context: Mapping[str, object] | None) -> str:
+    """The prompt as the CLI gets it, with any context first as a <context> JSON block."""
     if not context:
-        return prompt.encode()
+        return prompt
     block = json.dumps(context, ensure_ascii=False, indent=2, sort_keys=True)
-    return f"<context>\n{block}\n</context>\n\n{prompt}".encode()
+    return f"<context>\n{block}\n</context>\n\n{prompt}"
+
+
+def build_stdin(prompt: str, context: Mapping[str, object] | None) -> bytes:
+    """The first stdin line: the prompt as a stream-json `user` message."""
+    return cliproto.user_message(prompt_text(prompt, context))
 
 
 def build_command(
@@ -77,13 +83,17 @@ def build_command(
             "profile": profile_name,
         },
     )
+    # Stream-json on stdin, not -p: the prompt arrives as a message, and answers to
+    # permission requests and interrupts can follow it on the same pipe.
     argv = [
         settings.claude_bin,
-        "-p",
+        "--input-format=stream-json",
         "--output-format=stream-json",
         "--verbose",
         f"--permission-mode={profile.permission_mode}",
     ]
+    if profile.approval == "ask":
+        argv.append("--permission-prompt-tool=stdio")
     if system_prompt:
         argv.append(f"--append-system-prompt={system_prompt}")
     if job.model:

@@ -1,9 +1,11 @@
 """Listen for control messages addressed to the run this worker owns.
 
 A thread holds one pub/sub subscription on the run's control channel and calls
-`on_cancel` for a valid cancel of *this* run. Anything else (malformed, another
-run, a pid we did not start) is logged and ignored: a message can only ever make
-us kill the process tree we started for this run.
+`on_cancel` for a valid cancel of *this* run, and `on_answer` with the request id of
+an answer to one of its permission requests. Anything else (malformed, another run,
+a pid we did not start) is logged and ignored: a message can only ever make us kill
+the process tree we started for this run, or look up a decision the RunStore recorded
+(the answer's content is not trusted: the recorded decision is what the CLI gets).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from shared.connection import await_subscription
-from shared.control import CancelRequest
+from shared.control import CONTROL_MESSAGE, CancelRequest, PermissionAnswer
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +39,14 @@ class ControlListener:
         run_id: str,
         current_pid: Callable[[], int],
         on_cancel: Callable[[CancelRequest], None],
+        on_answer: Callable[[str], None],
     ) -> None:
         self._client = client
         self._channel = channel
         self._run_id = run_id
         self._current_pid = current_pid
         self._on_cancel = on_cancel
+        self._on_answer = on_answer
         self._stop_token = f"stop:{secrets.token_hex(16)}"
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
@@ -100,12 +104,15 @@ class ControlListener:
 
     def _handle(self, raw: bytes) -> None:
         try:
-            request = CancelRequest.model_validate_json(raw)
+            request = CONTROL_MESSAGE.validate_json(raw)
         except ValidationError as exc:
             log.warning("control_message_ignored", reason="malformed", error=str(exc)[:500])
             return
         if request.run_id != self._run_id:
             log.warning("control_message_ignored", reason="other run", target=request.run_id)
+            return
+        if isinstance(request, PermissionAnswer):
+            self._on_answer(request.request_id)
             return
         pid = self._current_pid()
         if request.pid is not None and request.pid != pid:

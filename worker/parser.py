@@ -23,6 +23,7 @@ from shared.events import (
     StreamEventData,
     TextData,
 )
+from worker.cliproto import ControlRequest, control_request
 from worker.errors import error_event
 
 # Rate-limit statuses that mean "you may go on": no event for those.
@@ -34,10 +35,12 @@ _PREVIEW_CHARS = 500
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """The events a line produced, or why it produced none."""
+    """The events a line produced, or why it produced none; or a control request of the
+    CLI's (it waits for an answer on stdin: the runner's business, not an event yet)."""
 
     events: list[Event] = field(default_factory=list)
     skipped: str | None = None
+    control: ControlRequest | None = None
 
 
 def _event(event_type: EventType, data: Any) -> Event:
@@ -202,6 +205,18 @@ def _stream_event(line: dict[str, Any]) -> Parsed:
     return Parsed([_event(EventType.STREAM_EVENT, data)])
 
 
+def _control_request(line: dict[str, Any]) -> Parsed:
+    request = control_request(line)
+    if request is None:
+        return Parsed(skipped="control request without a request id")
+    return Parsed(control=request)
+
+
+def _control_response(_line: dict[str, Any]) -> Parsed:
+    # The CLI's acknowledgement of one of our requests (an interrupt): nothing to publish.
+    return Parsed(skipped="control response")
+
+
 def _preview(text: str) -> str:
     return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
 
@@ -248,4 +263,7 @@ _HANDLERS = {
     "system": _system,
     "rate_limit_event": _rate_limit,
     "error": _error_line,
+    "control_request": _control_request,
+    "control_response": _control_response,
+    "control_cancel_request": _control_response,
 }

@@ -1,8 +1,10 @@
-"""Spawn the CLI, feed it the prompt, read its output as bounded lines, kill its tree.
+"""Spawn the CLI, talk to it on stdin, read its output as bounded lines, kill its tree.
 
-No shell is ever involved; the prompt goes to stdin, never argv. Reads are
-non-blocking through one selector that also watches the process (pidfd) and a
-wake-up pipe, so a cancel from another thread interrupts a wait at once.
+No shell is ever involved; the prompt goes to stdin, never argv. Stdin stays open
+after the prompt (answers and interrupts follow) until `close_stdin`. Reads and
+writes are non-blocking through one selector that also watches the process (pidfd)
+and a wake-up pipe, so a cancel from another thread interrupts a wait at once.
+Only the thread that reads may write; other threads only `wake` it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class CliProcess:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pending_stdin = memoryview(command.stdin)
+        self._stdin_open = False
+        self._stdin_watched = False
+        self._stdin_closing = False
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._exited = False
@@ -150,11 +155,8 @@ class CliProcess:
         self._selector.register(self._popen.stdout, selectors.EVENT_READ, "stdout")
         self._selector.register(self._popen.stderr, selectors.EVENT_READ, "stderr")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._stdout_open = self._stderr_open = True
-        if self._pending_stdin:
-            self._selector.register(self._popen.stdin, selectors.EVENT_WRITE, "stdin")
-        else:
-            self._popen.stdin.close()
+        self._stdout_open = self._stderr_open = self._stdin_open = True
+        self._write_stdin()
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
             self._selector.register(self._pidfd, selectors.EVENT_READ, "exit")
@@ -211,24 +213,56 @@ class CliProcess:
         self._stderr_open = False
         return False
 
+    @property
+    def stdin_open(self) -> bool:
+        """Can the CLI still be told something (stdin neither closed nor closing)?"""
+        return self._stdin_open and not self._stdin_closing
+
+    def send(self, data: bytes) -> bool:
+        """Queue `data` for the CLI's stdin and write what it takes now; False if closed."""
+        if not self.stdin_open:
+            return False
+        self._pending_stdin = memoryview(bytes(self._pending_stdin) + data)
+        self._write_stdin()
+        return True
+
+    def close_stdin(self) -> None:
+        """Close stdin once what is queued is written: the CLI ends after its turn."""
+        if self._stdin_open:
+            self._stdin_closing = True
+            self._write_stdin()
+
     def _write_stdin(self) -> None:
         assert self._popen and self._popen.stdin
-        try:
-            written = os.write(self._popen.stdin.fileno(), self._pending_stdin[:65536])
-            self._pending_stdin = self._pending_stdin[written:]
-        except BlockingIOError:
-            return
-        except OSError as exc:  # the CLI closed stdin early: nothing more to say to it
-            if exc.errno not in (errno.EPIPE, errno.EBADF):
-                raise
-            self._pending_stdin = memoryview(b"")
-        if not self._pending_stdin:
-            self._selector.unregister(self._popen.stdin)
+        while self._pending_stdin:
+            try:
+                written = os.write(self._popen.stdin.fileno(), self._pending_stdin[:65536])
+                self._pending_stdin = self._pending_stdin[written:]
+            except BlockingIOError:
+                break
+            except OSError as exc:  # the CLI closed stdin early: nothing more to say to it
+                if exc.errno not in (errno.EPIPE, errno.EBADF):
+                    raise
+                self._pending_stdin = memoryview(b"")
+                self._stdin_closing = True
+        self._watch_stdin(bool(self._pending_stdin))
+        if not self._pending_stdin and self._stdin_closing and self._stdin_open:
+            self._stdin_open = False
             self._popen.stdin.close()
+
+    def _watch_stdin(self, watch: bool) -> None:
+        assert self._popen and self._popen.stdin
+        if watch and not self._stdin_watched:
+            self._selector.register(self._popen.stdin, selectors.EVENT_WRITE, "stdin")
+        elif not watch and self._stdin_watched:
+            self._selector.unregister(self._popen.stdin)
+        self._stdin_watched = watch
 
     def _on_exit(self, result: ReadResult) -> None:
         """The CLI is gone: take what it wrote, then end its tree so stdout reaches EOF."""
         self._exited = True
+        self._pending_stdin, self._stdin_closing = memoryview(b""), True
+        self._write_stdin()  # nobody reads it any more: close it
         if self._pidfd is not None:
             self._selector.unregister(self._pidfd)
             os.close(self._pidfd)

@@ -5,6 +5,7 @@ arrives or a time limit passes.
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -12,14 +13,16 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from shared.events import ErrorCode, Event
+from shared.events import ErrorCode
 from shared.jobs import RunRequest
 from shared.runstore import RunStore
 from shared.settings import Settings
+from worker import cliproto
 from worker.context import WorkerContext
 from worker.errors import error_event
+from worker.interaction import Interaction
 from worker.outcome import RunObservations
-from worker.parser import parse_line
+from worker.parser import Parsed, parse_line
 from worker.process import CliProcess, LineTooLong
 from worker.publisher import BufferOverflow, LogBudgetExceeded, Publisher
 
@@ -29,15 +32,25 @@ _CANCEL_FLAG_POLL_S = 1.0
 
 
 class CancelState:
-    """Set once, from any thread, when the run must stop; keeps the first reason."""
+    """Set from any thread when the run must stop; keeps the first reason.
+
+    A soft cancel (grace_s > 0) first asks the CLI to end its turn; the tree is killed
+    at `kill_at` (monotonic) if the turn has not ended by then. A later cancel can only
+    bring that time closer, never push it back.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
         self.reason = ""
+        self.kill_at = math.inf
+        self.interrupt_sent = False
 
-    def request(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
+    def request(self, reason: str, grace_s: float = 0.0) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self.reason = reason
+            self.kill_at = min(self.kill_at, time.monotonic() + max(grace_s, 0.0))
             self._event.set()
 
     def is_set(self) -> bool:
@@ -53,8 +66,9 @@ class _Deadlines:
     flag_check: float
     result: float = math.inf
 
-    def next(self) -> float:
-        return min(self.wall, self.idle, self.result, self.flag_check)
+    def next(self, *others: float | None) -> float:
+        extra = [t for t in others if t is not None]
+        return min(self.wall, self.idle, self.result, self.flag_check, *extra)
 
 
 def _time_is_up(now: float, due: _Deadlines, seen: RunObservations, settings: Settings) -> bool:
@@ -74,6 +88,19 @@ def _time_is_up(now: float, due: _Deadlines, seen: RunObservations, settings: Se
     return True
 
 
+def _cancel_now(cancel: CancelState, proc: CliProcess, now: float) -> bool:
+    """Should the pump stop and kill? Sends the soft interrupt the first time round."""
+    if not cancel.is_set():
+        return False
+    if now >= cancel.kill_at or not proc.stdin_open:
+        return True
+    if not cancel.interrupt_sent:
+        cancel.interrupt_sent = True
+        proc.send(cliproto.interrupt(f"interrupt-{secrets.token_hex(8)}"))
+        log.info("soft_interrupt_sent", grace_s=round(cancel.kill_at - now, 3))
+    return False
+
+
 def pump(
     proc: CliProcess,
     publisher: Publisher,
@@ -81,6 +108,7 @@ def pump(
     cancel: CancelState,
     request: RunRequest,
     ctx: WorkerContext,
+    talk: Interaction,
 ) -> None:
     """Read until the CLI's output ends, a cancel arrives or a time limit is hit."""
     settings = ctx.settings
@@ -91,40 +119,88 @@ def pump(
         flag_check=now + _CANCEL_FLAG_POLL_S,
     )
     publisher.limit_run_log(settings.max_run_log_bytes)
-    while not cancel.is_set():
+    try:
+        _pump(proc, publisher, seen, cancel, request, ctx, talk, due)
+    finally:
+        proc.kill_tree()
+    talk.end()
+
+
+def _pump(
+    proc: CliProcess,
+    publisher: Publisher,
+    seen: RunObservations,
+    cancel: CancelState,
+    request: RunRequest,
+    ctx: WorkerContext,
+    talk: Interaction,
+    due: _Deadlines,
+) -> None:
+    settings = ctx.settings
+    while True:
         now = time.monotonic()
-        if _time_is_up(now, due, seen, settings):
-            break
+        if _cancel_now(cancel, proc, now) or _time_is_up(now, due, seen, settings):
+            return
+        if talk.waiting:
+            due.idle = now + settings.idle_timeout_s  # waiting for a person is not idling
+        talk.expire(now)
         if now >= due.flag_check:
             due.flag_check = now + _CANCEL_FLAG_POLL_S
-            if flag_set(ctx.store, request.job.session_id, request.run_id) is not None:
-                cancel.request("cancelled by request")
-                break
-        chunk = proc.read(due.next() - now)
+            if _cancel_flagged(ctx.store, request, cancel):
+                continue
+            talk.poll()
+        chunk = proc.read(due.next(talk.next_due(), cancel.kill_at) - now)
+        talk.take_answers()
         if chunk.lines:
             due.idle = time.monotonic() + settings.idle_timeout_s
-        try:
-            for line in chunk.lines:
-                for event in _events_of(line, settings.max_line_bytes):
-                    seen.observe(event)
-                    publisher.add(event)
-        except LogBudgetExceeded as exc:
-            # What was queued within the budget still goes out with the closing events.
-            seen.failure = (ErrorCode.LOG_BUDGET_EXCEEDED, f"{exc}; the CLI was stopped")
-            break
+        if not _take_lines(chunk.lines, publisher, seen, talk, settings.max_line_bytes):
+            return
         if seen.results and due.result == math.inf:
+            # The turn is over: closing stdin lets the CLI exit; it gets the result grace.
+            proc.close_stdin()
             due.result = time.monotonic() + settings.result_grace_s
         try:
             publisher.flush()
         except BufferOverflow as exc:
             seen.failure = (ErrorCode.BUFFER_OVERFLOW, f"Redis was unreachable for too long: {exc}")
-            break
+            return
         if chunk.eof:
             # stdout closed; give the CLI the result grace to exit by itself.
             if not _await_exit(proc, settings.result_grace_s, cancel) and seen.results:
                 seen.killed_after_result = True
-            break
-    proc.kill_tree()
+            return
+
+
+def _take_lines(
+    lines: list[bytes | LineTooLong],
+    publisher: Publisher,
+    seen: RunObservations,
+    talk: Interaction,
+    max_line_bytes: int,
+) -> bool:
+    """Parse and queue the lines' events; False once the run's log budget is spent."""
+    try:
+        for line in lines:
+            parsed = _parse(line, max_line_bytes)
+            if parsed.control is not None:
+                talk.on_control(parsed.control)
+            for event in parsed.events:
+                seen.observe(event)
+                publisher.add(event)
+    except LogBudgetExceeded as exc:
+        # What was queued within the budget still goes out with the closing events.
+        seen.failure = (ErrorCode.LOG_BUDGET_EXCEEDED, f"{exc}; the CLI was stopped")
+        return False
+    return True
+
+
+def _cancel_flagged(store: RunStore, request: RunRequest, cancel: CancelState) -> bool:
+    """Did a cancel leave only its flag (its message was missed)? Then it is requested."""
+    grace = flag_set(store, request.job.session_id, request.run_id)
+    if grace is None:
+        return False
+    cancel.request("cancelled by request", grace)
+    return True
 
 
 def flag_set(store: RunStore, session_id: str, run_id: str) -> float | None:
@@ -146,17 +222,19 @@ def _await_exit(proc: CliProcess, grace_s: float, cancel: CancelState) -> bool:
     return True
 
 
-def _events_of(line: bytes | LineTooLong, max_line_bytes: int) -> list[Event]:
+def _parse(line: bytes | LineTooLong, max_line_bytes: int) -> Parsed:
     if isinstance(line, LineTooLong):
-        return [
-            error_event(
-                ErrorCode.LINE_TOO_LONG,
-                f"the CLI printed a {line.size}-byte line, over the {max_line_bytes}-byte "
-                "limit (CLAUDE_QUEUE_MAX_LINE_BYTES); it was dropped",
-                bytes=line.size,
-            )
-        ]
+        return Parsed(
+            [
+                error_event(
+                    ErrorCode.LINE_TOO_LONG,
+                    f"the CLI printed a {line.size}-byte line, over the {max_line_bytes}-byte "
+                    "limit (CLAUDE_QUEUE_MAX_LINE_BYTES); it was dropped",
+                    bytes=line.size,
+                )
+            ]
+        )
     parsed = parse_line(line)
     if parsed.skipped and parsed.skipped.startswith("unknown"):
         log.info("cli_line_skipped", why=parsed.skipped)
-    return parsed.events
+    return parsed

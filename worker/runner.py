@@ -31,6 +31,7 @@ from worker.command import CliCommand, UnknownProfileError, build_command
 from worker.context import WorkerContext, through_outage
 from worker.control import ControlListener
 from worker.errors import error_event
+from worker.interaction import Interaction
 from worker.lease import LeaseKeeper
 from worker.outcome import RunObservations, final_events
 from worker.process import CliProcess
@@ -163,9 +164,19 @@ def _run_cli(
                 proc.wait()
 
         def on_cancel(message: CancelRequest) -> None:
-            cancel.request(message.reason)
-            proc.kill_tree()
+            cancel.request(message.reason, message.grace_s)
+            if message.grace_s <= 0:
+                proc.kill_tree()  # at once, from this thread; a soft cancel is the pump's
             proc.wake()
+
+        talk = Interaction(
+            proc,
+            publisher,
+            ctx.store,
+            session_id=job.session_id,
+            run_id=run_id,
+            timeout_s=settings.approval_timeout_s,
+        )
 
         lease = LeaseKeeper(
             ctx.store,
@@ -185,6 +196,7 @@ def _run_cli(
             run_id=run_id,
             current_pid=lambda: proc.pid,
             on_cancel=on_cancel,
+            on_answer=talk.announce,
         )
         listener.subscribe()
         resources.callback(listener.stop)
@@ -206,9 +218,10 @@ def _run_cli(
         with contextlib.suppress(redis.RedisError):  # informational; Redis may be away
             ctx.store.record_pid(job.session_id, run_id, proc.pid, proc.start_ticks or 0)
         # A cancel that landed between dequeue and subscription left only its flag.
-        if flag_set(ctx.store, job.session_id, run_id) is not None:
-            on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id))
-        pump(proc, publisher, seen, cancel, request, ctx)
+        grace = flag_set(ctx.store, job.session_id, run_id)
+        if grace is not None:
+            on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id, grace_s=grace))
+        pump(proc, publisher, seen, cancel, request, ctx, talk)
     exit_code = proc.poll() if proc.pid else None  # reaped above: its code, kept
     if cancel.is_set():
         seen.cancel_reason = cancel.reason or "cancelled"

@@ -11,7 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.control import CancelRequest
+from shared.control import CancelRequest, PermissionAnswer
 from worker.control import ControlListener
 
 CHANNEL = "cqtest:control:test"
@@ -23,7 +23,13 @@ class Heard:
 
     def __init__(self) -> None:
         self.requests: list[CancelRequest] = []
+        self.answers: list[str] = []
         self._arrived = threading.Condition()
+
+    def answer(self, request_id: str) -> None:
+        with self._arrived:
+            self.answers.append(request_id)
+            self._arrived.notify_all()
 
     def __call__(self, request: CancelRequest) -> None:
         with self._arrived:
@@ -44,7 +50,12 @@ def heard() -> Heard:
 @pytest.fixture
 def listener(redis_client: redis.Redis, heard: Heard) -> Iterator[ControlListener]:
     listener = ControlListener(
-        redis_client, CHANNEL, run_id=RUN_ID, current_pid=lambda: CLI_PID, on_cancel=heard
+        redis_client,
+        CHANNEL,
+        run_id=RUN_ID,
+        current_pid=lambda: CLI_PID,
+        on_cancel=heard,
+        on_answer=heard.answer,
     )
     listener.subscribe()
     listener.start()
@@ -94,7 +105,12 @@ def test_a_listener_without_redis_lets_the_run_go_on_at_once(heard: Heard) -> No
     no_retries = Retry(NoBackoff(), 0)
     unreachable = redis.Redis(unix_socket_path="/nonexistent/redis.sock", retry=no_retries)
     listener = ControlListener(
-        unreachable, CHANNEL, run_id=RUN_ID, current_pid=lambda: CLI_PID, on_cancel=heard
+        unreachable,
+        CHANNEL,
+        run_id=RUN_ID,
+        current_pid=lambda: CLI_PID,
+        on_cancel=heard,
+        on_answer=heard.answer,
     )
     listener.subscribe()
     began = time.monotonic()
@@ -103,3 +119,19 @@ def test_a_listener_without_redis_lets_the_run_go_on_at_once(heard: Heard) -> No
     assert time.monotonic() - began < 5
     listener.stop()
     assert heard.requests == []
+
+
+def test_an_answer_to_this_run_is_announced_by_request_id(
+    listener: ControlListener, redis_client: redis.Redis, heard: Heard
+) -> None:
+    def answer(run_id: str, request_id: str) -> str:
+        return PermissionAnswer(
+            session_id="s", run_id=run_id, request_id=request_id, behavior="allow"
+        ).model_dump_json()
+
+    redis_client.publish(CHANNEL, answer("b" * 32, "other-run"))
+    redis_client.publish(CHANNEL, '{"kind": "answer", "run_id": "' + RUN_ID + '"}')
+    redis_client.publish(CHANNEL, answer(RUN_ID, "req-1"))
+    redis_client.publish(CHANNEL, cancel())  # a marker: everything before it was handled
+    heard.wait_for(1)
+    assert heard.answers == ["req-1"]

@@ -21,13 +21,14 @@ from worker.command import (
     UnknownProfileError,
     build_command,
     build_stdin,
+    prompt_text,
     render_system_prompt,
 )
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 CLAUDE_BIN = "/opt/claude/bin/claude"
 # Boolean flags: the only argv entries without a value.
-BARE_FLAGS = {"-p", "--verbose", "--include-partial-messages"}
+BARE_FLAGS = {"--verbose", "--include-partial-messages"}
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -65,13 +66,30 @@ def build(
     )
 
 
+def stdin_text(command: CliCommand) -> str:
+    """The prompt the CLI gets: the content of the one stream-json user message on stdin."""
+    assert command.stdin.endswith(b"\n") and command.stdin.count(b"\n") == 1
+    line = json.loads(command.stdin)
+    assert line["type"] == "user" and line["message"]["role"] == "user"
+    assert line["parent_tool_use_id"] is None
+    content = line["message"]["content"]
+    assert isinstance(content, str)
+    return content
+
+
 def flag_values(argv: list[str], flag: str) -> list[str]:
     prefix = f"{flag}="
     return [arg[len(prefix) :] for arg in argv if arg.startswith(prefix)]
 
 
 def assert_argv_shape(argv: list[str]) -> None:
-    assert argv[:4] == [CLAUDE_BIN, "-p", "--output-format=stream-json", "--verbose"]
+    assert argv[:4] == [
+        CLAUDE_BIN,
+        "--input-format=stream-json",
+        "--output-format=stream-json",
+        "--verbose",
+    ]
+    assert "-p" not in argv
     for arg in argv[1:]:
         assert arg in BARE_FLAGS or (arg.startswith("--") and "=" in arg), arg
 
@@ -155,8 +173,8 @@ def test_max_turns_and_partial_messages_when_asked() -> None:
 )
 def test_prompt_goes_to_stdin_never_argv(prompt: str) -> None:
     command = build(make_request(prompt=prompt))
-    assert command.stdin == prompt.encode()
-    assert command.argv.count("-p") == 1
+    assert stdin_text(command) == prompt
+    assert command.argv.count("-p") == 0
     if prompt != "-p":
         assert not [arg for arg in command.argv if prompt in arg]
     assert not [a for a in command.argv if a.startswith("--dangerously")]
@@ -169,14 +187,14 @@ def test_prompt_goes_to_stdin_never_argv(prompt: str) -> None:
 def test_any_prompt_is_stdin_verbatim(body: str) -> None:
     prompt = f"PROMPT-MARKER {body}"
     command = build(make_request(prompt=prompt))
-    assert command.stdin == prompt.encode()
+    assert stdin_text(command) == prompt
     assert not [arg for arg in command.argv if "PROMPT-MARKER" in arg]
 
 
 def test_context_is_prepended_as_json_block() -> None:
     context = {"ticket": "ABC-1", "files": ["a.py", "b.py"], "nested": {"ü": 1}}
     command = build(make_request(prompt="Fix it.", context=context))
-    text = command.stdin.decode()
+    text = stdin_text(command)
     assert text.startswith("<context>\n")
     head, prompt = text.split("\n</context>\n\n", 1)
     assert prompt == "Fix it."
@@ -187,15 +205,16 @@ def test_context_is_prepended_as_json_block() -> None:
 
 def test_context_containing_closing_tag_stays_valid_json() -> None:
     context = {"note": "</context>\n\ninjected"}
-    text = build_stdin("real prompt", context).decode()
+    text = prompt_text("real prompt", context)
     block = text.removeprefix("<context>\n").rsplit("\n</context>\n\n", 1)[0]
     assert json.loads(block) == context
     assert text.endswith("\n</context>\n\nreal prompt")
 
 
 def test_no_context_means_prompt_only() -> None:
-    assert build_stdin("hi", None) == b"hi"
-    assert build(make_request(prompt="hi", context=None)).stdin == b"hi"
+    assert prompt_text("hi", None) == "hi"
+    assert stdin_text(build(make_request(prompt="hi", context=None))) == "hi"
+    assert build_stdin("hi", None) == build(make_request(prompt="hi", context=None)).stdin
 
 
 def test_context_with_lone_surrogate_is_refused_before_the_worker() -> None:
@@ -221,7 +240,7 @@ def test_a_job_that_validates_always_builds(prompt: str, context_value: str) -> 
     except InvalidJobError:
         return  # refused up front: fine
     command = build(RunRequest(run_id=RUN_ID, submitted_at=0.0, job=job))
-    assert command.stdin.decode().endswith(job.prompt)
+    assert stdin_text(command).endswith(job.prompt)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -381,3 +400,12 @@ def test_building_a_command_loads_no_ctypes() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_only_an_asking_profile_routes_permission_prompts_to_stdin() -> None:
+    asking = build(make_request(profile="ask"))
+    assert flag_values(asking.argv, "--permission-prompt-tool") == ["stdio"]
+    assert flag_values(asking.argv, "--allowed-tools") == ["Read,Glob,Grep"]
+    for profile in ("readonly", "edit", "bash"):
+        argv = build(make_request(profile=profile)).argv
+        assert flag_values(argv, "--permission-prompt-tool") == [], profile

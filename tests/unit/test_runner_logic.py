@@ -18,6 +18,7 @@ from tests.conftest import FAKE_CLI
 from tests.fakes import FakeRunStore, fake_context, run_publisher
 from worker.command import build_command
 from worker.context import WorkerContext
+from worker.interaction import Interaction
 from worker.outcome import RunObservations, final_events
 from worker.process import CliProcess
 from worker.pump import CancelState, pump
@@ -72,7 +73,10 @@ def run_pump(
     seen, cancel = RunObservations(), CancelState()
     proc.spawn()
     meanwhile()
-    pump(proc, publisher, seen, cancel, run, ctx)
+    talk = Interaction(
+        proc, publisher, ctx.store, session_id=SESSION, run_id=RUN_ID, timeout_s=60.0
+    )
+    pump(proc, publisher, seen, cancel, run, ctx, talk)
     publisher.flush(wait=True)
     return seen, cancel, proc.wait()
 
