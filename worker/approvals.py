@@ -18,6 +18,7 @@ from shared.events import (
     PermissionRequestData,
 )
 from shared.runstore import Decision
+from shared.runstore.calls import RUN_ENDED_MESSAGE
 from worker import cliproto
 
 DENIED_BY_PERSON = "The user denied this tool use."
@@ -45,11 +46,7 @@ def timed_out(timeout_s: float) -> Decision:
     return Decision(behavior="deny", message=message, reason=DecisionReason.TIMED_OUT)
 
 
-RUN_ENDED = Decision(
-    behavior="deny",
-    message="The run ended before this permission request was answered.",
-    reason=DecisionReason.RUN_ENDED,
-)
+RUN_ENDED = Decision(behavior="deny", message=RUN_ENDED_MESSAGE, reason=DecisionReason.RUN_ENDED)
 
 
 class Approvals:

@@ -17,10 +17,12 @@ from rq import Queue
 from shared import rqjobs
 from shared.control import CancelRequest, PermissionAnswer
 from shared.events import (
+    DecisionReason,
     Event,
     EventType,
     FinishedData,
     InterruptedData,
+    PermissionDecisionData,
     PermissionRequestData,
     RunStatus,
     encode_body,
@@ -176,7 +178,10 @@ class RunCalls:
         reason: str,
         started_at: float | None,
         now: float,
+        open_requests: Sequence[str] = (),
     ) -> ScriptCall:
+        """`open_requests`: permission requests still undecided; each gets its run_ended
+        decision before the closing events (the CLI that asked is gone)."""
         k = self.keys
         duration = max(0.0, now - started_at) if started_at else 0.0
         finished = Event(
@@ -200,6 +205,7 @@ class RunCalls:
                 *self._log_args(session_id, run_id, now),
                 status.value,
                 condition_arg(condition),
+                *(encode_body(session_id, run_id, now, run_ended(rid)) for rid in open_requests),
                 encode_body(session_id, run_id, now, closing),
                 encode_body(session_id, run_id, now, finished),
             ],
@@ -309,6 +315,20 @@ class RunCalls:
     def held_indexes(self) -> list[tuple[str, bool]]:
         """The hashes of runs workers hold: (key, waiting)."""
         return [(self.keys.running, False), (self.keys.waiting, True)]
+
+
+RUN_ENDED_MESSAGE = "The run ended before this permission request was answered."
+
+
+def run_ended(request_id: str) -> Event:
+    """The decision of a request whose run ended first: denied, reason run_ended."""
+    data = PermissionDecisionData(
+        request_id=request_id,
+        behavior="deny",
+        message=RUN_ENDED_MESSAGE,
+        reason=DecisionReason.RUN_ENDED,
+    )
+    return Event(type=EventType.PERMISSION_DECISION, data=data)
 
 
 def condition_arg(condition: FinishCondition) -> str:

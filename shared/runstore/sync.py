@@ -235,6 +235,8 @@ class RunStore:
     ) -> bool:
         """End the run from outside its runner if `condition` holds; True if this call did."""
         record = self.run_record(session_id, run_id)
+        raw = self.redis.hgetall(self.keys.approvals(session_id, run_id))
+        open_requests = replies.open_requests(session_id, run_id, cast(dict[Any, Any], raw))
         call = self.calls.force_finish(
             session_id,
             run_id,
@@ -244,6 +246,7 @@ class RunStore:
             reason=reason,
             started_at=record.started_at,
             now=time.time(),
+            open_requests=[o.request.request_id for o in open_requests],
         )
         return bool(self._run(call) == 1)
 

@@ -13,13 +13,24 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared.events import DecisionReason, Event, EventType, PermissionRequestData, QueuedData
+from shared.events import (
+    DecisionReason,
+    ErrorCode,
+    ErrorData,
+    Event,
+    EventType,
+    PermissionDecisionData,
+    PermissionRequestData,
+    QueuedData,
+    RunStatus,
+)
 from shared.jobs import PromptJob, RunRequest, new_run_id
 from shared.runstore import (
     AnswerOutcome,
     AsyncRunStore,
     CancelOutcome,
     Claimed,
+    Condition,
     Decision,
     NewRun,
     RunStore,
@@ -157,3 +168,32 @@ def test_a_cancel_carries_its_grace_to_the_owner(
     # A flag written by an older producer (the time) means: kill now.
     redis_client.set(store.keys.cancel_flag(SESSION, run_id), str(time.time()))
     assert store.cancel_requested(SESSION, run_id) == 0.0
+
+
+def test_a_lost_run_ends_its_open_requests_before_its_closing_events(
+    store: RunStore, redis_client: redis.Redis
+) -> None:
+    run_id = _running(store)
+    store.open_request(SESSION, run_id, _request("open"))
+    store.open_request(SESSION, run_id, _request("answered"))
+    store.decide(SESSION, run_id, "answered", ALLOW)
+    redis_client.delete(store.keys.lease(SESSION))  # the owner stopped renewing: gone
+    closing = Event(type=EventType.ERROR, data=ErrorData(code=ErrorCode.LOST, message="lost"))
+    assert store.force_finish(
+        SESSION,
+        run_id,
+        status=RunStatus.LOST,
+        condition=Condition.LEASE_GONE,
+        closing=closing,
+        reason="lost",
+    )
+    logged = [(e.type, e.data.get("request_id")) for e in store.replay(SESSION)]
+    assert logged[1:] == [
+        (EventType.PERMISSION_DECISION, "open"),
+        (EventType.ERROR, None),
+        (EventType.FINISHED, None),
+    ]
+    decision = list(store.replay(SESSION))[1].typed_data()
+    assert isinstance(decision, PermissionDecisionData)
+    assert (decision.behavior, decision.reason) == ("deny", DecisionReason.RUN_ENDED)
+    assert store.open_requests(SESSION) == []
