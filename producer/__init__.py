@@ -1,4 +1,5 @@
-"""Producer side of claude-queue: submit prompts, stream and replay events, cancel runs.
+"""Producer side of claude-queue: submit prompts, stream and replay events, cancel runs,
+answer permission requests.
 
 from producer import Client
 client = Client.from_url("redis://localhost:6379/0")
@@ -10,6 +11,7 @@ Everything a user needs is exported here (`__all__`); other modules are private.
 """
 
 from producer.aio import AsyncClient, AsyncRunHandle
+from producer.approvals import AnswerOutcome, AnswerResult, OpenRequest
 from producer.cancelling import CancelOutcome, CancelResult
 from producer.client import Client, RunHandle
 from producer.errors import (
@@ -37,6 +39,7 @@ from shared.blocks import (
     UnknownBlock,
 )
 from shared.events import (
+    DecisionReason,
     Envelope,
     ErrorCode,
     ErrorData,
@@ -46,6 +49,8 @@ from shared.events import (
     InitData,
     InterruptedData,
     MessageData,
+    PermissionDecisionData,
+    PermissionRequestData,
     QueuedData,
     RateLimitData,
     ResultData,
@@ -62,6 +67,8 @@ from shared.jobs import OnBusy, PromptJob, ResumePolicy
 from shared.settings import Settings
 
 __all__ = [
+    "AnswerOutcome",
+    "AnswerResult",
     "AsyncClient",
     "AsyncRunHandle",
     "CancelOutcome",
@@ -69,6 +76,7 @@ __all__ = [
     "ClaudeQueueError",
     "Client",
     "ContentBlock",
+    "DecisionReason",
     "Envelope",
     "ErrorCode",
     "ErrorData",
@@ -83,6 +91,9 @@ __all__ = [
     "MalformedBlock",
     "MessageData",
     "OnBusy",
+    "OpenRequest",
+    "PermissionDecisionData",
+    "PermissionRequestData",
     "PromptJob",
     "QueueStatus",
     "QueuedData",

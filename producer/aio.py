@@ -12,7 +12,14 @@ import redis.asyncio as aioredis
 import structlog
 
 from producer import streamloop as sl
-from producer.cancelling import CancelOutcome, CancelResult, CancelWait
+from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
+from producer.cancelling import (
+    CancelOutcome,
+    CancelResult,
+    CancelWait,
+    require_grace,
+    wait_limit_s,
+)
 from producer.client import Client
 from producer.cursor import finished_of
 from producer.errors import redis_errors
@@ -25,7 +32,7 @@ from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
-from shared.runstore import AsyncRunStore, Busy
+from shared.runstore import AsyncRunStore, Busy, OpenRequest
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -195,31 +202,69 @@ class AsyncClient:
         wait: bool = False,
         timeout_s: float | None = None,
         reason: str = "cancelled by request",
+        grace_s: float = 0.0,
     ) -> CancelResult:
         """See `Client.cancel`."""
+        require_grace(grace_s)
         target = run_id or await self.store.current_run(session_id)
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
         channel = self.keys.channel(session_id)
         subscription = await self._fanout.open(channel) if wait else None
         try:
-            outcome = await self.store.cancel(session_id, target, reason=reason)
+            outcome = await self.store.cancel(session_id, target, reason=reason, grace_s=grace_s)
             if outcome is not CancelOutcome.CANCELLED_RUNNING or subscription is None:
                 return CancelResult(outcome, session_id, target)
-            limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
+            limit = wait_limit_s(grace_s, timeout_s, self.settings.cancel_ack_timeout_s)
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
                 if waiter.is_done(await _next_live(subscription, pause)):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
-                    again = await self.store.cancel(session_id, target, reason=reason)
+                    again = await self.store.cancel(
+                        session_id, target, reason=reason, grace_s=grace_s
+                    )
                     if again is CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:
             if subscription is not None:
                 await self._fanout.close(subscription)
+
+    @redis_errors()
+    async def respond(
+        self,
+        session_id: str,
+        request_id: str,
+        *,
+        allow: bool,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        decided_by: str | None = None,
+        run_id: str | None = None,
+    ) -> AnswerResult:
+        """See `Client.respond`."""
+        decision = prepare_answer(
+            session_id,
+            request_id,
+            run_id,
+            allow=allow,
+            message=message,
+            updated_input=updated_input,
+            decided_by=decided_by,
+        )
+        target = run_id or await self.store.current_run(session_id)
+        if target is None:
+            return AnswerResult(AnswerOutcome.RUN_NOT_RUNNING, session_id, None, request_id)
+        outcome = await self.store.decide(session_id, target, request_id, decision, notify=True)
+        return AnswerResult(outcome, session_id, target, request_id)
+
+    @redis_errors()
+    async def open_requests(self, session_id: str) -> list[OpenRequest]:
+        """See `Client.open_requests`."""
+        require_session_id(session_id)
+        return await self.store.open_requests(session_id)
 
 
 async def _next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
@@ -266,7 +311,30 @@ class AsyncRunHandle:
             collector.add(envelope)
         return collector.result()
 
-    async def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
+    async def cancel(
+        self, *, wait: bool = False, timeout_s: float | None = None, grace_s: float = 0.0
+    ) -> CancelResult:
+        """Cancel this run; see `Client.cancel`."""
         return await self.client.cancel(
-            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s
+            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s, grace_s=grace_s
+        )
+
+    async def respond(
+        self,
+        request_id: str,
+        *,
+        allow: bool,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        decided_by: str | None = None,
+    ) -> AnswerResult:
+        """Answer a permission request of this run; see `Client.respond`."""
+        return await self.client.respond(
+            self.session_id,
+            request_id,
+            allow=allow,
+            message=message,
+            updated_input=updated_input,
+            decided_by=decided_by,
+            run_id=self.run_id,
         )

@@ -14,7 +14,14 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
-from producer.cancelling import CancelOutcome, CancelResult, CancelWait
+from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
+from producer.cancelling import (
+    CancelOutcome,
+    CancelResult,
+    CancelWait,
+    require_grace,
+    wait_limit_s,
+)
 from producer.cursor import finished_of, live_envelope
 from producer.errors import redis_errors
 from producer.result import ResultCollector, RunResult, stream_ended
@@ -25,7 +32,7 @@ from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
-from shared.runstore import Busy, RunStore
+from shared.runstore import Busy, OpenRequest, RunStore
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -197,12 +204,17 @@ class Client:
         wait: bool = False,
         timeout_s: float | None = None,
         reason: str = "cancelled by request",
+        grace_s: float = 0.0,
     ) -> CancelResult:
         """Cancel a run (default: the session's current one) and say what happened.
 
-        With wait=True, returns once the owner has ended the run, re-sending the
-        request until then; `owner_unreachable` if it never does within timeout_s.
+        With grace_s > 0 the owner first asks the CLI to end its turn and kills the
+        process tree only if the turn has not ended within grace_s (at most
+        MAX_GRACE_S; InvalidJobError otherwise). With wait=True, returns once the
+        owner has ended the run, re-sending the request until then;
+        `owner_unreachable` if it never does within grace_s + timeout_s.
         """
+        require_grace(grace_s)
         target = run_id or self.store.current_run(session_id)
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
@@ -210,22 +222,63 @@ class Client:
         try:
             if wait:
                 subscribe_confirmed(pubsub, self.keys.channel(session_id))
-            outcome = self.store.cancel(session_id, target, reason=reason)
+            outcome = self.store.cancel(session_id, target, reason=reason, grace_s=grace_s)
             if outcome is not CancelOutcome.CANCELLED_RUNNING or not wait:
                 return CancelResult(outcome, session_id, target)
-            limit = timeout_s if timeout_s is not None else self.settings.cancel_ack_timeout_s
+            limit = wait_limit_s(grace_s, timeout_s, self.settings.cancel_ack_timeout_s)
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
                 if waiter.is_done(live_envelope(pubsub.get_message(timeout=pause))):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
-                    again = self.store.cancel(session_id, target, reason=reason)
+                    again = self.store.cancel(session_id, target, reason=reason, grace_s=grace_s)
                     if again is CancelOutcome.ALREADY_FINISHED:
                         return CancelResult(outcome, session_id, target)
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:
             pubsub.close()
+
+    # -- permission requests ------------------------------------------------
+
+    @redis_errors()
+    def respond(
+        self,
+        session_id: str,
+        request_id: str,
+        *,
+        allow: bool,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        decided_by: str | None = None,
+        run_id: str | None = None,
+    ) -> AnswerResult:
+        """Answer a permission request of the session's running run (or of `run_id`).
+
+        Only the first decision of a request counts: a later answer (or one after
+        the request timed out) is `already_decided`. A deny without a message tells
+        the CLI who denied it. Bad ids or fields raise InvalidJobError, nothing sent.
+        """
+        decision = prepare_answer(
+            session_id,
+            request_id,
+            run_id,
+            allow=allow,
+            message=message,
+            updated_input=updated_input,
+            decided_by=decided_by,
+        )
+        target = run_id or self.store.current_run(session_id)
+        if target is None:
+            return AnswerResult(AnswerOutcome.RUN_NOT_RUNNING, session_id, None, request_id)
+        outcome = self.store.decide(session_id, target, request_id, decision, notify=True)
+        return AnswerResult(outcome, session_id, target, request_id)
+
+    @redis_errors()
+    def open_requests(self, session_id: str) -> list[OpenRequest]:
+        """The undecided permission requests of the session's running run, oldest expiry first."""
+        require_session_id(session_id)
+        return self.store.open_requests(session_id)
 
     # -- status -------------------------------------------------------------
 
@@ -280,7 +333,30 @@ class RunHandle:
             collector.add(envelope)
         return collector.result()
 
-    def cancel(self, *, wait: bool = False, timeout_s: float | None = None) -> CancelResult:
+    def cancel(
+        self, *, wait: bool = False, timeout_s: float | None = None, grace_s: float = 0.0
+    ) -> CancelResult:
+        """Cancel this run; see `Client.cancel`."""
         return self.client.cancel(
-            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s
+            self.session_id, run_id=self.run_id, wait=wait, timeout_s=timeout_s, grace_s=grace_s
+        )
+
+    def respond(
+        self,
+        request_id: str,
+        *,
+        allow: bool,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        decided_by: str | None = None,
+    ) -> AnswerResult:
+        """Answer a permission request of this run; see `Client.respond`."""
+        return self.client.respond(
+            self.session_id,
+            request_id,
+            allow=allow,
+            message=message,
+            updated_input=updated_input,
+            decided_by=decided_by,
+            run_id=self.run_id,
         )
