@@ -5,14 +5,21 @@ exactly this deployment's keys. Redis checks the commands a Lua script calls, an
 the keys they touch, against the caller's ACL too, so a role holds every command
 its scripts run, not only the ones its code sends itself.
 
-- reader: replay (XRANGE, XREVRANGE, XLEN on session logs, GET of the seq) and
-  follow (SUBSCRIBE to session channels). Nothing that writes, no scripts.
+- reader: replay (XRANGE, XREVRANGE, XLEN on session logs, GET of the seq),
+  follow (SUBSCRIBE to session channels) and list a session's open permission
+  requests (LINDEX of its pending list, HGETALL of a run's approvals). Nothing
+  that writes, no scripts: a reader sees requests but cannot answer them.
 - producer: submit (RQ's enqueue and SUBMIT_LUA), cancel (CANCEL_LUA; a job
-  cancelled while queued leaves the RQ queue, recorded canceled), read, status,
-  list and delete sessions. EVALSHA only of our two scripts (first-argument
-  rules), so no other Lua runs; UNLINK only through a selector, so it can delete a
-  session's keys without being able to write the lease, state or transcript.
-- worker: everything on our prefix and RQ's, minus the dangerous commands.
+  cancelled while queued leaves the RQ queue, recorded canceled), answer
+  permission requests (DECIDE_LUA, which records the decision in the run's
+  approvals hash and PUBLISHes it on the run's control channel) and list them,
+  read, status, list and delete sessions. EVALSHA only of our three scripts
+  (first-argument rules), so no other Lua runs; UNLINK only through a selector, so
+  it can delete a session's keys without being able to write the lease, state or
+  transcript; DECIDE_LUA and its HSETNX only through another, so it reads a run's
+  approvals and adds to them only with HSETNX: no decision is ever overwritten.
+- worker: everything on our prefix and RQ's, minus the dangerous commands
+  (recording permission requests and deciding them on timeout included).
 
 The database is pinned with `+select|<db>`: ACL key patterns ignore databases, so
 without the pin a user could reach the same key names in every other database.
@@ -32,7 +39,7 @@ from redis.connection import parse_url
 from rq.defaults import RQ_KEY_PREFIX
 
 from shared.ids import escape_redis_glob
-from shared.runstore.scripts import CANCEL_LUA, SUBMIT_LUA
+from shared.runstore.scripts import CANCEL_LUA, DECIDE_LUA, SUBMIT_LUA
 
 Role = Literal["producer", "worker", "reader"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -40,7 +47,7 @@ ROLES: tuple[Role, ...] = get_args(Role)
 # ACL SETUSER arguments are split on whitespace by redis-cli and in ACL files.
 _UNSAFE = re.compile(r"[\s\"'()\x00-\x1f]")
 # run ids are uuid4().hex: 32 characters. Exactly 32 `?` keep the run record
-# pattern from also matching the wait marker (`...:run:<id>:wait`).
+# pattern from also matching the wait marker (`...:run:<id>:wait`) or the approvals.
 _RUN_ID = "?" * 32
 
 _CONNECTION = ("+ping",)
@@ -110,6 +117,11 @@ def _names(key_prefix: str, queue_name: str) -> _Names:
     )
 
 
+def _approvals(n: _Names) -> str:
+    """A run's permission requests and their decisions (keys.approvals)."""
+    return n.session(f"run:{_RUN_ID}:approvals")
+
+
 def _reader(n: _Names, select: str) -> AclRules:
     return AclRules(
         role="reader",
@@ -121,8 +133,16 @@ def _reader(n: _Names, select: str) -> AclRules:
             "+xrevrange",
             "+xlen",
             "+get",
+            # open permission requests: the running run, then its approvals
+            "+lindex",
+            "+hgetall",
         ),
-        keys=(f"%R~{n.session('log')}", f"%R~{n.session('seq')}"),
+        keys=(
+            f"%R~{n.session('log')}",
+            f"%R~{n.session('seq')}",
+            f"%R~{n.session('pending')}",
+            f"%R~{_approvals(n)}",
+        ),
         channels=(f"&{n.session('events')}",),
     )
 
@@ -173,10 +193,12 @@ def _producer(n: _Names, select: str) -> AclRules:
             "+zrem",
             "+zremrangebyscore",
             "+xadd",
+            "+hexists",  # DECIDE_LUA: is there such a request?
         ),
         keys=(
             f"~{n.session('run:' + _RUN_ID)}",
             f"~{n.session('run:' + _RUN_ID + ':cancel')}",
+            f"%R~{_approvals(n)}",  # open requests (HGETALL); decided only by DECIDE_LUA
             f"~{n.session('pending')}",
             f"~{n.session('seq')}",
             f"~{n.session('log')}",
@@ -195,9 +217,17 @@ def _producer(n: _Names, select: str) -> AclRules:
         channels=(f"&{n.session('events')}", f"&{n.session('run:*:control')}"),
         # Deleting a session removes all its keys; only UNLINK may touch the others.
         # A transcript's size may be read (session show), never its conversation.
+        # A run's approvals are written only by DECIDE_LUA's HSETNX (a request's one
+        # decision): never HSET, so no decision is ever overwritten.
         selectors=(
             ("+unlink", f"~{n.session('*')}"),
             ("+hstrlen", f"%R~{n.session('transcript')}"),
+            (
+                f"+evalsha|{script_sha(DECIDE_LUA)}",
+                "+hsetnx",
+                f"~{n.session('run:' + _RUN_ID)}",
+                f"~{_approvals(n)}",
+            ),
         ),
     )
 

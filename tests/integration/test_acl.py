@@ -11,6 +11,7 @@ import os
 import secrets
 import shlex
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -24,14 +25,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from producer.aio import AsyncClient
+from producer.approvals import AnswerOutcome
 from producer.cancelling import CancelOutcome
 from producer.cli import main
 from producer.client import Client
 from producer.errors import SessionBusy
 from shared.acl import database_of, script_sha
-from shared.events import EventType
+from shared.events import DecisionReason, EventType, PermissionRequestData
 from shared.keys import keys_from
-from shared.runstore import RunStore
+from shared.runstore import Claimed, Decision, RunStore
 from shared.runstore.scripts import PUBLISH_LUA
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
@@ -383,3 +385,57 @@ def test_worker_user_is_confined_to_its_prefixes(
         assert worker.set("rq:probe", "1")
     finally:
         worker.close()
+
+
+def test_permission_requests_under_the_three_roles(
+    settings: Settings,
+    role_url: Callable[[str], str],
+    role_client: RoleClient,
+    redis_client: redis.Redis,
+) -> None:
+    """The worker records and times out requests, the producer lists and answers them,
+    the reader may only list them; nobody may write a decision around the script."""
+    producer, reader = role_client("producer"), role_client("reader")
+    worker_redis = redis.Redis.from_url(role_url("worker"))
+    try:
+        worker = RunStore(worker_redis, settings)
+        handle = producer.submit(session_id="acl-ask", prompt="p", profile="ask")
+        assert isinstance(worker.claim("acl-ask", handle.run_id, worker="w", host="h"), Claimed)
+        for request_id in ("r1", "r2", "r3"):
+            request = PermissionRequestData(
+                request_id=request_id, tool_name="Bash", expires_at=time.time() + 600
+            )
+            worker.open_request("acl-ask", handle.run_id, request)  # HSET + EXPIRE
+        listed = [o.request.request_id for o in reader.open_requests("acl-ask")]
+        assert listed == ["r1", "r2", "r3"]
+        assert producer.open_requests("acl-ask") == reader.open_requests("acl-ask")
+
+        assert producer.respond("acl-ask", "r1", allow=True, decided_by="p").delivered
+        again = producer.respond("acl-ask", "r1", allow=False)
+        assert again.outcome is AnswerOutcome.ALREADY_DECIDED
+        timed_out = Decision(behavior="deny", reason=DecisionReason.TIMED_OUT)
+        decided = worker.decide("acl-ask", handle.run_id, "r2", timed_out, notify=False)
+        assert decided is AnswerOutcome.DELIVERED
+        assert worker.decisions("acl-ask", handle.run_id, ["r1", "r2"]) == {  # HMGET
+            "r1": Decision(behavior="allow", decided_by="p"),
+            "r2": timed_out,
+        }
+        assert producer.cancel("acl-ask", grace_s=3.0).outcome is CancelOutcome.CANCELLED_RUNNING
+        assert worker.cancel_requested("acl-ask", handle.run_id) == 3.0
+        assert _denied(redis_client, role_url("producer")) == []
+        assert _denied(redis_client, role_url("worker")) == []
+
+        approvals = producer.keys.approvals("acl-ask", handle.run_id)
+        forged = Decision(behavior="allow", decided_by="forger").model_dump_json()
+        refused: dict[str, Callable[[], object]] = {
+            "reader answers": lambda: reader.respond("acl-ask", "r3", allow=True),
+            "reader writes a decision": lambda: reader.redis.hsetnx(approvals, "r3:decision", "x"),
+            "producer overwrites a decision": lambda: producer.redis.hset(
+                approvals, "r2:decision", forged
+            ),
+            "producer deletes a request": lambda: producer.redis.hdel(approvals, "r3"),
+        }
+        assert [what for what, call in refused.items() if not _refused(call)] == []
+        assert worker.decisions("acl-ask", handle.run_id, ["r2", "r3"]) == {"r2": timed_out}
+    finally:
+        worker_redis.close()

@@ -20,7 +20,7 @@ from shared.acl import (
     setuser_args,
     setuser_line,
 )
-from shared.runstore.scripts import CANCEL_LUA, PUBLISH_LUA, SUBMIT_LUA
+from shared.runstore.scripts import CANCEL_LUA, DECIDE_LUA, PUBLISH_LUA, SUBMIT_LUA
 
 # Commands that change data; a reader must hold none of them.
 _WRITES = {"+set", "+incr", "+hset", "+xadd", "+publish", "+unlink", "+del", "+rpush", "+lrem"}
@@ -30,11 +30,18 @@ def _rules(role: Role, *, queue_name: str = "claude-queue", database: int = 0) -
     return role_rules(role, key_prefix="cq", queue_name=queue_name, database=database)
 
 
-def test_reader_only_reads_session_logs_and_follows_their_channels() -> None:
+def test_reader_only_reads_session_logs_open_requests_and_follows_their_channels() -> None:
     rules = _rules("reader")
     assert not _WRITES & set(rules.commands)
     assert not [c for c in rules.commands if c.startswith(("+eval", "+script", "+@"))]
-    assert rules.keys == ("%R~cq:{*}:log", "%R~cq:{*}:seq")
+    assert "+hsetnx" not in rules.commands
+    run = "cq:{*}:run:" + "?" * 32
+    assert rules.keys == (
+        "%R~cq:{*}:log",
+        "%R~cq:{*}:seq",
+        "%R~cq:{*}:pending",
+        f"%R~{run}:approvals",
+    )
     assert rules.channels == ("&cq:{*}:events",)
     assert rules.selectors == ()
 
@@ -56,7 +63,25 @@ def test_producer_reads_but_never_writes_worker_state() -> None:
     assert "%W~rq:job:*" in rules.keys  # it writes jobs, and reads no other producer's
     # Deleting a session is the one thing it may do to every session key; of a
     # transcript it may learn only the size.
-    assert rules.selectors == (("+unlink", "~cq:{*}:*"), ("+hstrlen", "%R~cq:{*}:transcript"))
+    assert rules.selectors[:2] == (
+        ("+unlink", "~cq:{*}:*"),
+        ("+hstrlen", "%R~cq:{*}:transcript"),
+    )
+
+
+def test_producer_writes_approvals_only_through_the_decide_script() -> None:
+    rules = _rules("producer")
+    run = "cq:{*}:run:" + "?" * 32
+    assert f"%R~{run}:approvals" in rules.keys  # open requests: read
+    assert f"~{run}:approvals" not in rules.keys
+    assert "+hsetnx" not in rules.commands
+    # The decision's HSETNX and the script that sends it, in a selector of their own.
+    decide = (f"+evalsha|{script_sha(DECIDE_LUA)}", "+hsetnx", f"~{run}", f"~{run}:approvals")
+    assert decide in rules.selectors
+    assert f"+evalsha|{script_sha(DECIDE_LUA)}" not in rules.commands
+    # It PUBLISHes the answer on the run's control channel.
+    assert "+publish" in rules.commands
+    assert "&cq:{*}:run:*:control" in rules.channels
 
 
 def test_run_record_pattern_excludes_the_wait_marker() -> None:
