@@ -9,58 +9,27 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import click
-import redis
 from pydantic import ValidationError
 from rich.console import Console
 
 from producer.cancelling import CancelOutcome
+from producer.cli_admin import acl, reap, worker
+from producer.cli_approvals import (
+    InlineAnswers,
+    approve,
+    deny,
+    is_interactive,
+    request_summary,
+    requests_command,
+)
+from producer.cli_common import Group, connect, fail
 from producer.client import Client
-from producer.errors import InvalidJobError, RedisUnavailable, SessionBusy, redis_errors
+from producer.errors import InvalidJobError, SessionBusy
 from producer.render import Renderer
+from shared.control import MAX_GRACE_S
 from shared.events import Envelope, FinishedData, RunStatus
 from shared.exitcodes import ExitCode
 from shared.jobs import OnBusy
-from shared.settings import Settings, SettingsError
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_environment()
-    except SettingsError as exc:
-        click.echo(f"error: invalid configuration: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
-
-
-def _redis_down(exc: RedisUnavailable) -> None:
-    """One line, no traceback, exit 3: Redis did not answer."""
-    click.echo(f"error: {exc}. Set CLAUDE_QUEUE_REDIS_URL or start Redis.", err=True)
-    sys.exit(ExitCode.REDIS_UNREACHABLE)
-
-
-def _client() -> Client:
-    settings = _settings()
-    client = Client(settings)
-    try:
-        with redis_errors(settings.redis_url_redacted):
-            client.redis.ping()
-    except RedisUnavailable as exc:
-        _redis_down(exc)
-    except redis.RedisError as exc:  # e.g. a wrong password: configuration
-        click.echo(f"error: Redis at {settings.redis_url_redacted} refused us: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
-    return client
-
-
-class _Group(click.Group):
-    """Turns a Redis outage in the middle of any command into one line and exit 3."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RedisUnavailable as exc:
-            _redis_down(exc)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # below the client (reap)
-            _redis_down(RedisUnavailable.from_error(exc))
 
 
 def _run_status(envelope: Envelope) -> RunStatus | None:
@@ -72,14 +41,18 @@ def _run_status(envelope: Envelope) -> RunStatus | None:
     return data.known_status if isinstance(data, FinishedData) else None
 
 
-def _follow(envelopes: Iterable[Envelope], as_json: bool) -> RunStatus | None:
+def _follow(envelopes: Iterable[Envelope], as_json: bool, client: Client) -> RunStatus | None:
+    """Print each event; at a terminal, ask about each open permission request inline."""
     renderer = Renderer(Console(highlight=False))
+    answers = InlineAnswers(client) if is_interactive(as_json) else None
     status: RunStatus | None = None
     for envelope in envelopes:
         if as_json:
             click.echo(envelope.model_dump_json())
         else:
             renderer.show(envelope)
+        if answers is not None:
+            answers.offer(envelope)
         if envelope.is_terminal:
             status = _run_status(envelope)
     return status
@@ -93,7 +66,7 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     is_flag=True,
@@ -157,7 +130,9 @@ def submit(
     """Queue PROMPT for a session ("-" reads the prompt from stdin).
 
     A prompt that starts with "-" goes after "--": claude-queue submit --session s -- "--x".
-    With --follow, exits 0 if the run succeeded and 1 otherwise.
+    With --follow, exits 0 if the run succeeded and 1 otherwise. On a terminal
+    (and without --json), --follow asks about each permission request inline:
+    Allow? [y/N] (an empty answer denies).
     """
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -181,12 +156,11 @@ def submit(
         fields["include_partial_messages"] = True
     fields["new_conversation"] = new_conversation
     fields["resume_policy"] = resume_policy
-    client = _client()
+    client = connect()
     try:
         handle = client.submit(on_busy=cast(OnBusy, on_busy), **fields)
     except (InvalidJobError, SessionBusy) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
+        fail(str(exc), ExitCode.USAGE)
     if not follow:
         payload = {
             "session_id": handle.session_id,
@@ -200,7 +174,7 @@ def submit(
             f"in session {handle.session_id} (seq {handle.queued_seq})"
         )
         return
-    status = _follow(handle.stream(), as_json)
+    status = _follow(handle.stream(), as_json, client)
     sys.exit(ExitCode.OK if status is RunStatus.SUCCEEDED else ExitCode.RUN_FAILED)
 
 
@@ -211,26 +185,54 @@ def submit(
 @click.option("--until-finished", is_flag=True, help="Stop at the next finished event.")
 @click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
 def tail(session_id: str, after: int, no_follow: bool, until_finished: bool, as_json: bool) -> None:
-    """Replay a session's events, then follow new ones live (Ctrl-C to stop)."""
-    client = _client()
+    """Replay a session's events, then follow new ones live (Ctrl-C to stop).
+
+    On a terminal (and without --json) each open permission request is asked
+    about inline: Allow? [y/N].
+    """
+    client = connect()
     stream = client.stream(
         session_id, after=after, follow=not no_follow, stop_at_finish=until_finished
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        _follow(stream, as_json)
+    with contextlib.suppress(KeyboardInterrupt, click.Abort):  # Abort: Ctrl-C at a prompt
+        _follow(stream, as_json, client)
 
 
 @main.command()
 @click.argument("session_id")
 @click.option("--run", "run_id", help="Run to cancel (default: the session's current run).")
 @click.option("--wait", is_flag=True, help="Wait until the owning worker has ended the run.")
-@click.option("--timeout", "timeout_s", type=float, help="How long --wait waits, seconds.")
+@click.option(
+    "--timeout", "timeout_s", type=float, help="How long --wait waits after the grace, seconds."
+)
+@click.option(
+    "--grace",
+    "grace_s",
+    type=click.FloatRange(0.0, MAX_GRACE_S),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Let a running run end its turn first: the worker asks the CLI to end its turn, "
+    "and kills the process tree if the turn has not ended after SECONDS "
+    "(0: kill at once).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def cancel(
-    session_id: str, run_id: str | None, wait: bool, timeout_s: float | None, as_json: bool
+    session_id: str,
+    run_id: str | None,
+    wait: bool,
+    timeout_s: float | None,
+    grace_s: float,
+    as_json: bool,
 ) -> None:
-    """Cancel a queued or running run; the CLI and everything it started are killed."""
-    result = _client().cancel(session_id, run_id=run_id, wait=wait, timeout_s=timeout_s)
+    """Cancel a queued or running run; the CLI and everything it started are killed
+    (at once, or after --grace SECONDS if its turn has not ended by then)."""
+    try:
+        result = connect().cancel(
+            session_id, run_id=run_id, wait=wait, timeout_s=timeout_s, grace_s=grace_s
+        )
+    except InvalidJobError as exc:
+        fail(str(exc), ExitCode.USAGE)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:
@@ -243,7 +245,7 @@ def cancel(
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(as_json: bool) -> None:
     """Queue depth, workers, and runs in progress."""
-    info = _client().status()
+    info = connect().status()
     if as_json:
         click.echo(json.dumps(info.as_dict()))
         return
@@ -264,7 +266,7 @@ def status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
 def sessions(limit: int, as_json: bool) -> None:
     """List sessions, most recently active first."""
-    infos = _client().sessions(limit=limit)
+    infos = connect().sessions(limit=limit)
     if as_json:
         for info in infos:
             click.echo(json.dumps(info.as_dict()))
@@ -288,16 +290,17 @@ def session() -> None:
 @session.command("show")
 @click.argument("session_id")
 def session_show(session_id: str) -> None:
-    """Everything known about a session, as JSON."""
+    """Everything known about a session, as JSON, with its open permission requests."""
+    client = connect()
     try:
-        info = _client().session(session_id)
+        info = client.session(session_id)
     except InvalidJobError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
+        fail(str(exc), ExitCode.USAGE)
     if info is None:
-        click.echo(f"error: no session {session_id!r}", err=True)
-        sys.exit(ExitCode.RUN_FAILED)
-    click.echo(json.dumps(info.as_dict(), indent=2))
+        fail(f"no session {session_id!r}", ExitCode.RUN_FAILED)
+    shown = info.as_dict()
+    shown["open_requests"] = [request_summary(o) for o in client.open_requests(session_id)]
+    click.echo(json.dumps(shown, indent=2))
 
 
 @session.command("delete")
@@ -306,101 +309,18 @@ def session_show(session_id: str) -> None:
 def session_delete(session_id: str, force: bool) -> None:
     """Delete a session's log, transcript and state."""
     try:
-        removed = _client().delete_session(session_id, force=force)
+        removed = connect().delete_session(session_id, force=force)
     except (InvalidJobError, SessionBusy) as exc:  # a bad id is refused before any delete
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
+        fail(str(exc), ExitCode.USAGE)
     click.echo(f"deleted session {session_id} ({removed} keys)")
 
 
-@main.command()
-def reap() -> None:
-    """Declare runs lost whose worker died (for cron; every worker also does this)."""
-    from worker.reaper import reap_all
-
-    client = _client()
-    lost = reap_all(client.store)
-    click.echo(f"{lost} run(s) declared lost")
-
-
-@main.command()
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--name", help="Worker name (default: host.pid).")
-@click.option(
-    "--mode",
-    type=click.Choice(["fork", "simple"]),
-    default="fork",
-    show_default=True,
-    help="fork: a work horse per job (RQ default); simple: run jobs in-process.",
-)
-@click.option(
-    "--processes",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Run a pool of this many worker processes.",
-)
-def worker(burst: bool, name: str | None, mode: str, processes: int) -> None:
-    """Run a worker: take prompt jobs from the queue and run the Claude CLI."""
-    settings = _settings()
-    if processes > 1:
-        from worker.pool import run_pool
-
-        sys.exit(run_pool(settings, processes=processes, burst=burst, name=name, mode=mode))
-    from worker.rqworker import run_worker
-
-    sys.exit(
-        run_worker(settings, name=name, burst=burst, mode="simple" if mode == "simple" else "fork")
-    )
-
-
-@main.command()
-@click.argument("role", type=click.Choice(["producer", "worker", "reader"]))
-@click.option("--user", help="ACL user name (default: <key prefix>-<role>).")
-@click.option(
-    "--password-env",
-    metavar="VAR",
-    help="Set the password held in this environment variable (printed only as its SHA-256).",
-)
-def acl(role: str, user: str | None, password_env: str | None) -> None:
-    """Print the Redis ACL SETUSER line of a role: producer, worker or reader.
-
-    The rules follow the configured key prefix, queue and database. Run the line
-    after `redis-cli` in a shell, or paste it into redis-cli's prompt. No password
-    is ever printed: with --password-env the line sets its SHA-256 (#...); without
-    it the line leaves the user's passwords as they are (a new user cannot log in
-    until one is set). See the README's Security section for what each role can do.
-    """
-    import os
-
-    from shared.acl import AclError, Role, database_of, role_rules, setuser_line
-
-    settings = _settings()
-    password = None
-    if password_env is not None:
-        password = os.environ.get(password_env)
-        if not password:
-            click.echo(f"error: environment variable {password_env} is empty or unset", err=True)
-            sys.exit(ExitCode.USAGE)
-    try:
-        rules = role_rules(
-            cast(Role, role),
-            key_prefix=settings.key_prefix,
-            queue_name=settings.queue_name,
-            database=database_of(settings.redis_url.get_secret_value()),
-        )
-        line = setuser_line(rules, user or f"{settings.key_prefix}-{role}", password=password)
-    except AclError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
-    click.echo(line)
-    if password is None:
-        click.echo(
-            "note: this line sets no password; give one with --password-env VAR "
-            "or add it yourself (ACL SETUSER <user> >password).",
-            err=True,
-        )
-
+main.add_command(reap)
+main.add_command(worker)
+main.add_command(acl)
+main.add_command(approve)
+main.add_command(deny)
+main.add_command(requests_command)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from producer.approvals import expires_in_s
 from shared.blocks import (
     ContentBlock,
     RedactedThinkingBlock,
@@ -20,6 +22,7 @@ from shared.blocks import (
     ToolUseBlock,
 )
 from shared.events import (
+    DecisionReason,
     Envelope,
     ErrorData,
     EventData,
@@ -27,6 +30,8 @@ from shared.events import (
     InitData,
     InterruptedData,
     MessageData,
+    PermissionDecisionData,
+    PermissionRequestData,
     QueuedData,
     RateLimitData,
     ResultData,
@@ -38,6 +43,14 @@ from shared.events import (
 )
 
 _PREVIEW = 400
+# A person decides on a permission request from this: show more of its input.
+_REQUEST_INPUT_PREVIEW = 2000
+
+_REASON_TEXT = {
+    DecisionReason.ANSWERED: "answered",
+    DecisionReason.TIMED_OUT: "nobody answered in time",
+    DecisionReason.RUN_ENDED: "the run ended first",
+}
 
 _STATUS_STYLE = {
     RunStatus.SUCCEEDED: "bold green",
@@ -66,8 +79,9 @@ def _tool_result_text(content: str | list[Any] | None) -> str:
 class Renderer:
     """Prints one envelope at a time; remembers whether text was already streamed."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.time) -> None:
         self.console = console
+        self._clock = clock
         self._streamed_text = False
         # Dispatch on the payload's model: a newer worker's type is UnknownEventData,
         # which has no entry, so it can never select a handler by its name.
@@ -83,6 +97,8 @@ class Renderer:
             RateLimitData: self._on_rate_limit,
             RetryData: self._on_retry,
             InterruptedData: self._on_interrupted,
+            PermissionRequestData: self._on_permission_request,
+            PermissionDecisionData: self._on_permission_decision,
             FinishedData: self._on_finished,
         }
 
@@ -174,6 +190,32 @@ class Renderer:
 
     def _on_interrupted(self, data: InterruptedData, _env: Envelope) -> None:
         self.console.print(f"[yellow]interrupted: {escape(data.reason)}[/yellow]")
+
+    def _on_permission_request(self, data: PermissionRequestData, _env: Envelope) -> None:
+        description = f" — {escape(data.description)}" if data.description else ""
+        self.console.print(
+            f"[bold magenta]? permission[/] [cyan]{escape(data.tool_name)}[/cyan]{description}"
+        )
+        tool_input = json.dumps(data.input, ensure_ascii=False, default=str)
+        self.console.print(f"  input {escape(_short(tool_input, _REQUEST_INPUT_PREVIEW))}")
+        left = expires_in_s(data.expires_at, self._clock())
+        expiry = f"expires in {left} s" if left > 0 else "expired"
+        self._dim(f"  request {data.request_id} · {expiry}")
+
+    def _on_permission_decision(self, data: PermissionDecisionData, _env: Envelope) -> None:
+        allowed = data.behavior == "allow"
+        mark, style = ("✓ allowed", "green") if allowed else ("✗ denied", "red")
+        by = f" by {escape(data.decided_by)}" if data.decided_by else ""
+        reason = (
+            _REASON_TEXT[data.reason]
+            if isinstance(data.reason, DecisionReason)
+            else str(data.reason)  # a newer worker's reason, as it came
+        )
+        message = f": {escape(_short(data.message, 500))}" if data.message else ""
+        self.console.print(
+            f"[{style}]{mark}[/{style}] request {escape(data.request_id)}{by} "
+            f"[dim]({escape(reason)})[/dim]{message}"
+        )
 
     def _on_finished(self, data: FinishedData, env: Envelope) -> None:
         known = data.known_status

@@ -130,3 +130,17 @@ def test_worker_pool_runs_jobs_and_stops_on_sigterm(settings: Settings, client: 
         if pool.poll() is None:
             pool.kill()
             pool.wait()
+
+
+def test_help_lists_the_permission_request_commands(settings: Settings) -> None:
+    top = _cli(settings, "--help")
+    assert top.returncode == 0
+    for command in ("approve", "deny", "requests"):
+        assert command in top.stdout
+    for command in ("approve", "deny"):
+        shown = _cli(settings, command, "--help")
+        assert shown.returncode == 0
+        assert "SESSION_ID REQUEST_ID" in shown.stdout
+        assert "--as NAME" in shown.stdout
+    assert "--message" in _cli(settings, "deny", "--help").stdout
+    assert "Allow? [y/N]" in _cli(settings, "submit", "--help").stdout
