@@ -164,3 +164,46 @@ def marked_processes(run_id: str) -> list[int]:
         if stat is not None and stat[0] not in ("Z", "X") and marker in _environ(pid):
             found.append(pid)
     return found
+
+
+# -- model requests: tool results -------------------------------------------------
+
+
+def tool_results(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool_result blocks of a Messages API request body's last user turn."""
+    messages = request.get("messages", [])
+    users = [m for m in messages if m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+# -- processes: descendants -------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """The live children of a process (every thread's), from /proc."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[Proc]:
+    """Every live descendant of a process, each identified by pid + start time."""
+    found: list[Proc] = []
+    pending = children(pid)
+    while pending:
+        proc = Proc.of(pending.pop())
+        if proc is not None and proc not in found:
+            found.append(proc)
+            pending.extend(children(proc.pid))
+    return found
