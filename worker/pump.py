@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from shared.events import ErrorCode
+from shared.events import ErrorCode, ErrorData, Event
 from shared.jobs import RunRequest
 from shared.runstore import RunStore
 from shared.settings import Settings
@@ -88,11 +88,15 @@ def _time_is_up(now: float, due: _Deadlines, seen: RunObservations, settings: Se
     return True
 
 
-def _cancel_now(cancel: CancelState, proc: CliProcess, now: float) -> bool:
+def _cancel_now(cancel: CancelState, proc: CliProcess, now: float, turn_over: bool) -> bool:
     """Should the pump stop and kill? Sends the soft interrupt the first time round."""
     if not cancel.is_set():
         return False
-    if now >= cancel.kill_at or not proc.stdin_open:
+    if now >= cancel.kill_at:
+        return True
+    if cancel.interrupt_sent and turn_over:
+        return False  # the interrupted turn ended: the CLI exits within the result grace
+    if not proc.stdin_open:
         return True
     if not cancel.interrupt_sent:
         cancel.interrupt_sent = True
@@ -139,7 +143,8 @@ def _pump(
     settings = ctx.settings
     while True:
         now = time.monotonic()
-        if _cancel_now(cancel, proc, now) or _time_is_up(now, due, seen, settings):
+        turn_over = bool(seen.results)
+        if _cancel_now(cancel, proc, now, turn_over) or _time_is_up(now, due, seen, settings):
             return
         if talk.waiting:
             due.idle = now + settings.idle_timeout_s  # waiting for a person is not idling
@@ -153,7 +158,7 @@ def _pump(
         talk.take_answers()
         if chunk.lines:
             due.idle = time.monotonic() + settings.idle_timeout_s
-        if not _take_lines(chunk.lines, publisher, seen, talk, settings.max_line_bytes):
+        if not _take_lines(chunk.lines, publisher, seen, talk, cancel, settings.max_line_bytes):
             return
         if seen.results and due.result == math.inf:
             # The turn is over: closing stdin lets the CLI exit; it gets the result grace.
@@ -176,6 +181,7 @@ def _take_lines(
     publisher: Publisher,
     seen: RunObservations,
     talk: Interaction,
+    cancel: CancelState,
     max_line_bytes: int,
 ) -> bool:
     """Parse and queue the lines' events; False once the run's log budget is spent."""
@@ -186,12 +192,20 @@ def _take_lines(
                 talk.on_control(parsed.control)
             for event in parsed.events:
                 seen.observe(event)
+                if cancel.interrupt_sent and _is_result_error(event):
+                    # The error result of a turn we interrupted is no failure to report:
+                    # the run ends `interrupted` (the `result` event itself still goes out).
+                    continue
                 publisher.add(event)
     except LogBudgetExceeded as exc:
         # What was queued within the budget still goes out with the closing events.
         seen.failure = (ErrorCode.LOG_BUDGET_EXCEEDED, f"{exc}; the CLI was stopped")
         return False
     return True
+
+
+def _is_result_error(event: Event) -> bool:
+    return isinstance(event.data, ErrorData) and event.data.code is ErrorCode.RESULT_ERROR
 
 
 def _cancel_flagged(store: RunStore, request: RunRequest, cancel: CancelState) -> bool:

@@ -10,6 +10,7 @@ all, once the grace has passed. Run with `make test-e2e` (see tests/e2e/__init__
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from tests.e2e.support import (
     cmdline,
     data_of,
     descendants,
+    error_codes,
+    errors,
     finished,
     marked_processes,
     run_events,
@@ -124,6 +127,10 @@ def test_soft_cancel_interrupts_the_turn_and_the_conversation_goes_on(
     assert INTERRUPTED_MARKER in [b["text"] for b in blocks(events, "text", role="user")]
     (result,) = data_of(events, EventType.RESULT)
     assert result["is_error"] is True, result
+    # Its error result is the interrupt's doing, not a failure to report.
+    assert "result_error" not in error_codes(events), errors(events)
+    # After its result it was given the result grace to exit by itself, not killed.
+    assert done["exit_code"] != -signal.SIGKILL, done
     # The interrupt cut the stream short.
     deltas = _text_deltas(events)
     assert deltas and len(deltas) < CHUNKS, deltas
