@@ -149,10 +149,26 @@ class QueuedData(EventData):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ColdReason(StrEnum):
+    """Why a run started a new CLI although a warm one of its session existed."""
+
+    MISMATCH = "mismatch"  # the warm CLI was started with other flags, cwd or binary
+    BUSY = "busy"  # the worker holding it was busy, so another worker took the run
+    EXPIRED = "expired"  # it was closed after WARM_IDLE_S (or to make room)
+    MOVED = "moved"  # the session moved on since (another worker ran it, or it restarted)
+
+
+OpenColdReason = Annotated[
+    ColdReason | str, Field(union_mode="left_to_right"), _known_unless_reading(ColdReason)
+]
+
+
 class StartedData(EventData):
     worker: str
     host: str
     pid: int = Field(description="PID of the CLI process.")
+    warm: bool = Field(default=False, description="The session's live CLI took this run.")
+    cold_reason: OpenColdReason | None = None
 
 
 class InitData(EventData):

@@ -88,6 +88,14 @@ class Keys:
         """Pub/sub channel the owner of a run listens on for control messages."""
         return f"{self._session(session_id)}:run:{run_id}:control"
 
+    def warm_owner(self, session_id: str) -> str:
+        """String (PX ttl): the worker holding the session's CLI warm and idle, if any."""
+        return f"{self._session(session_id)}:warm"
+
+    def worker_warm(self, worker_name: str) -> str:
+        """Hash: session id -> epoch seconds its warm CLI expires, for one worker (status)."""
+        return f"{self.prefix}:worker-warm:{worker_name}"
+
     @property
     def sessions(self) -> str:
         """Sorted set: session ids scored by their last activity (epoch seconds)."""

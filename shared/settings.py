@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     result_grace_s: float = Field(
         default=5.0, gt=0, description="How long the CLI may linger after its final result."
     )
+    warm_idle_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Keep a session's CLI alive this long after a run for its next one; 0: off.",
+    )
+    warm_max: int = Field(default=2, ge=0, description="Warm CLIs one worker keeps at most.")
     approval_timeout_s: float = Field(
         default=600.0, gt=0, description="A permission request nobody answers is denied after."
     )

@@ -59,6 +59,7 @@ class Script(Enum):
     FORCE_FINISH = scripts.FORCE_FINISH_LUA
     CANCEL = scripts.CANCEL_LUA
     DECIDE = scripts.DECIDE_LUA
+    WITHDRAW_WARM = scripts.WITHDRAW_WARM_LUA
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,31 @@ class RunCalls:
     def decision_fields(self, request_ids: Sequence[str]) -> list[str]:
         """The approvals-hash fields holding these requests' decisions."""
         return [f"{request_id}:decision" for request_id in request_ids]
+
+    def advertise_warm(
+        self, worker: str, sessions: dict[str, float], *, now: float
+    ) -> list[Command]:
+        """The writes that say: these sessions' CLIs are warm and idle on `worker`.
+
+        Each session's owner key lives until its CLI expires; the worker's hash (for
+        `status`) is replaced as a whole and lives as long as the longest of them.
+        """
+        commands: list[Command] = []
+        for session_id, expires_at in sessions.items():
+            ttl_ms = int((expires_at - now) * 1000)
+            if ttl_ms > 0:
+                commands.append(("SET", self.keys.warm_owner(session_id), worker, "PX", ttl_ms))
+        index = self.keys.worker_warm(worker)
+        commands.append(("DEL", index))
+        live = {s: e for s, e in sessions.items() if e > now}
+        if live:
+            fields = [item for pair in live.items() for item in (pair[0], repr(pair[1]))]
+            commands.append(("HSET", index, *fields))
+            commands.append(("PEXPIREAT", index, int(max(live.values()) * 1000)))
+        return commands
+
+    def withdraw_warm(self, worker: str, session_id: str) -> ScriptCall:
+        return ScriptCall(Script.WITHDRAW_WARM, [self.keys.warm_owner(session_id)], [worker])
 
     @property
     def queue_key(self) -> str:

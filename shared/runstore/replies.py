@@ -149,6 +149,20 @@ def decisions(request_ids: Sequence[str], values: Sequence[object]) -> dict[str,
     return found
 
 
+def warm_sessions(raw: dict[Any, Any]) -> dict[str, float]:
+    """A worker's warm index; entries that are not a session id and a time are skipped."""
+    found = {}
+    for key, value in raw.items():
+        session_id = text(key) or ""
+        try:
+            expires_at = float(text(value) or "")
+        except ValueError:
+            continue
+        if is_session_id(session_id):
+            found[session_id] = expires_at
+    return found
+
+
 def run_record(values: Sequence[object]) -> RunRecord:
     """A RunRecord from HMGET of RUN_RECORD_FIELDS."""
     status, final_status, started_at = (text(v) for v in values)

@@ -207,3 +207,10 @@ end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 'delivered'
 """
+
+# Withdraw a warm advertisement only if it is still this worker's (another may own it now).
+# KEYS: warm_owner   ARGV: worker name
+WITHDRAW_WARM_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

@@ -305,6 +305,34 @@ class RunStore:
         raw = self.redis.hgetall(self.keys.approvals(session_id, run_id))
         return replies.open_requests(session_id, run_id, cast(dict[Any, Any], raw))
 
+    # -- warm CLIs ---------------------------------------------------------------
+
+    def advertise_warm(self, worker: str, sessions: dict[str, float]) -> None:
+        """Say which sessions' CLIs `worker` holds warm and idle (session -> expires at)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for command in self.calls.advertise_warm(worker, sessions, now=time.time()):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe.execute()
+
+    def withdraw_warm(self, worker: str, session_ids: list[str]) -> None:
+        """Stop advertising these sessions (only where the advertisement is still ours)."""
+        if not session_ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            self._run(self.calls.withdraw_warm(worker, session_id), pipe)
+        pipe.hdel(self.keys.worker_warm(worker), *session_ids)
+        pipe.execute()
+
+    def warm_owner(self, session_id: str) -> str | None:
+        """The worker advertising the session's CLI as warm and idle, if any."""
+        return replies.text(self.redis.get(self.keys.warm_owner(session_id)))
+
+    def warm_sessions(self, worker: str) -> dict[str, float]:
+        """Sessions `worker` holds warm: session id -> epoch seconds it expires."""
+        raw = cast(dict[Any, Any], self.redis.hgetall(self.keys.worker_warm(worker)))
+        return replies.warm_sessions(raw)
+
     def running_session(self, run_id: str) -> str | None:
         """The session of a run some worker is executing now, or None."""
         return replies.text(self.redis.hget(self.keys.running, run_id))
