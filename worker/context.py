@@ -13,6 +13,7 @@ from shared.backoff import Backoff
 from shared.keys import Keys
 from shared.runstore import RunStore
 from shared.settings import Settings
+from worker.warm import WarmPool
 
 T = TypeVar("T")
 # The caps retry_backoff() gives under default settings, for callers without settings.
@@ -26,6 +27,8 @@ class WorkerContext:
     keys: Keys
     worker_name: str
     host: str
+    # The warm CLIs of a simple-mode worker; None where no CLI may outlive its job.
+    warm: WarmPool | None = None
     # Every run record and event write of this worker goes through it (built from redis).
     store: RunStore = field(init=False)
 

@@ -1,6 +1,7 @@
 """Background duties of every worker process, beside RQ's own loop.
 
 Every `reaper_interval_s`:
+- close warm CLIs idle past WARM_IDLE_S, or whose session moved on (simple mode);
 - locally, kill leftovers of runs that are no longer running (this host only);
 - if elected (a short Redis lock, so only one worker does it at a time),
   declare runs lost whose owner stopped renewing its lease.
@@ -51,12 +52,27 @@ class Maintenance:
     def run_once(self) -> int:
         """One round; returns how many runs were declared lost."""
         ctx = self._ctx
-        kill_orphans(self._store)
+        self._tend_warm()
+        kill_orphans(self._store, keep=ctx.warm.tree_ids if ctx.warm else set)
         lock_ms = int(ctx.settings.reaper_interval_s * 2000)
         elected = self._elect(keys=[ctx.keys.reaper_lock], args=[ctx.worker_name, lock_ms])
         if elected != 1:
             return 0
         return reap_all(self._store)
+
+    def _tend_warm(self) -> None:
+        """Close warm CLIs that expired or whose session moved on; stop advertising them."""
+        pool = self._ctx.warm
+        if pool is None:
+            return
+        closed = pool.expire()
+        tokens = pool.tokens()
+        fences = self._store.fences(list(tokens))
+        for session_id, token in tokens.items():
+            # Another run of the session claimed since (or it was deleted: no counter).
+            if fences.get(session_id) != token and pool.discard(session_id):
+                closed.append(session_id)
+        self._store.withdraw_warm(self._ctx.worker_name, closed)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._ctx.settings.reaper_interval_s):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -229,13 +230,17 @@ _ENDED_RQ_STATUSES = frozenset(
 )
 
 
-def kill_orphans(store: RunStore) -> int:
-    """Kill this host's leftover processes of runs that are not running any more."""
+def kill_orphans(store: RunStore, keep: Callable[[], set[str]] = set) -> int:
+    """Kill this host's leftover processes of runs that are not running any more.
+
+    `keep`: markers of process trees that outlive their run on purpose (warm CLIs),
+    read after the scan, so a CLI parked meanwhile is spared.
+    """
     killed = 0
     # /proc first, then Redis: a run is in `running` before its CLI is spawned, so a
     # process seen by the scan whose run is missing from the later read is a leftover.
     marked = marked_runs(store.settings.scope)
-    running = store.running_run_ids()
+    running = store.running_run_ids() | keep()
     for run_id in marked - running:
         killed += kill_run_tree(run_id, None)
     if killed:

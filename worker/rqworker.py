@@ -45,6 +45,7 @@ from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, 
 from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
+from worker.warm import WarmPool
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +110,7 @@ class _ClaudeWorkerMixin:
                 keys=keys_from(settings),
                 worker_name=self.name,
                 host=socket.gethostname(),
+                warm=_warm_pool(settings, self.mode),
             )
         return self._context
 
@@ -285,6 +287,12 @@ class _ClaudeWorkerMixin:
             return
         log.warning("shutdown_grace_over", run_id=run_id)
         request_cancel(ctx, session_id, run_id, "the worker is shutting down")
+
+
+def _warm_pool(settings: Settings, mode: WorkerMode) -> WarmPool | None:
+    """Warm CLIs need a worker process that outlives its jobs: simple mode (worker/warm.py)."""
+    pool = WarmPool(idle_s=settings.warm_idle_s, max_size=settings.warm_max)
+    return pool if mode == "simple" and pool.enabled else None
 
 
 def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:

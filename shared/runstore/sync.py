@@ -324,6 +324,15 @@ class RunStore:
         pipe.hdel(self.keys.worker_warm(worker), *session_ids)
         pipe.execute()
 
+    def fences(self, session_ids: list[str]) -> dict[str, int | None]:
+        """Each session's last fencing token (None: no counter, e.g. deleted)."""
+        if not session_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.get(self.keys.fence(session_id))
+        return {s: replies.seq(v) for s, v in zip(session_ids, pipe.execute(), strict=True)}
+
     def warm_owner(self, session_id: str) -> str | None:
         """The worker advertising the session's CLI as warm and idle, if any."""
         return replies.text(self.redis.get(self.keys.warm_owner(session_id)))
