@@ -28,6 +28,8 @@ class RunObservations:
     # A failure of our own making (e.g. events could not be buffered): code and message.
     failure: tuple[ErrorCode, str] | None = None
     killed_after_result: bool = False
+    # The CLI did not exit: it was kept warm, idle, for the session's next run.
+    kept_warm: bool = False
 
     def observe(self, event: Event) -> None:
         data = event.data
@@ -56,7 +58,7 @@ def final_events(
         events.append(error_event(ErrorCode.TIMEOUT, reason))
     elif seen.results:
         last = seen.results[-1]
-        clean_exit = exit_code == 0 or seen.killed_after_result
+        clean_exit = exit_code == 0 or seen.killed_after_result or seen.kept_warm
         if last.is_error:
             status, reason = RunStatus.FAILED, "the CLI reported an error result"
         elif not clean_exit:

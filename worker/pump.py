@@ -113,8 +113,14 @@ def pump(
     request: RunRequest,
     ctx: WorkerContext,
     talk: Interaction,
-) -> None:
-    """Read until the CLI's output ends, a cancel arrives or a time limit is hit."""
+    *,
+    keep_alive: bool = False,
+) -> bool:
+    """Read until the CLI's output ends, a cancel arrives or a time limit is hit.
+
+    With keep_alive, a turn that ends normally leaves the CLI running with stdin open
+    (a warm CLI for the session's next run): True is returned and nothing is killed.
+    """
     settings = ctx.settings
     now = time.monotonic()
     due = _Deadlines(
@@ -123,11 +129,14 @@ def pump(
         flag_check=now + _CANCEL_FLAG_POLL_S,
     )
     publisher.limit_run_log(settings.max_run_log_bytes)
+    idle_alive = False
     try:
-        _pump(proc, publisher, seen, cancel, request, ctx, talk, due)
+        idle_alive = _pump(proc, publisher, seen, cancel, request, ctx, talk, due, keep_alive)
     finally:
-        proc.kill_tree()
+        if not idle_alive:
+            proc.kill_tree()
     talk.end()
+    return idle_alive
 
 
 def _pump(
@@ -139,13 +148,14 @@ def _pump(
     ctx: WorkerContext,
     talk: Interaction,
     due: _Deadlines,
-) -> None:
+    keep_alive: bool,
+) -> bool:
     settings = ctx.settings
     while True:
         now = time.monotonic()
         turn_over = bool(seen.results)
         if _cancel_now(cancel, proc, now, turn_over) or _time_is_up(now, due, seen, settings):
-            return
+            return False
         if talk.waiting:
             due.idle = now + settings.idle_timeout_s  # waiting for a person is not idling
         talk.expire(now)
@@ -159,8 +169,10 @@ def _pump(
         if chunk.lines:
             due.idle = time.monotonic() + settings.idle_timeout_s
         if not _take_lines(chunk.lines, publisher, seen, talk, cancel, settings.max_line_bytes):
-            return
-        if seen.results and due.result == math.inf:
+            return False
+        turn_ended = bool(seen.results) and due.result == math.inf
+        stay = turn_ended and keep_alive and not cancel.is_set() and proc.stdin_open
+        if turn_ended and not stay:
             # The turn is over: closing stdin lets the CLI exit; it gets the result grace.
             proc.close_stdin()
             due.result = time.monotonic() + settings.result_grace_s
@@ -168,12 +180,14 @@ def _pump(
             publisher.flush()
         except BufferOverflow as exc:
             seen.failure = (ErrorCode.BUFFER_OVERFLOW, f"Redis was unreachable for too long: {exc}")
-            return
+            return False
+        if stay and not chunk.eof:
+            return True  # idle, stdin open: it waits for the session's next prompt
         if chunk.eof:
             # stdout closed; give the CLI the result grace to exit by itself.
             if not _await_exit(proc, settings.result_grace_s, cancel) and seen.results:
                 seen.killed_after_result = True
-            return
+            return False
 
 
 def _take_lines(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import tempfile
 import time
 
@@ -24,7 +23,7 @@ from shared.events import (
     StartedData,
 )
 from shared.jobs import PromptJob, RunRequest
-from worker import session, workdir
+from worker import reuse, session, workdir
 from worker.claim import claim_run
 from worker.cli_env import cli_environment
 from worker.command import CliCommand, UnknownProfileError, build_command
@@ -142,26 +141,12 @@ def _run_cli(
     enable_subreaper()
     seen = RunObservations()
     cancel = CancelState()
-    # Released in reverse: listener, lease, the CLI's tree (reaped), its pipes, TMPDIR.
+    use = reuse.acquire(request, ctx, command, token=token, resume_id=plan.resume_id)
+    proc = use.proc
+    # Released in reverse: listener, lease, then the CLI (its tree killed and reaped,
+    # its pipes and TMPDIR gone) unless it was kept warm for the session's next run.
     with contextlib.ExitStack() as resources:
-        # A private TMPDIR per run: the CLI's sockets and scratch files go with the run.
-        run_tmp = tempfile.mkdtemp(prefix=f"claude-queue-{run_id[:12]}-")
-        resources.callback(shutil.rmtree, run_tmp, ignore_errors=True)
-        if "TMPDIR" not in settings.extra_env:
-            command = dataclasses.replace(command, env={**command.env, "TMPDIR": run_tmp})
-        proc = CliProcess(
-            command,
-            run_id=run_id,
-            max_line_bytes=settings.max_line_bytes,
-            stderr_tail_bytes=settings.stderr_tail_bytes,
-        )
-        resources.callback(proc.close)
-
-        @resources.callback
-        def _reap() -> None:
-            proc.kill_tree()
-            if proc.pid:
-                proc.wait()
+        resources.callback(use.release)
 
         def on_cancel(message: CancelRequest) -> None:
             cancel.request(message.reason, message.grace_s)
@@ -200,19 +185,28 @@ def _run_cli(
         )
         listener.subscribe()
         resources.callback(listener.stop)
-        try:
-            proc.spawn()
-        except OSError as exc:
-            message = (
-                f"cannot start the Claude CLI {settings.claude_bin!r}: {exc.strerror or exc}. "
-                "Install it or point CLAUDE_QUEUE_CLAUDE_BIN at it."
-            )
-            return _fail_now(publisher, ErrorCode.CLI_NOT_FOUND, message, started)
+        if use.warm:
+            proc.send(command.stdin)  # the prompt, to the CLI that holds the conversation
+        else:
+            try:
+                proc.spawn()
+            except OSError as exc:
+                message = (
+                    f"cannot start the Claude CLI {settings.claude_bin!r}: "
+                    f"{exc.strerror or exc}. Install it or point CLAUDE_QUEUE_CLAUDE_BIN at it."
+                )
+                return _fail_now(publisher, ErrorCode.CLI_NOT_FOUND, message, started)
         listener.start()  # the SUBSCRIBE sent before spawn is confirmed by now
         publisher.publish(
             Event(
                 type=EventType.STARTED,
-                data=StartedData(worker=ctx.worker_name, host=ctx.host, pid=proc.pid),
+                data=StartedData(
+                    worker=ctx.worker_name,
+                    host=ctx.host,
+                    pid=proc.pid,
+                    warm=use.warm,
+                    cold_reason=use.cold_reason,
+                ),
             )
         )
         with contextlib.suppress(redis.RedisError):  # informational; Redis may be away
@@ -221,8 +215,14 @@ def _run_cli(
         grace = flag_set(ctx.store, job.session_id, run_id)
         if grace is not None:
             on_cancel(CancelRequest(session_id=job.session_id, run_id=run_id, grace_s=grace))
-        pump(proc, publisher, seen, cancel, request, ctx, talk)
-    exit_code = proc.poll() if proc.pid else None  # reaped above: its code, kept
+        idle_alive = pump(
+            proc, publisher, seen, cancel, request, ctx, talk, keep_alive=ctx.warm is not None
+        )
+        if idle_alive and reuse.may_park(seen, cancel):
+            reuse.park(ctx, use, job.session_id, token, seen)
+    seen.kept_warm = use.parked
+    # Reaped above: its exit code, kept (None for a CLI still running warm).
+    exit_code = proc.poll() if proc.pid and not use.parked else None
     if cancel.is_set():
         seen.cancel_reason = cancel.reason or "cancelled"
     return _conclude(request, ctx, publisher, plan, command, seen, exit_code, proc, started)
