@@ -32,6 +32,7 @@ BENCHMARKS = {
     "replay": "bench.replay",
     "scale": "bench.scale",
     "realcli": "bench.realcli",
+    "approvals": "bench.approvals",
 }
 
 
