@@ -26,10 +26,11 @@ def reap() -> None:
 @click.option("--name", help="Worker name (default: host.pid).")
 @click.option(
     "--mode",
-    type=click.Choice(["fork", "simple"]),
-    default="fork",
+    type=click.Choice(["simple", "fork"]),
+    default="simple",
     show_default=True,
-    help="fork: a work horse per job (RQ default); simple: run jobs in-process.",
+    help="simple: run jobs in the worker process, which can keep a session's CLI warm "
+    "between runs (WARM_IDLE_S); fork: a work horse per job (RQ's default), no warm CLIs.",
 )
 @click.option(
     "--processes",

@@ -174,3 +174,27 @@ def test_a_session_taken_by_another_worker_closes_the_first_workers_warm_cli(
     assert _started(third)["worker"] == "warm1"
     assert (_started(third)["warm"], _started(third)["cold_reason"]) == (False, "moved")
     assert _turn_of(third) == "turn=3"  # the conversation includes warm2's turn
+
+
+def test_a_full_pool_closes_the_least_recently_used_cli(
+    client: Client, start_worker: WorkerFactory, settings: Settings
+) -> None:
+    start_worker(
+        "warm1", mode="simple", settings_override=settings.model_copy(update={"warm_max": 1})
+    )
+    first_a = _run(client, "a", "one")
+    _run(client, "b", "one")  # parking b's CLI evicts a's
+    _wait_gone(int(str(_started(first_a)["pid"])))
+    second_a = _run(client, "a", "two")
+    assert (_started(second_a)["warm"], _started(second_a)["cold_reason"]) == (False, "expired")
+    third_a = _run(client, "a", "three")
+    assert _started(third_a)["warm"] is True
+
+
+def test_fork_mode_never_keeps_a_cli_warm(client: Client, start_worker: WorkerFactory) -> None:
+    start_worker("forker", mode="fork")
+    first = _run(client, "chat", "one")
+    _wait_gone(int(str(_started(first)["pid"])))
+    second = _run(client, "chat", "two")
+    assert _started(second)["warm"] is False
+    assert _turn_of(second) == "turn=2"
