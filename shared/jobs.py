@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +21,7 @@ MAX_PROMPT_CHARS = 1_000_000
 MAX_CONTEXT_BYTES = 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_WEBHOOK_CHARS = 2048
 
 
 ResumePolicy = Literal["fail", "start_fresh"]
@@ -55,6 +57,11 @@ class PromptJob(BaseModel):
     resume_policy: ResumePolicy = Field(
         default="fail", description="When the conversation cannot be resumed: fail or start_fresh."
     )
+    webhook: str | None = Field(
+        default=None,
+        max_length=MAX_WEBHOOK_CHARS,
+        description="https:// (or http://) URL that gets one signed POST when the run finishes.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -80,6 +87,22 @@ class PromptJob(BaseModel):
     def _cwd_absolute(cls, value: str | None) -> str | None:
         if value is not None and (not os.path.isabs(value) or "\x00" in value):
             raise ValueError("cwd must be an absolute path")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        # Only the form here; where it points (no private or loopback targets) is
+        # checked where it is delivered, after name resolution (worker/webhooks).
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("webhook must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("webhook must not carry credentials in the URL")
+        if any(ch.isspace() or ord(ch) < 32 for ch in value):
+            raise ValueError("webhook must not contain whitespace or control characters")
         return value
 
     @field_validator("context")

@@ -179,6 +179,31 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How long cancel(wait=True) waits for the owner."
     )
 
+    api_keys: tuple[SecretStr, ...] = Field(
+        default=(), description="HTTP gateway API keys (JSON list); each may do everything."
+    )
+    token_secret: SecretStr | None = Field(
+        default=None, description="Signs the gateway's per-session tokens."
+    )
+    token_max_ttl_s: float = Field(
+        default=86400.0, gt=0, description="Longest lifetime a session token may be minted for."
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(), description="Origins browsers may call the gateway from (JSON list)."
+    )
+    sse_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="A comment line on idle SSE streams this often."
+    )
+    sse_client_buffer: int = Field(
+        default=1000, ge=1, description="Events queued for one SSE client before it is dropped."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of webhook signatures (X-Claude-Queue-Signature)."
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhooks to loopback and private addresses."
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
