@@ -153,11 +153,12 @@ def _pump(
     settings = ctx.settings
     while True:
         now = time.monotonic()
+        if talk.waiting:
+            # Waiting for a person is not idling: moved on before the limits are checked.
+            due.idle = now + settings.idle_timeout_s
         turn_over = bool(seen.results)
         if _cancel_now(cancel, proc, now, turn_over) or _time_is_up(now, due, seen, settings):
             return False
-        if talk.waiting:
-            due.idle = now + settings.idle_timeout_s  # waiting for a person is not idling
         talk.expire(now)
         if now >= due.flag_check:
             due.flag_check = now + _CANCEL_FLAG_POLL_S
@@ -241,9 +242,10 @@ def flag_set(store: RunStore, session_id: str, run_id: str) -> float | None:
 
 
 def _await_exit(proc: CliProcess, grace_s: float, cancel: CancelState) -> bool:
+    """Give the CLI up to grace_s (never past a cancel's kill time) to exit by itself."""
     deadline = time.monotonic() + grace_s
-    while proc.poll() is None and not cancel.is_set():
-        remaining = deadline - time.monotonic()
+    while proc.poll() is None:
+        remaining = min(deadline, cancel.kill_at) - time.monotonic()
         if remaining <= 0:
             return False
         proc.read(min(remaining, 0.1))
