@@ -127,7 +127,9 @@ class Renderer:
         self._dim(f"· queued run {env.run_id[:8]} (profile {data.profile})")
 
     def _on_started(self, data: StartedData, _env: Envelope) -> None:
-        self._dim(f"· started on {data.worker} (host {data.host}, pid {data.pid})")
+        how = "warm CLI" if data.warm else "new CLI"
+        why = f", cold: {data.cold_reason}" if data.cold_reason else ""
+        self._dim(f"· started on {data.worker} (host {data.host}, {how} pid {data.pid}{why})")
 
     def _on_init(self, data: InitData, _env: Envelope) -> None:
         self._dim(
@@ -221,7 +223,13 @@ class Renderer:
         known = data.known_status
         style = _STATUS_STYLE.get(known, "bold") if known is not None else "bold"
         reason = f" — {escape(data.reason)}" if data.reason else ""
+        if data.kept_warm:
+            ended = ", CLI kept warm"  # it did not exit: the session's next run may use it
+        elif data.exit_code is not None:
+            ended = f", exit {data.exit_code}"
+        else:
+            ended = ""  # it never started, or its worker was gone
         self.console.print(
             f"[{style}]■ run {env.run_id[:8]} {escape(data.status)}[/{style}] "
-            f"[dim]in {data.duration_s:.2f}s, exit {data.exit_code}[/dim]{reason}"
+            f"[dim]in {data.duration_s:.2f}s{ended}[/dim]{reason}"
         )

@@ -280,6 +280,8 @@ class FinishedData(EventData):
     claude_session_id: str | None = None
     reason: str | None = None
     stderr_tail: str | None = None
+    # The CLI did not exit (exit_code is None): it stays warm for the session's next run.
+    kept_warm: bool = False
 
     @property
     def known_status(self) -> RunStatus | None:

@@ -80,6 +80,7 @@ def final_events(
         claude_session_id=seen.claude_session_id,
         reason=reason,
         stderr_tail=stderr_tail if status is RunStatus.FAILED and stderr_tail else None,
+        kept_warm=seen.kept_warm,
     )
     events.append(Event(type=EventType.FINISHED, data=finished))
     return events, status

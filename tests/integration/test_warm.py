@@ -45,6 +45,8 @@ def test_ten_runs_of_a_session_share_one_warm_cli(
     assert [s["warm"] for s in started] == [False] + [True] * 9, started
     assert len({s["pid"] for s in started}) == 1, started
     assert all(_status(events) == RunStatus.SUCCEEDED for events in runs)
+    # Every run left the CLI running for the next one: no exit code, kept warm.
+    assert [(e[-1].data["exit_code"], e[-1].data["kept_warm"]) for e in runs] == [(None, True)] * 10
     seqs = [e.seq for events in runs for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
     # Each run got its own answer: the echo of its own prompt, nothing of another's.
