@@ -7,17 +7,21 @@
   died under it (cold shutdown, crash) with `interrupted`.
 - `kill_orphans`: at worker start, kill processes of runs that are no longer
   running (left behind by a worker that died on this host).
+- `release_worker_queues`: jobs routed to a worker's own queue (warm routing) go
+  to the shared queue when that worker is gone, or is not taking them; a gone
+  worker's warm advertisements go too.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import redis
 import structlog
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
@@ -27,10 +31,17 @@ from rq.serializers import JSONSerializer
 
 from shared.events import ErrorCode, ErrorData, Event, EventType, InterruptedData, RunStatus
 from shared.ids import is_run_id, is_session_id
-from shared.rqjobs import mark_canceled
+from shared.rqjobs import (
+    forget_worker_queue,
+    head_waiting,
+    mark_canceled,
+    move_queued,
+    worker_queues,
+)
 from shared.runstore import Condition, OwnedBy, RunState, RunStore
+from shared.runstore.replies import text
 from shared.settings import Settings
-from worker.proctree import kill_run_tree, marked_runs
+from worker.proctree import is_alive, kill_run_tree, marked_runs
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +239,49 @@ def fail_rq_job(client: redis.Redis, settings: Settings, run_id: str, message: s
 _ENDED_RQ_STATUSES = frozenset(
     {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 )
+
+
+def release_worker_queues(store: RunStore) -> int:
+    """Move jobs off workers' own queues onto the shared queue; returns how many moved.
+
+    A worker that is gone (no RQ record, its death recorded, or its process missing
+    from this host) loses its whole queue and its warm advertisements at once. A live
+    worker takes its jobs at once when idle and moves them away when it starts a job,
+    so a job heading its queue for a lease's time is not being taken (the worker is
+    stuck, or died on another host and RQ does not know yet): it moves too. Moving a
+    job off a live worker's queue costs only the warm start.
+    """
+    client, settings = store.redis, store.settings
+    moved = 0
+    for worker_name, own in worker_queues(client, settings.queue_name).items():
+        gone = _worker_gone(client, worker_name)
+        if not gone and not head_waiting(client, own, min_age_s=settings.lease_ttl_s):
+            continue
+        if gone:
+            # First: a submit that read one of these and has not committed looks again.
+            store.withdraw_warm(worker_name, list(store.warm_sessions(worker_name)))
+            client.delete(store.keys.worker_warm(worker_name))
+        run_ids = move_queued(client, own, settings.queue_name)
+        if gone:
+            forget_worker_queue(client, own)
+        if run_ids:
+            log.warning("worker_queue_released", worker=worker_name, gone=gone, run_ids=run_ids)
+        moved += len(run_ids)
+    return moved
+
+
+def _worker_gone(client: redis.Redis, worker_name: str) -> bool:
+    """No live RQ worker of this name: no record, its death recorded, or a record of
+    this host whose process is gone."""
+    key = f"{Worker.redis_worker_namespace_prefix}{worker_name}"
+    raw = cast(dict[Any, Any], client.hgetall(key))
+    record = {text(k): text(v) or "" for k, v in raw.items()}
+    if not record or record.get("death"):
+        return True
+    pid = record.get("pid", "")
+    return (
+        record.get("hostname") == socket.gethostname() and pid.isdigit() and not is_alive(int(pid))
+    )
 
 
 def kill_orphans(store: RunStore, keep: Callable[[], set[str]] = set) -> int:

@@ -9,10 +9,9 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from shared.events import Envelope
+from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, Command, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
@@ -48,7 +47,7 @@ class AsyncRunStore:
         # RQ is sync-only: its enqueue is recorded through this client, then replayed
         # on the asyncio pipeline, inside the same MULTI as the submit script.
         recorder = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=_RecordOnly))
-        self._queue = Queue(settings.queue_name, connection=recorder, serializer=JSONSerializer)
+        self._queues = SubmitQueues(settings.queue_name, recorder)
 
     async def _run(self, call: ScriptCall, pipe: aioredis.client.Pipeline | None = None) -> Any:
         script = self._scripts.get(call.script)
@@ -56,39 +55,45 @@ class AsyncRunStore:
             script = self._scripts[call.script] = self.redis.register_script(call.script.value)
         return await script(keys=call.keys, args=call.args, client=pipe)
 
-    def _recorded_enqueue(self, run: NewRun) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        """The commands RQ's enqueue of this run sends, recorded, not sent."""
-        recording = self._queue.connection.pipeline()
+    def _recorded_enqueue(
+        self, run: NewRun, worker_name: str | None
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The commands RQ's enqueue of this run (routed to `worker_name`'s own queue, or
+        the shared one) sends, recorded, not sent."""
+        queue = self._queues.get(worker_name)
+        recording = queue.connection.pipeline()
         try:
-            calls.enqueue_job(self._queue, run, recording)
+            calls.enqueue_job(queue, run, recording)
             return list(recording.command_stack)
         finally:
             recording.reset()
 
     async def _learn_server_version(self) -> None:
         # RQ reads it (INFO) before its first enqueue; the recorder cannot ask.
-        if self._queue.redis_server_version is None:
+        if self._queues.server_version is None:
             info = await self.redis.info("server")
-            self._queue.redis_server_version = calls.version_tuple(info["redis_version"])
+            self._queues.server_version = calls.version_tuple(info["redis_version"])
 
     async def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
-        """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC."""
+        """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC, on
+        the warm owner's own queue (watched) or the shared one."""
         await self._learn_server_version()
         pending = self.keys.pending(run.session_id)
+        owner = self.keys.warm_owner(run.session_id)
         while True:
             async with self.redis.pipeline() as pipe:
                 try:
-                    if reject_if_busy:
-                        await pipe.watch(pending)
-                        if await pipe.llen(pending):
-                            return Busy()
+                    await pipe.watch(owner, *([pending] if reject_if_busy else []))
+                    if reject_if_busy and await pipe.llen(pending):
+                        return Busy()
+                    worker_name = calls.routed_worker(await pipe.get(owner))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    for args, options in self._recorded_enqueue(run):
+                    for args, options in self._recorded_enqueue(run, worker_name):
                         pipe.execute_command(*args, **options)
                     await self._run(self.calls.submit(run), pipe)
                     return Submitted(queued_seq=int((await pipe.execute())[-1]))
                 except redis.WatchError:
-                    continue  # the session changed while we looked: look again
+                    continue  # the session or its warm owner changed while we looked
 
     async def cancel(
         self, session_id: str, run_id: str, *, reason: str, grace_s: float = 0.0

@@ -381,6 +381,13 @@ def require_session_id(session_id: str) -> None:
         raise ValueError(f"{session_id!r} is not a session id")
 
 
+def routed_worker(owner: object) -> str | None:
+    """The worker a run goes to, from its session's warm owner key as read (bytes, str or
+    None): a worker name that may name an own queue, else None (the shared queue)."""
+    name = owner.decode(errors="replace") if isinstance(owner, bytes) else owner
+    return name if rqjobs.is_worker_name(name) else None
+
+
 def enqueue_job(queue: Queue, run: NewRun, pipe: Pipeline) -> None:
     """Queue RQ's enqueue of the run's job on `pipe` (it leaves the pipeline in MULTI)."""
     queue.enqueue_call(

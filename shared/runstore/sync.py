@@ -8,10 +8,9 @@ from typing import Any, cast
 
 import redis
 from redis.commands.core import Script as RedisScript
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
+from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
@@ -42,7 +41,7 @@ class RunStore:
         self.calls = RunCalls.from_settings(settings)
         self.keys = self.calls.keys
         self._scripts: dict[Script, RedisScript] = {}
-        self._queue: Queue | None = None
+        self._queues: SubmitQueues | None = None
 
     def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
         script = self._scripts.get(call.script)
@@ -56,25 +55,28 @@ class RunStore:
     def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
         """Enqueue the RQ job and write the `queued` event in one MULTI/EXEC.
 
+        The job goes to the own queue of the worker advertising the session's CLI as
+        warm and idle, if one does, else to the shared queue. The advertisement is
+        watched: a worker that withdraws it (it became busy) before the EXEC makes us
+        look again, so a run never lands behind a worker after it moved its queue away.
         With reject_if_busy, nothing is queued (Busy) while the session has a run pending.
         """
-        if self._queue is None:
-            self._queue = Queue(
-                self.settings.queue_name, connection=self.redis, serializer=JSONSerializer
-            )
+        if self._queues is None:
+            self._queues = SubmitQueues(self.settings.queue_name, self.redis)
         pending = self.keys.pending(run.session_id)
+        owner = self.keys.warm_owner(run.session_id)
         while True:
             with self.redis.pipeline() as pipe:
                 try:
-                    if reject_if_busy:
-                        pipe.watch(pending)  # type: ignore[no-untyped-call]
-                        if pipe.llen(pending):
-                            return Busy()
-                    calls.enqueue_job(self._queue, run, pipe)
+                    pipe.watch(owner, *([pending] if reject_if_busy else []))  # type: ignore[no-untyped-call]
+                    if reject_if_busy and pipe.llen(pending):
+                        return Busy()
+                    queue = self._queues.get(calls.routed_worker(pipe.get(owner)))
+                    calls.enqueue_job(queue, run, pipe)
                     self._run(self.calls.submit(run), pipe)
                     return Submitted(queued_seq=int(pipe.execute()[-1]))
                 except redis.WatchError:
-                    continue  # the session changed while we looked: look again
+                    continue  # the session or its warm owner changed while we looked
 
     def cancel(
         self, session_id: str, run_id: str, *, reason: str, grace_s: float = 0.0
