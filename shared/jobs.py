@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The RQ job function, by import path: producers never import worker code.
 JOB_FUNCTION = "worker.job.run_prompt"
+# The RQ job function that POSTs a finished run's webhook (worker/webhooks.py).
+WEBHOOK_FUNCTION = "worker.webhooks.deliver"
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PROFILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
