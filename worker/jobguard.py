@@ -1,11 +1,13 @@
-"""Only the project's job function runs on a worker.
+"""Only the project's job functions run on a worker.
 
 Anyone who can write RQ's keys (every producer must) can enqueue a call to any
 importable function, and RQ would import and call it as the worker's user. The
 worker therefore judges each job by what is stored in Redis, before anything is
-imported or forked: the function must be exactly `shared.jobs.JOB_FUNCTION`,
-called as a plain function (no instance), with no callbacks (RQ imports and
-calls those too) and no webhooks (RQ would POST to any URL the job names).
+imported or forked: the function must be exactly `shared.jobs.JOB_FUNCTION` (a run)
+or `shared.jobs.WEBHOOK_FUNCTION` (a run's webhook delivery, whose payload and
+target that function checks itself), called as a plain function (no instance), with
+no callbacks (RQ imports and calls those too) and no RQ webhooks (RQ would POST to
+any URL the job names, unchecked).
 
 - `stored_call` reads those fields from a fetched job. With the JSON serializer
   this only parses JSON: nothing is imported.
@@ -27,10 +29,12 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.utils import now
 
-from shared.jobs import JOB_FUNCTION
+from shared.jobs import JOB_FUNCTION, WEBHOOK_FUNCTION
 
 _SHOWN_CHARS = 200  # a refused name is attacker-chosen: never log or store it whole
 _CALLBACK_KINDS = ("success", "failure", "stopped")
+# Every function a job may call, by import path.
+ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION, WEBHOOK_FUNCTION})
 
 
 class JobRefused(Exception):
@@ -54,11 +58,14 @@ def _shown(value: object) -> str:
 
 
 def refusal_reason(call: StoredCall) -> str | None:
-    """Why this job must not run, or None when it is a plain call of JOB_FUNCTION."""
+    """Why this job must not run, or None when it is a plain call of an allowed function."""
     problem = _problem(call)
     if problem is None:
         return None
-    return f"job refused: {problem}; only {JOB_FUNCTION} may run on a claude-queue worker"
+    return (
+        f"job refused: {problem}; only {JOB_FUNCTION} may run on a claude-queue worker "
+        f"(and {WEBHOOK_FUNCTION}, its runs' webhooks)"
+    )
 
 
 def _problem(call: StoredCall) -> str | None:
@@ -67,13 +74,13 @@ def _problem(call: StoredCall) -> str | None:
     if call.instance is not None:
         owner = type(call.instance).__name__
         return f"function {_shown(call.func_name)} is called on an instance ({owner})"
-    if call.func_name != JOB_FUNCTION:
+    if not isinstance(call.func_name, str) or call.func_name not in ALLOWED_FUNCTIONS:
         return f"function {_shown(call.func_name)} is not allowed"
     if call.callbacks:
         kind, name = call.callbacks[0]
-        return f"function {JOB_FUNCTION} carries a {kind} callback {_shown(name)}"
+        return f"function {call.func_name} carries a {kind} callback {_shown(name)}"
     if call.webhooks:
-        return f"function {JOB_FUNCTION} carries {call.webhooks} webhook(s)"
+        return f"function {call.func_name} carries {call.webhooks} webhook(s)"
     return None
 
 
@@ -116,7 +123,7 @@ def refuse(connection: redis.Redis, job: Job, queue: Queue, reason: str) -> None
 
 
 class GuardedJob(Job):
-    """An RQ job that resolves only JOB_FUNCTION and never runs callbacks or webhooks."""
+    """An RQ job that resolves only ALLOWED_FUNCTIONS and never runs callbacks or webhooks."""
 
     @property
     def func(self) -> Any:
