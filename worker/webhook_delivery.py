@@ -122,15 +122,19 @@ def post(
         timeout=timeout_s, follow_redirects=False, trust_env=False, verify=verify
     ) as client:
         for address in target.addresses:
+            request = client.build_request(
+                "POST",
+                target.url.copy_with(host=address),
+                content=body,
+                headers=sent_headers,
+                extensions=extensions,
+            )
             try:
-                response = client.post(
-                    target.url.copy_with(host=address),
-                    content=body,
-                    headers=sent_headers,
-                    extensions=extensions,
-                )
+                # Streamed and closed unread: only the status matters, whatever the size.
+                response = client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failures.append(f"{address}: {exc or type(exc).__name__}")
                 continue
+            response.close()
             return Posted(status=response.status_code, address=address)
     raise TargetUnreachable(f"could not connect to {target.shown} ({'; '.join(failures)})")

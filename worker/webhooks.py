@@ -7,8 +7,9 @@
   per run while its job is kept.
 - `deliver` is that job: it reads the run's events back from its session log, builds
   the body (shared.webhooks), checks the target and POSTs (worker.webhook_delivery).
-  2xx: delivered. A network error, 408, 429 or 5xx raises, and RQ schedules a retry.
-  A refused target, a redirect or another 4xx fails the job for good (no retry).
+  2xx: delivered. A network error, 408, 429, 5xx or a run whose `finished` is not
+  (yet) in its log raises, and RQ schedules a retry. An invalid payload, a refused
+  target, a redirect or another 4xx fails the job for good (no retry).
 - `promote_due` moves delivery jobs whose retry is due from RQ's scheduled registry
   back onto the queue. Every worker calls it each maintenance round (workers run no
   RQ scheduler), atomically, so a retry survives the death of any one worker.
@@ -199,7 +200,9 @@ def deliver(payload: Any) -> str:
     settings = ctx.settings
     summary = summarize(delivery.run_id, _run_events(ctx, delivery))
     if summary is None:
-        _abandon(f"run {delivery.run_id} has no finished event in its session log (deleted?)")
+        # Not yet (its worker still holds it while Redis was away), or never (the
+        # session was deleted): retried, so the first case is delivered.
+        _retry(f"run {delivery.run_id} has no finished event in its session log")
     body = webhook_body(delivery, summary)
     headers = {
         "Content-Type": "application/json",
