@@ -104,16 +104,22 @@ class _Names:
     prefix: str
     queue: str
     rq: str
+    db: int
 
     def session(self, suffix: str) -> str:
         return f"{self.prefix}:{{*}}:{suffix}"
 
+    def channel(self, suffix: str) -> str:
+        """A channel pattern: channels carry the database (keys.Keys), pub/sub does not."""
+        return f"&{self.session(suffix)}@{self.db}"
 
-def _names(key_prefix: str, queue_name: str) -> _Names:
+
+def _names(key_prefix: str, queue_name: str, database: int) -> _Names:
     return _Names(
         prefix=escape_redis_glob(_checked(key_prefix, "key prefix")),
         queue=escape_redis_glob(_checked(queue_name, "queue name")),
         rq=escape_redis_glob(RQ_KEY_PREFIX),
+        db=database,
     )
 
 
@@ -143,7 +149,7 @@ def _reader(n: _Names, select: str) -> AclRules:
             f"%R~{n.session('pending')}",
             f"%R~{_approvals(n)}",
         ),
-        channels=(f"&{n.session('events')}",),
+        channels=(n.channel("events"),),
     )
 
 
@@ -203,10 +209,13 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"~{n.session('seq')}",
             f"~{n.session('log')}",
             f"%R~{n.session('state')}",
+            f"%R~{n.session('warm')}",  # submit routes to the worker holding it warm
             f"~{n.prefix}:sessions",
             f"%R~{n.prefix}:running",
+            f"%R~{n.prefix}:worker-warm:*",  # status lists warm sessions per worker
             f"%W~{n.rq}:job:*",
             f"~{n.rq}:queue:{n.queue}",
+            f"~{n.rq}:queue:{n.queue}:worker:*",  # a worker's own queue (warm routing)
             f"%W~{n.rq}:canceled:{n.queue}",  # a cancelled queued job is recorded canceled
             f"%W~{n.rq}:queues",
             f"%R~{n.rq}:workers:{n.queue}",
@@ -214,7 +223,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%R~{n.rq}:worker:*",
             f"%R~{n.rq}:execution:*",
         ),
-        channels=(f"&{n.session('events')}", f"&{n.session('run:*:control')}"),
+        channels=(n.channel("events"), n.channel("run:*:control")),
         # Deleting a session removes all its keys; only UNLINK may touch the others.
         # A transcript's size may be read (session show), never its conversation.
         # A run's approvals are written only by DECIDE_LUA's HSETNX (a request's one
@@ -255,8 +264,8 @@ def _worker(n: _Names, select: str) -> AclRules:
         ),
         keys=(f"~{n.prefix}:*", f"~{n.rq}:*"),
         channels=(
-            f"&{n.session('events')}",
-            f"&{n.session('run:*:control')}",
+            n.channel("events"),
+            n.channel("run:*:control"),
             f"&{n.rq}:pubsub:*",
         ),
     )
@@ -269,7 +278,7 @@ def role_rules(role: Role, *, key_prefix: str, queue_name: str, database: int = 
     """The ACL rules of `role` for this key prefix, queue and database."""
     if role not in _BUILDERS:
         raise AclError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
-    return _BUILDERS[role](_names(key_prefix, queue_name), f"+select|{database}")
+    return _BUILDERS[role](_names(key_prefix, queue_name, database), f"+select|{database}")
 
 
 def setuser_args(rules: AclRules, user: str, *, password: str | None = None) -> list[str]:

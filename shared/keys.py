@@ -17,9 +17,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix (settings.key_prefix)."""
+    """Key names under one prefix (settings.key_prefix), and channel names.
+
+    Pub/sub ignores database numbers: a channel published in db 1 reaches subscribers
+    in every db. So channel names also carry the database (`@<db>`), or two
+    deployments on one server that differ only by database would hear each other.
+    """
 
     prefix: str
+    db: int = 0
 
     def _session(self, session_id: str) -> str:
         return f"{self.prefix}:{{{session_id}}}"
@@ -34,7 +40,7 @@ class Keys:
 
     def channel(self, session_id: str) -> str:
         """Pub/sub channel carrying a session's live events."""
-        return f"{self._session(session_id)}:events"
+        return f"{self._session(session_id)}:events@{self.db}"
 
     def pending(self, session_id: str) -> str:
         """List: run ids of a session not yet finished, in submit order."""
@@ -86,7 +92,7 @@ class Keys:
 
     def control(self, session_id: str, run_id: str) -> str:
         """Pub/sub channel the owner of a run listens on for control messages."""
-        return f"{self._session(session_id)}:run:{run_id}:control"
+        return f"{self._session(session_id)}:run:{run_id}:control@{self.db}"
 
     def warm_owner(self, session_id: str) -> str:
         """String (PX ttl): the worker holding the session's CLI warm and idle, if any."""
@@ -95,6 +101,12 @@ class Keys:
     def worker_warm(self, worker_name: str) -> str:
         """Hash: session id -> epoch seconds its warm CLI expires, for one worker (status)."""
         return f"{self.prefix}:worker-warm:{worker_name}"
+
+    @property
+    def warm_trees(self) -> str:
+        """Sorted set: process markers of warm CLIs (any worker), scored by their expiry;
+        the orphan sweep of every worker on a host spares them."""
+        return f"{self.prefix}:warm-trees"
 
     @property
     def sessions(self) -> str:
@@ -123,4 +135,4 @@ class Keys:
 
 def keys_from(settings: Settings) -> Keys:
     """The key namespace for these settings."""
-    return Keys(settings.key_prefix)
+    return Keys(settings.key_prefix, settings.redis_db)

@@ -270,6 +270,12 @@ class Settings(BaseSettings):
         where = f"{parts.hostname}:{parts.port}{parts.path}/{self.key_prefix}"
         return hashlib.sha256(where.encode()).hexdigest()[:16]
 
+    @property
+    def redis_db(self) -> int:
+        """The database number the Redis URL selects (0 when it names none)."""
+        path = urlsplit(self.redis_url.get_secret_value()).path.strip("/")
+        return int(path) if path.isdigit() else 0
+
     @classmethod
     def from_environment(cls) -> Settings:
         """Settings from CLAUDE_QUEUE_* variables; raises SettingsError naming what is wrong.

@@ -4,7 +4,8 @@ Every `reaper_interval_s`:
 - close warm CLIs idle past WARM_IDLE_S, or whose session moved on (simple mode);
 - locally, kill leftovers of runs that are no longer running (this host only);
 - if elected (a short Redis lock, so only one worker does it at a time),
-  declare runs lost whose owner stopped renewing its lease.
+  declare runs lost whose owner stopped renewing its lease, and move runs waiting
+  on the own queue of a worker that is gone or stuck to the shared queue.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import structlog
 from shared.connection import sync_redis
 from shared.runstore import RunStore
 from worker.context import WorkerContext
-from worker.reaper import kill_orphans, reap_all
+from worker.reaper import kill_orphans, reap_all, release_worker_queues
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,10 @@ class Maintenance:
         elected = self._elect(keys=[ctx.keys.reaper_lock], args=[ctx.worker_name, lock_ms])
         if elected != 1:
             return 0
-        return reap_all(self._store)
+        lost = reap_all(self._store)
+        # Runs routed to a worker that died or is stuck go to the shared queue.
+        release_worker_queues(self._store)
+        return lost
 
     def _tend_warm(self) -> None:
         """Close warm CLIs that expired or whose session moved on; stop advertising them."""
@@ -73,6 +77,8 @@ class Maintenance:
             if fences.get(session_id) != token and pool.discard(session_id):
                 closed.append(session_id)
         self._store.withdraw_warm(self._ctx.worker_name, closed)
+        self._store.forget_warm_trees(pool.drain_closed_trees())
+        self._store.note_warm_trees(pool.trees())
 
     def _loop(self) -> None:
         while not self._stop.wait(self._ctx.settings.reaper_interval_s):

@@ -287,14 +287,15 @@ def _worker_gone(client: redis.Redis, worker_name: str) -> bool:
 def kill_orphans(store: RunStore, keep: Callable[[], set[str]] = set) -> int:
     """Kill this host's leftover processes of runs that are not running any more.
 
-    `keep`: markers of process trees that outlive their run on purpose (warm CLIs),
-    read after the scan, so a CLI parked meanwhile is spared.
+    Warm CLIs outlive their run on purpose: every worker records their markers
+    (store.note_warm_trees), and `keep` adds this worker's own; both are read after
+    the scan, so a CLI parked meanwhile is spared.
     """
     killed = 0
     # /proc first, then Redis: a run is in `running` before its CLI is spawned, so a
     # process seen by the scan whose run is missing from the later read is a leftover.
     marked = marked_runs(store.settings.scope)
-    running = store.running_run_ids() | keep()
+    running = store.running_run_ids() | store.warm_tree_ids() | keep()
     for run_id in marked - running:
         killed += kill_run_tree(run_id, None)
     if killed:

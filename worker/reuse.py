@@ -124,3 +124,8 @@ def park(
         )
     )
     use.parked = True
+    try:
+        # Before the run leaves `running`: no worker's orphan sweep may take it for a leftover.
+        ctx.store.note_warm_trees(ctx.warm.trees())
+    except redis.RedisError as exc:
+        log.warning("warm_tree_not_recorded", error=str(exc))

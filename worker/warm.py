@@ -84,6 +84,7 @@ class WarmPool:
         self._lock = threading.Lock()
         self._warm: OrderedDict[str, WarmCli] = OrderedDict()  # least recently used first
         self._closed: OrderedDict[str, ColdReason] = OrderedDict()
+        self._closed_trees: list[str] = []  # markers of CLIs closed since the last drain
 
     @property
     def enabled(self) -> bool:
@@ -113,7 +114,7 @@ class WarmPool:
         if reason is None:
             return warm, None
         log.info("warm_cli_not_reused", session_id=session_id, reason=reason.value)
-        warm.close()
+        self._close(warm)
         return None, reason
 
     def park(self, warm: WarmCli) -> None:
@@ -132,7 +133,7 @@ class WarmPool:
         log.info("warm_cli_parked", session_id=warm.session_id, pid=warm.proc.pid)
         for oldest in evicted:
             log.info("warm_cli_evicted", session_id=oldest.session_id)
-            oldest.close()
+            self._close(oldest)
 
     def expire(self, monotonic: float | None = None) -> list[str]:
         """Close CLIs idle past WARM_IDLE_S; their session ids."""
@@ -144,7 +145,7 @@ class WarmPool:
                 self._note_closed(warm.session_id, ColdReason.EXPIRED)
         for warm in due:
             log.info("warm_cli_expired", session_id=warm.session_id)
-            warm.close()
+            self._close(warm)
         return [w.session_id for w in due]
 
     def discard(self, session_id: str, reason: ColdReason = ColdReason.MOVED) -> bool:
@@ -156,7 +157,7 @@ class WarmPool:
         if warm is None:
             return False
         log.info("warm_cli_discarded", session_id=session_id, reason=reason.value)
-        warm.close()
+        self._close(warm)
         return True
 
     def close_all(self) -> None:
@@ -164,7 +165,7 @@ class WarmPool:
             warm = list(self._warm.values())
             self._warm.clear()
         for cli in warm:
-            cli.close()
+            self._close(cli)
 
     def sessions(self) -> dict[str, float]:
         """Session id -> epoch seconds its warm CLI expires."""
@@ -175,6 +176,22 @@ class WarmPool:
         """Session id -> fencing token of the last run its warm CLI served."""
         with self._lock:
             return {s: w.token for s, w in self._warm.items()}
+
+    def trees(self) -> dict[str, float]:
+        """Marker -> epoch expiry of every warm CLI (what other workers' sweeps spare)."""
+        with self._lock:
+            return {w.tree_id: w.expires_at for w in self._warm.values()}
+
+    def drain_closed_trees(self) -> list[str]:
+        """Markers of CLIs closed since the last call."""
+        with self._lock:
+            closed, self._closed_trees = self._closed_trees, []
+        return closed
+
+    def _close(self, warm: WarmCli) -> None:
+        warm.close()
+        with self._lock:
+            self._closed_trees.append(warm.tree_id)
 
     def tree_ids(self) -> set[str]:
         """Markers of the warm CLIs' processes (the orphan sweep must spare them)."""

@@ -29,7 +29,7 @@ from shared.events import (
 )
 from shared.ids import is_request_id, is_session_id
 from shared.jobs import JOB_FUNCTION
-from shared.keys import Keys
+from shared.keys import Keys, keys_from
 from shared.runstore import scripts
 from shared.runstore.model import (
     Condition,
@@ -82,7 +82,7 @@ class RunCalls:
     @classmethod
     def from_settings(cls, settings: Settings) -> RunCalls:
         return cls(
-            keys=Keys(settings.key_prefix),
+            keys=keys_from(settings),
             maxlen=settings.event_log_maxlen,
             ttl_s=settings.event_log_ttl_s,
             lease_ttl_ms=int(settings.lease_ttl_s * 1000),

@@ -10,6 +10,7 @@ import redis
 from redis.commands.core import Script as RedisScript
 
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
+from shared.ids import is_run_id
 from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
@@ -334,6 +335,23 @@ class RunStore:
         for session_id in session_ids:
             pipe.get(self.keys.fence(session_id))
         return {s: replies.seq(v) for s, v in zip(session_ids, pipe.execute(), strict=True)}
+
+    def note_warm_trees(self, trees: dict[str, float]) -> None:
+        """Record warm CLIs' process markers (-> epoch expiry) for every worker's sweep."""
+        if trees:
+            self.redis.zadd(self.keys.warm_trees, trees)
+
+    def forget_warm_trees(self, tree_ids: list[str]) -> None:
+        if tree_ids:
+            self.redis.zrem(self.keys.warm_trees, *tree_ids)
+
+    def warm_tree_ids(self) -> set[str]:
+        """Markers of warm CLIs not yet past their expiry (older entries are dropped)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.warm_trees, "-inf", time.time())
+            pipe.zrange(self.keys.warm_trees, 0, -1)
+            members = pipe.execute()[1]
+        return {m for m in (replies.text(v) or "" for v in members) if is_run_id(m)}
 
     def warm_owner(self, session_id: str) -> str | None:
         """The worker advertising the session's CLI as warm and idle, if any."""

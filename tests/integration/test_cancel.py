@@ -30,7 +30,7 @@ from producer.cancelling import CancelOutcome
 from producer.client import Client, RunHandle
 from shared.control import CancelRequest
 from shared.events import Envelope, EventType
-from shared.keys import Keys
+from shared.keys import keys_from
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.helpers import Proc, envelope_texts
@@ -363,7 +363,7 @@ def test_control_message_naming_a_foreign_pid_kills_nothing(
         stream = handle.stream(timeout_s=STREAM_TIMEOUT_S)
         _follow_until(stream, seen, pids, EventType.STARTED)
 
-        channel = Keys(settings.key_prefix).control("cancel-foreign", handle.run_id)
+        channel = keys_from(settings).control("cancel-foreign", handle.run_id)
         messages = [
             CancelRequest(
                 session_id="cancel-foreign", run_id=handle.run_id, pid=victim.pid
@@ -405,7 +405,7 @@ def test_control_message_naming_the_runs_own_pid_cancels(
     _assert_tree_running(seen)
     assert seen.cli is not None
 
-    channel = Keys(settings.key_prefix).control("cancel-own-pid", handle.run_id)
+    channel = keys_from(settings).control("cancel-own-pid", handle.run_id)
     request = CancelRequest(session_id="cancel-own-pid", run_id=handle.run_id, pid=seen.cli.pid)
     assert redis_client.publish(channel, request.model_dump_json()) == 1
     _follow_to_end(stream, seen, pids)

@@ -8,11 +8,16 @@ import select
 import signal
 from pathlib import Path
 
+import redis
+
 from producer.client import Client
 from shared.events import Envelope, EventType, RunStatus
+from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import kill_if_alive, texts, until_grandchild
+from worker.proctree import is_alive
+from worker.reaper import kill_orphans
 
 STREAM_TIMEOUT_S = 60.0
 
@@ -200,3 +205,21 @@ def test_fork_mode_never_keeps_a_cli_warm(client: Client, start_worker: WorkerFa
     second = _run(client, "chat", "two")
     assert _started(second)["warm"] is False
     assert _turn_of(second) == "turn=2"
+
+
+def test_another_workers_orphan_sweep_spares_a_warm_cli(
+    client: Client, start_worker: WorkerFactory, settings: Settings, redis_client: redis.Redis
+) -> None:
+    start_worker("warm1", mode="simple")
+    first = _run(client, "chat", "one")
+    pid = int(str(_started(first)["pid"]))
+    # What any other worker of this deployment on this host does every REAPER_INTERVAL_S.
+    store = RunStore(redis_client, settings)
+    assert kill_orphans(store) == 0
+    assert is_alive(pid)
+    second = _run(client, "chat", "two")
+    assert _started(second)["warm"] is True and _started(second)["pid"] == pid
+    # Without its record the same sweep takes it for a leftover: the record is what spares it.
+    redis_client.delete(store.keys.warm_trees)
+    assert kill_orphans(store) >= 1
+    _wait_gone(pid)

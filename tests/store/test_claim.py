@@ -11,7 +11,7 @@ import redis
 from producer.submission import prepare
 from shared.events import Event, EventType, FinishedData, RunStatus
 from shared.jobs import PromptJob
-from shared.keys import Keys
+from shared.keys import keys_from
 from shared.runstore import CancelOutcome, HeldRun, RunState, RunStore
 from shared.settings import Settings
 from worker.claim import claim_run
@@ -28,7 +28,7 @@ def context(settings: Settings, client: redis.Redis, worker_name: str) -> Worker
     return WorkerContext(
         settings=settings,
         redis=client,
-        keys=Keys(settings.key_prefix),
+        keys=keys_from(settings),
         worker_name=worker_name,
         host="h",
     )

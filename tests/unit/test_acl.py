@@ -42,7 +42,7 @@ def test_reader_only_reads_session_logs_open_requests_and_follows_their_channels
         "%R~cq:{*}:pending",
         f"%R~{run}:approvals",
     )
-    assert rules.channels == ("&cq:{*}:events",)
+    assert rules.channels == ("&cq:{*}:events@0",)
     assert rules.selectors == ()
 
 
@@ -81,7 +81,7 @@ def test_producer_writes_approvals_only_through_the_decide_script() -> None:
     assert f"+evalsha|{script_sha(DECIDE_LUA)}" not in rules.commands
     # It PUBLISHes the answer on the run's control channel.
     assert "+publish" in rules.commands
-    assert "&cq:{*}:run:*:control" in rules.channels
+    assert "&cq:{*}:run:*:control@0" in rules.channels
 
 
 def test_run_record_pattern_excludes_the_wait_marker() -> None:
