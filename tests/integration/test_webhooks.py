@@ -26,10 +26,12 @@ from typing import Any
 
 import pytest
 import redis
+from rq import Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from producer.client import Client
+from shared.jobs import WEBHOOK_FUNCTION
 from shared.settings import Settings
 from shared.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookDelivery, verify
 from tests.conftest import WorkerFactory
@@ -338,6 +340,26 @@ def test_a_delivery_survives_its_worker_being_killed_between_attempts(
         flaky.close()
 
 
+def test_a_hand_made_delivery_with_a_bad_payload_fails_without_a_retry(
+    client: Client, settings: Settings, start_worker: WorkerFactory, redis_client: redis.Redis
+) -> None:
+    # Anyone who can write RQ's keys can enqueue the delivery function with anything.
+    bad = {"session_id": "s", "run_id": "r" * 32, "url": "http://x/", "headers": {"a": "b"}}
+    job = client.queue.enqueue_call(
+        WEBHOOK_FUNCTION, args=(bad,), job_id="webhook-bad", retry=Retry(max=3, interval=[1])
+    )
+    _start(start_worker, settings, webhook_allow_private=True)
+    # Behind it in the queue: once this run has finished, the delivery was judged.
+    follow_up = client.submit(session_id="after-bad", prompt="hello")
+    assert follow_up.wait(timeout_s=WAIT_S).status == "succeeded"
+
+    assert job.get_status() == JobStatus.FAILED
+    reason = _failure(job)
+    assert "invalid delivery payload" in reason
+    assert "run_id" in reason
+    assert "headers" in reason
+
+
 def test_enqueue_for_run_reads_the_webhook_from_the_runs_job(
     client: Client, settings: Settings, redis_client: redis.Redis
 ) -> None:
@@ -354,7 +376,7 @@ def test_enqueue_for_run_reads_the_webhook_from_the_runs_job(
     assert WebhookDelivery.model_validate(job.args[0]) == WebhookDelivery(
         session_id="reaped", run_id=hooked.run_id, url=url
     )
-    assert job.func_name == "worker.webhooks.deliver"
+    assert job.func_name == WEBHOOK_FUNCTION
     assert job.retries_left is not None and job.retries_left > 0
 
 
