@@ -33,6 +33,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "realcli": "bench.realcli",
     "approvals": "bench.approvals",
+    "warm": "bench.warm",
 }
 
 

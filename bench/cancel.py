@@ -84,7 +84,7 @@ def direct_kill(h: Harness) -> float:
     assert proc.stdin is not None and proc.stdout is not None
     grandchild = 0
     try:
-        proc.stdin.write(PROMPT.encode())
+        proc.stdin.write(procs.prompt_line(PROMPT))
         proc.stdin.close()
         for line in proc.stdout:
             match = _GRANDCHILD.search(line.decode(errors="replace"))

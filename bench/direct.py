@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import procs
 from worker.parser import parse_line
 
 CONTENT_TYPES = frozenset({"message", "stream_event"})
@@ -57,7 +58,7 @@ async def _read_latencies(
         limit=16 * _READ_CHUNK,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(prompt.encode())
+    proc.stdin.write(procs.prompt_line(prompt))
     await proc.stdin.drain()
     proc.stdin.close()
     out: list[float] = []
@@ -104,7 +105,7 @@ def parse_run(argv: list[str], env: dict[str, str], cwd: Path, prompt: str) -> P
         cwd=cwd,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(prompt.encode())
+    proc.stdin.write(procs.prompt_line(prompt))
     proc.stdin.close()
     run = ParsedRun()
     rest = b""

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from worker.cliproto import user_message
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
@@ -21,9 +23,10 @@ REAL_CLI = REPO / "devtools" / "claude-cli" / "node_modules" / ".bin" / "claude"
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# The documented invocation the worker uses for a job with the default `readonly`
-# profile (README: "claude -p --output-format stream-json --verbose ..."). The
-# direct baselines run the CLI exactly like this, with the prompt on stdin.
+# The invocation the worker uses for a job with the default `readonly` profile
+# (worker/command.py): stream-json in and out, the prompt as one `user` message line
+# on stdin. The direct baselines run the CLI exactly like this and close stdin after
+# the prompt (the CLI then ends after its turn).
 SYSTEM_PROMPT = (
     "You are running unattended on a claude-queue worker (bench) for session bench, "
     "run bench. Nobody can answer questions mid-run, so finish the task or explain clearly "
@@ -34,13 +37,18 @@ SYSTEM_PROMPT = (
 def cli_argv(claude_bin: str | Path) -> list[str]:
     return [
         str(claude_bin),
-        "-p",
+        "--input-format=stream-json",
         "--output-format=stream-json",
         "--verbose",
         "--permission-mode=default",
         f"--append-system-prompt={SYSTEM_PROMPT}",
         "--allowed-tools=Read,Glob,Grep",
     ]
+
+
+def prompt_line(prompt: str) -> bytes:
+    """The prompt as the worker writes it to the CLI's stdin."""
+    return user_message(prompt)
 
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -27,7 +27,7 @@ def _direct(h: Harness, env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(
         procs.cli_argv(procs.REAL_CLI),
-        input=PROMPT.encode(),
+        input=procs.prompt_line(PROMPT),
         capture_output=True,
         env=env,
         cwd=h.workdir,
