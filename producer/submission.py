@@ -12,6 +12,7 @@ from shared.events import Event, EventType, QueuedData
 from shared.jobs import PromptJob, RunRequest, describe_validation_error, new_run_id
 from shared.runstore import NewRun
 from shared.settings import Settings
+from shared.webhooks import submit_refusal
 
 # RQ's own limit sits past ours, so the worker's timeout always acts first.
 _RQ_TIMEOUT_MARGIN_S = 120
@@ -31,6 +32,11 @@ def validate_job(settings: Settings, job: PromptJob | None, fields: dict[str, An
             f"invalid job: profile: unknown permission profile {validated.profile!r} "
             f"(known: {', '.join(sorted(settings.profiles))})"
         )
+    if validated.webhook is not None:
+        # Literal private or loopback targets now; names are checked again where delivered.
+        problem = submit_refusal(validated.webhook, allow_private=settings.webhook_allow_private)
+        if problem is not None:
+            raise InvalidJobError(f"invalid job: webhook: {problem}")
     return validated
 
 

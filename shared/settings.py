@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC key of webhook signatures (X-Claude-Queue-Signature)."
     )
+    webhook_retry_s: tuple[int, ...] = Field(
+        default=(5, 30, 120, 600, 1800, 3600),
+        description="Waits before each retry of a failed webhook delivery; its length is "
+        "the number of retries.",
+    )
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhooks to loopback and private addresses."
     )

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from producer.client import Client
 from shared.settings import Settings
@@ -83,16 +84,25 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+def _revealed(field: object, dumped: object) -> object:
+    """A setting as the worker must read it: secrets in clear (a JSON dump masks them)."""
+    if isinstance(field, SecretStr):
+        return field.get_secret_value()
+    if isinstance(field, tuple) and field and all(isinstance(v, SecretStr) for v in field):
+        return [v.get_secret_value() for v in field]
+    return dumped
+
+
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment that makes a worker process build exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_QUEUE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for name, value in settings.model_dump(mode="json").items():
+    for name, dumped in settings.model_dump(mode="json").items():
+        value = _revealed(getattr(settings, name), dumped)
         if value is None:
             continue
         text = json.dumps(value) if isinstance(value, dict | list) else str(value)
         env[f"CLAUDE_QUEUE_{name.upper()}"] = text
-    env["CLAUDE_QUEUE_REDIS_URL"] = settings.redis_url.get_secret_value()
     env.update(extra or {})
     return env
 

@@ -25,6 +25,7 @@ from shared.events import ErrorCode, EventType, RunStatus
 from shared.jobs import SESSION_ID_PATTERN, RunRequest, describe_validation_error
 from worker.context import WorkerContext
 from worker.runner import claim_and_fail, execute_run
+from worker.webhooks import after_run
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,7 @@ def run_prompt(payload: Any) -> str:
     status = execute_run(request, ctx)
     if status is None:
         return "skipped"
+    after_run(ctx, request)  # its finished is published: enqueue its webhook, if any
     if status is RunStatus.SUCCEEDED:
         return status.value
     reason = _finished_reason(ctx, request.job.session_id, request.run_id)

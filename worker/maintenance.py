@@ -3,6 +3,7 @@
 Every `reaper_interval_s`:
 - close warm CLIs idle past WARM_IDLE_S, or whose session moved on (simple mode);
 - locally, kill leftovers of runs that are no longer running (this host only);
+- put webhook deliveries whose retry wait is over back on the queue;
 - if elected (a short Redis lock, so only one worker does it at a time),
   declare runs lost whose owner stopped renewing its lease, and move runs waiting
   on the own queue of a worker that is gone or stuck to the shared queue.
@@ -19,6 +20,7 @@ from shared.connection import sync_redis
 from shared.runstore import RunStore
 from worker.context import WorkerContext
 from worker.reaper import kill_orphans, reap_all, release_worker_queues
+from worker.webhooks import promote_due
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,7 @@ class Maintenance:
         ctx = self._ctx
         self._tend_warm()
         kill_orphans(self._store, keep=ctx.warm.tree_ids if ctx.warm else set)
+        promote_due(self._client, ctx.settings)  # webhook retries whose wait is over
         lock_ms = int(ctx.settings.reaper_interval_s * 2000)
         elected = self._elect(keys=[ctx.keys.reaper_lock], args=[ctx.worker_name, lock_ms])
         if elected != 1:

@@ -42,6 +42,7 @@ from shared.runstore import Condition, OwnedBy, RunState, RunStore
 from shared.runstore.replies import text
 from shared.settings import Settings
 from worker.proctree import is_alive, kill_run_tree, marked_runs
+from worker.webhooks import enqueue_for_run
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,7 @@ def reap_if_lost(store: RunStore, session_id: str, run_id: str, *, waiting: bool
     if lost:
         log.warning("run_lost", session_id=session_id, run_id=run_id)
         fail_rq_job(store.redis, store.settings, run_id, message)
+        enqueue_for_run(store.redis, store.settings, run_id)  # its webhook, if any
     return lost
 
 

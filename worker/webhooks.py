@@ -3,7 +3,7 @@
 - `after_run` (the run-end hook, once the run's `finished` is published) and
   `enqueue_for_run` (for runs another process ended: the reaper, a worker whose work
   horse died) enqueue one delivery job per run: `worker.webhooks.deliver`, job id
-  `webhook-<run id>`, with RQ's `Retry` (RETRY_INTERVALS_S). Enqueued at most once
+  `webhook-<run id>`, with RQ's `Retry` (settings.webhook_retry_s). Enqueued at most once
   per run while its job is kept.
 - `deliver` is that job: it reads the run's events back from its session log, builds
   the body (shared.webhooks), checks the target and POSTs (worker.webhook_delivery).
@@ -59,7 +59,6 @@ log = structlog.get_logger(__name__)
 
 DELIVERY_JOB_PREFIX = "webhook-"
 # Waits before each retry (RQ takes whole seconds); its length is the number of retries.
-RETRY_INTERVALS_S = (5, 30, 120, 600, 1800, 3600)
 REQUEST_TIMEOUT_S = 10.0
 _JOB_TIMEOUT_S = 120
 _RESULT_TTL_S = 24 * 3600  # a delivered job (and so the once-per-run guard) is kept a day
@@ -116,7 +115,9 @@ def enqueue_delivery(client: redis.Redis, settings: Settings, delivery: WebhookD
                 timeout=_JOB_TIMEOUT_S,
                 result_ttl=_RESULT_TTL_S,
                 failure_ttl=_FAILURE_TTL_S,
-                retry=Retry(max=len(RETRY_INTERVALS_S), interval=list(RETRY_INTERVALS_S)),
+                retry=Retry(
+                    max=len(settings.webhook_retry_s), interval=list(settings.webhook_retry_s)
+                ),
                 description=f"claude-queue webhook of run {delivery.run_id}",
                 pipeline=pipe,  # RQ puts it in MULTI
             )
@@ -267,7 +268,7 @@ def _attempt() -> int:
     job = get_current_job()
     if job is None or job.retries_left is None:
         return 1
-    return len(RETRY_INTERVALS_S) - int(job.retries_left) + 1
+    return len(job.retry_intervals or []) - int(job.retries_left) + 1
 
 
 def _retry(message: str) -> NoReturn:

@@ -31,6 +31,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from producer.client import Client
+from producer.errors import InvalidJobError
 from shared.jobs import WEBHOOK_FUNCTION
 from shared.settings import Settings
 from shared.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookDelivery, verify
@@ -126,9 +127,24 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    """A producer that may name loopback receivers (the tests' receiver is one); each
+    worker below decides for itself whether it may deliver there."""
+    with Client(settings.model_copy(update={"webhook_allow_private": True})) as producer:
+        yield producer
+
+
 def _worker_settings(settings: Settings, **update: Any) -> Settings:
-    # A short maintenance round; the secret goes by env (dumped settings hide it).
-    return settings.model_copy(update={"reaper_interval_s": 0.5, **update})
+    # A short maintenance round and short retry waits.
+    return settings.model_copy(
+        update={"reaper_interval_s": 0.5, "webhook_retry_s": (1, 1, 1, 1, 1, 1), **update}
+    )
+
+
+def test_a_loopback_webhook_is_refused_at_submit_by_default(settings: Settings) -> None:
+    with Client(settings) as producer, pytest.raises(InvalidJobError, match="loopback"):
+        producer.submit(session_id="s", prompt="p", webhook="http://127.0.0.1:9/hook")
 
 
 def _start(start_worker: WorkerFactory, settings: Settings, name: str = "w0", **kw: Any) -> Any:
