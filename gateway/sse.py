@@ -1,0 +1,154 @@
+"""The event stream of one SSE client, with a bounded buffer.
+
+A reader task follows the session through `AsyncClient.stream` (subscribe, replay,
+follow: no gap, no duplicate, seq order) and puts each envelope on the client's
+buffer; the response takes them off and writes `id: <seq>`, `event: <type>`,
+`data: <envelope JSON>` frames. A client that stops reading stops the writer (the
+socket's send buffer fills), so its buffer fills: once it holds `capacity` events
+the client is dropped. Its connection is closed at once, what it had not received is
+let go, and its reconnect (Last-Event-ID) replays from the log. The server holds at
+most `capacity` events per client, whatever the client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import structlog
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
+
+from producer.errors import StreamEnded
+from shared.events import Envelope
+
+log = structlog.get_logger(__name__)
+
+_END: Final = None  # queued by the reader when the stream is over
+_CLEANUP_S = 10.0  # longest wait for a stopped reader to leave its subscription
+
+
+@dataclass(slots=True)
+class SseStats:
+    """This process's streams; reported by GET /v1/status."""
+
+    capacity: int
+    open: int = 0
+    dropped: int = 0
+    high_water: int = 0
+
+
+class ClientFeed:
+    """One client's stream: a reader fills a bounded buffer, the response drains it."""
+
+    def __init__(
+        self,
+        source: AsyncIterator[Envelope],
+        *,
+        stats: SseStats,
+        session_id: str,
+        run_id: str | None = None,
+    ) -> None:
+        self._source = source
+        self.stats = stats
+        self._capacity = stats.capacity
+        self._session_id = session_id
+        self._run_id = run_id
+        # Bounded by the reader (capacity events, plus the end marker), not by the queue.
+        self._buffer: asyncio.Queue[Envelope | None] = asyncio.Queue()
+        self.dropped = asyncio.Event()
+        self.last_buffered = 0
+
+    async def read(self) -> None:
+        """The reader task: follow the session until its stopping point or a drop."""
+        try:
+            async for envelope in self._source:
+                if self._run_id is not None and envelope.run_id != self._run_id:
+                    continue
+                if self._buffer.qsize() >= self._capacity:
+                    self._drop(envelope.seq)
+                    return
+                self._buffer.put_nowait(envelope)
+                self.last_buffered = envelope.seq
+                self.stats.high_water = max(self.stats.high_water, self._buffer.qsize())
+                await asyncio.sleep(0)  # the writer's turn: a client that reads keeps up
+        except StreamEnded as exc:  # a run-bound stream whose session was deleted
+            log.info("sse_stream_ended", session_id=self._session_id, reason=str(exc))
+        except Exception:
+            log.exception("sse_reader_failed", session_id=self._session_id)
+        finally:
+            await _aclose(self._source)
+        self._buffer.put_nowait(_END)
+
+    def _drop(self, seq: int) -> None:
+        self.stats.dropped += 1
+        log.warning(
+            "sse_client_dropped",
+            session_id=self._session_id,
+            buffered=self._buffer.qsize(),
+            capacity=self._capacity,
+            next_seq=seq,
+            note="the client read too slowly; its connection is closed and its reconnect "
+            "(Last-Event-ID) resumes from the session log",
+        )
+        self.dropped.set()
+
+    async def frames(self) -> AsyncIterator[ServerSentEvent]:
+        """The frames to write, in seq order, until the reader says the stream is over."""
+        while (envelope := await self._buffer.get()) is not _END:
+            yield ServerSentEvent(
+                data=envelope.model_dump_json(), event=str(envelope.type), id=str(envelope.seq)
+            )
+
+
+class FeedResponse(EventSourceResponse):
+    """An EventSourceResponse that runs its feed's reader, and ends when the feed drops it."""
+
+    def __init__(self, feed: ClientFeed, *, heartbeat_s: float) -> None:
+        super().__init__(
+            feed.frames(),
+            ping=heartbeat_s,
+            ping_message_factory=_heartbeat,
+            headers={"Cache-Control": "no-store"},
+        )
+        self._feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":  # headers only: no stream, no reader
+            await super().__call__(scope, receive, send)
+            return
+        stats = self._feed.stats
+        stats.open += 1
+        # A plain asyncio task, cancelled once: the client's stream then unsubscribes
+        # and closes as asyncio code expects (an anyio scope would cancel every await
+        # of that cleanup too).
+        reader = asyncio.create_task(self._feed.read(), name="claude-queue-sse-reader")
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._close_when_dropped, group.cancel_scope)
+                await super().__call__(scope, receive, send)
+                group.cancel_scope.cancel()  # the client left, or the stream is over
+        finally:
+            stats.open -= 1
+            reader.cancel()
+            with anyio.move_on_after(_CLEANUP_S, shield=True):
+                await asyncio.gather(reader, return_exceptions=True)
+
+    async def _close_when_dropped(self, scope: anyio.CancelScope) -> None:
+        # Cancelling stops a write blocked on the slow client; the response is left
+        # incomplete, so the server closes the connection.
+        await self._feed.dropped.wait()
+        scope.cancel()
+
+
+def _heartbeat() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat")
+
+
+async def _aclose(source: AsyncIterator[Envelope]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
