@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -252,10 +253,13 @@ def status(as_json: bool) -> None:
     console = Console(highlight=False)
     console.print(f"queue [bold]{info.queue}[/]: {info.queued} queued")
     console.print(f"workers: {len(info.workers)}")
+    now = time.time()
     for worker_info in info.workers:
         console.print(
             f"  {worker_info.name}  {worker_info.state}  job={worker_info.current_job or '-'}"
         )
+        for session_id, expires_at in sorted(worker_info.warm_sessions.items()):
+            console.print(f"    warm {session_id}  {max(0, round(expires_at - now))}s left")
     console.print(f"running runs: {len(info.running)}")
     for run_id, session_id in info.running.items():
         console.print(f"  {run_id}  session={session_id}")

@@ -1,4 +1,5 @@
-"""`status()`: queue depth, the queue's RQ workers and the runs in progress, typed."""
+"""`status()`: queue depth, the queue's RQ workers (with the sessions each holds warm)
+and the runs in progress, typed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from shared.keys import Keys
+from shared.runstore.replies import warm_sessions
 from shared.settings import Settings
 
 
@@ -34,6 +36,8 @@ class WorkerInfo:
     hostname: str | None = None
     pid: int | None = None
     queues: tuple[str, ...] = ()
+    # Sessions whose CLI it holds warm and idle: session id -> epoch seconds it expires.
+    warm_sessions: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +81,16 @@ def _current_job(worker: BaseWorker) -> str | None:
         return None
 
 
+def _warm_sessions(connection: redis.Redis, keys: Keys, worker_name: str) -> dict[str, float]:
+    """The worker's advertised warm sessions; none when this role may not read them
+    (an ACL user made before warm sessions existed: visibility only)."""
+    try:
+        raw = connection.hgetall(keys.worker_warm(worker_name))
+    except redis.exceptions.NoPermissionError:
+        return {}
+    return warm_sessions(cast(dict[Any, Any], raw))
+
+
 def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> QueueStatus:
     """Read the status through RQ's own API (RQ is synchronous: asyncio runs this in a thread)."""
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
@@ -88,6 +102,7 @@ def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> Queu
             hostname=worker.hostname,
             pid=worker.pid,
             queues=tuple(worker.queue_names()),
+            warm_sessions=_warm_sessions(connection, keys, worker.name),
         )
         for worker in Worker.all(queue=queue)
     ]

@@ -6,6 +6,12 @@ keeps the maintenance thread and records each run's end truthfully in RQ. So
 stock `rq worker --worker-class worker.rqworker.ForkingClaudeWorker` and
 `rq worker-pool` run our jobs exactly as `claude-queue worker` does.
 
+Every worker also listens, first, on a queue of its own (shared/rqjobs.py), where
+`submit` puts the next run of a session this worker advertises as warm and idle.
+When it starts a job it withdraws its advertisements and moves whatever waits on
+its own queue to the shared queue (it is busy now); after the job it advertises its
+warm sessions again; when it stops it closes them and advertises nothing.
+
 How a run ended, and what RQ records for its job:
   succeeded, or skipped (a delivery that was not ours)  -> finished
   interrupted                                           -> canceled (canceled registry)
@@ -20,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 import redis
@@ -36,7 +42,13 @@ from shared.connection import sync_redis
 from shared.exitcodes import ExitCode
 from shared.keys import keys_from
 from shared.logging import configure_logging
-from shared.rqjobs import canceled_writes, mark_canceled, prune_canceled
+from shared.rqjobs import (
+    canceled_writes,
+    mark_canceled,
+    move_queued,
+    prune_canceled,
+    worker_queue_name,
+)
 from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
 from worker.context import WorkerContext
@@ -45,7 +57,7 @@ from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, 
 from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
-from worker.warm import WarmPool
+from worker.warm import WarmCli, WarmPool
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +93,12 @@ class _ClaudeWorkerMixin:
     name: str
     connection: redis.Redis
     queues: list[Queue]
+    _ordered_queues: list[Queue]
+    queue_class: type[Queue]
+    serializer: Any
+    death_penalty_class: Any
     default_result_ttl: int
+    _stop_requested: bool
 
     def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
         if kwargs.get("connection") is None:
@@ -96,6 +113,7 @@ class _ClaudeWorkerMixin:
         self._context: WorkerContext | None = None
         self._maintenance: Maintenance | None = None
         self._ended: RunEnded | None = None
+        self._own_queue: Queue | None = None
 
     # -- context -------------------------------------------------------------
 
@@ -110,7 +128,7 @@ class _ClaudeWorkerMixin:
                 keys=keys_from(settings),
                 worker_name=self.name,
                 host=socket.gethostname(),
-                warm=_warm_pool(settings, self.mode),
+                warm=_warm_pool(settings, self.mode, on_park=self._become_idle),
             )
         return self._context
 
@@ -127,6 +145,7 @@ class _ClaudeWorkerMixin:
         configure_logging(settings)
         subreaper = enable_subreaper()
         environment_hidden = hide_environment()
+        self._listen_on_own_queue(settings)
         super().bootstrap(*args, **kwargs)  # type: ignore[misc]
         log.info(
             "worker_starting",
@@ -139,6 +158,11 @@ class _ClaudeWorkerMixin:
             environment_hidden=environment_hidden,
         )
         self._warn_if_mismatched(settings)
+        try:
+            # A previous process of this name may have died advertising (SIGKILL).
+            self._withdraw_warm()
+        except redis.RedisError as exc:
+            log.warning("warm_withdraw_failed", error=str(exc))
         kill_orphans(ctx.store)
         self._maintenance = Maintenance(ctx)
         self._maintenance.start()
@@ -161,7 +185,80 @@ class _ClaudeWorkerMixin:
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
+        if self._context is not None:
+            if self._context.warm is not None:
+                self._context.warm.close_all()
+            self._become_busy()  # nothing advertised, nothing left waiting on our queue
         super().teardown()  # type: ignore[misc]
+
+    # -- own queue and warm advertisements -------------------------------------
+
+    def _listen_on_own_queue(self, settings: Settings) -> None:
+        """Put this worker's own queue first among the queues it listens on."""
+        try:
+            name = worker_queue_name(settings.queue_name, self.name)
+        except ValueError:
+            log.warning("no_own_queue", worker=self.name, detail="the name cannot name a queue")
+            return
+        own = next((q for q in self.queues if q.name == name), None)
+        if own is None:
+            own = self.queue_class(
+                name=name,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+        self._own_queue = own
+        self.queues = [own, *(q for q in self.queues if q is not own)]
+        self._ordered_queues = self.queues[:]
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        # Whatever the dequeue strategy does with the others, our own queue stays first.
+        super().reorder_queues(reference_queue)  # type: ignore[misc]
+        own = self._own_queue
+        if own is not None and own in self._ordered_queues:
+            self._ordered_queues = [own, *(q for q in self._ordered_queues if q is not own)]
+
+    def _shared_queue(self, job: Job, queue: Queue) -> Queue:
+        """The queue a job taken off our own queue belongs to (its origin, the shared one):
+        RQ records it there, as for any other job."""
+        if self._own_queue is None or queue.name != self._own_queue.name:
+            return queue
+        names = (job.origin, self.context.settings.queue_name)
+        return next((q for name in names for q in self.queues if q.name == name), queue)
+
+    def _withdraw_warm(self) -> None:
+        """Withdraw every warm advertisement of ours: those we hold and those indexed."""
+        ctx = self.context
+        advertised = set(ctx.store.warm_sessions(self.name))
+        held = set(ctx.warm.sessions()) if ctx.warm is not None else set()
+        ctx.store.withdraw_warm(self.name, sorted(advertised | held))
+
+    def _become_busy(self) -> None:
+        """Withdraw our warm advertisements, then move what waits on our own queue to
+        the shared one. Withdrawn first: a submit that read an advertisement and has not
+        committed yet sees it change and looks again (RunStore.submit)."""
+        shared = self.context.settings.queue_name
+        try:
+            self._withdraw_warm()
+            if self._own_queue is not None:
+                moved = move_queued(self.connection, self._own_queue.name, shared)
+                if moved:
+                    log.info("own_queue_moved", run_ids=moved, to=shared)
+        except redis.RedisError as exc:
+            # Jobs left on our queue are moved by the reaper; advertisements expire.
+            log.warning("warm_withdraw_failed", error=str(exc))
+
+    def _become_idle(self) -> None:
+        """Advertise the sessions whose CLIs we now hold warm (none: our index goes)."""
+        pool = self.context.warm
+        if pool is None or self._own_queue is None or self._stop_requested:
+            return
+        try:
+            self.context.store.advertise_warm(self.name, pool.sessions())
+        except redis.RedisError as exc:
+            log.warning("warm_advertise_failed", error=str(exc))
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]
@@ -171,6 +268,7 @@ class _ClaudeWorkerMixin:
     # -- one job -------------------------------------------------------------
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        queue = self._shared_queue(job, queue)
         # Judged here, in the worker's main process, before a horse is forked (fork
         # mode) or anything performed (simple mode): a refused job imports nothing.
         call = stored_call(job)
@@ -178,6 +276,7 @@ class _ClaudeWorkerMixin:
         if reason is not None:
             self._refuse(job, queue, reason, function=shown_function(call))
             return
+        self._become_busy()
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
@@ -186,6 +285,7 @@ class _ClaudeWorkerMixin:
             except redis.RedisError as exc:
                 # The reaper ends the run once its lease expires; the worker goes on.
                 log.warning("after_job_check_failed", run_id=job.id, error=str(exc))
+            self._become_idle()
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         if getattr(self, "_is_horse", False):
@@ -289,9 +389,28 @@ class _ClaudeWorkerMixin:
         request_cancel(ctx, session_id, run_id, "the worker is shutting down")
 
 
-def _warm_pool(settings: Settings, mode: WorkerMode) -> WarmPool | None:
+class _AdvertisingPool(WarmPool):
+    """A WarmPool that has its worker advertise as soon as it parks a CLI: before the
+    run's `finished` is published, so a next run submitted on seeing it finds the
+    advertisement. (Should one arrive while the worker still does RQ's bookkeeping of
+    the run, it waits on the worker's own queue for those milliseconds only.)"""
+
+    def __init__(self, *, idle_s: float, max_size: int, on_park: Callable[[], None]) -> None:
+        super().__init__(idle_s=idle_s, max_size=max_size)
+        self._on_park = on_park
+
+    def park(self, warm: WarmCli) -> None:
+        super().park(warm)
+        self._on_park()
+
+
+def _warm_pool(
+    settings: Settings, mode: WorkerMode, *, on_park: Callable[[], None]
+) -> WarmPool | None:
     """Warm CLIs need a worker process that outlives its jobs: simple mode (worker/warm.py)."""
-    pool = WarmPool(idle_s=settings.warm_idle_s, max_size=settings.warm_max)
+    pool = _AdvertisingPool(
+        idle_s=settings.warm_idle_s, max_size=settings.warm_max, on_park=on_park
+    )
     return pool if mode == "simple" and pool.enabled else None
 
 
