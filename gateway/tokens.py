@@ -90,6 +90,8 @@ def verify(secret: bytes, token: str, *, now: float) -> TokenClaims:
         given = _unb64(signature)
     except ValueError:
         raise TokenError("malformed token") from None
+    if _b64(given) != signature:  # one spelling per token: no variant passes
+        raise TokenError("malformed token")
     if not hmac.compare_digest(given, _sign(secret, body)):
         raise TokenError("invalid token signature")
     claims = _claims(body.partition(".")[2])  # signed by us: only a bug makes this fail

@@ -1,0 +1,147 @@
+"""The gateway's pure parts: tokens, error fields, loopback check, request models."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from gateway.errors import GatewayError, fields_of_message
+from gateway.models import RunCreate
+from gateway.routes_events import start_after
+from gateway.serve import bind_refusal, is_loopback
+from gateway.tokens import Scope, TokenError, looks_like_token, mint, verify
+from shared.jobs import PromptJob
+from shared.settings import Settings
+
+SECRET = b"unit-test-secret"
+NOW = 1_800_000_000.0
+READ_SUBMIT = frozenset({Scope.READ, Scope.SUBMIT})
+
+ANY_HOST = "0.0.0.0"  # noqa: S104 (what the gateway is asked to listen on)
+
+
+def test_a_token_round_trips() -> None:
+    token, claims = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)
+    assert looks_like_token(token)
+    assert token.isascii() and all(c.isalnum() or c in "-_." for c in token)
+    assert verify(SECRET, token, now=NOW + 59) == claims
+    assert claims.session_id == "s-1"
+    assert claims.scopes == READ_SUBMIT
+    assert claims.expires_at == int(NOW + 60)
+
+
+def test_two_tokens_have_their_own_ids() -> None:
+    first = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)[1]
+    second = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)[1]
+    assert first.token_id != second.token_id
+
+
+def test_an_expired_token_is_refused_as_expired() -> None:
+    token, _ = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)
+    with pytest.raises(TokenError) as refused:
+        verify(SECRET, token, now=NOW + 60)
+    assert refused.value.expired
+
+
+@pytest.mark.parametrize("position", [4, 10, -3])
+def test_a_changed_character_breaks_the_token(position: int) -> None:
+    token, _ = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)
+    index = position % len(token)
+    replacement = "A" if token[index] != "A" else "B"
+    tampered = token[:index] + replacement + token[index + 1 :]
+    with pytest.raises(TokenError) as refused:
+        verify(SECRET, tampered, now=NOW)
+    assert not refused.value.expired
+
+
+@pytest.mark.parametrize("text", ["", "cq1", "cq1..", "cq1.a.b.c", "xx1.a.b", "cq1.!!.??"])
+def test_malformed_tokens_are_refused(text: str) -> None:
+    with pytest.raises(TokenError):
+        verify(SECRET, text, now=NOW)
+
+
+def test_only_the_canonical_spelling_verifies() -> None:
+    token, _ = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)
+    last = token[-1]
+    # The last base64 character of 32 bytes carries 2 unused bits: a variant decodes the same.
+    variant = (
+        token[:-1]
+        + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(last) ^ 1
+        ]
+    )
+    with pytest.raises(TokenError):
+        verify(SECRET, variant, now=NOW)
+
+
+def test_another_secret_does_not_verify() -> None:
+    token, _ = mint(SECRET, "s-1", READ_SUBMIT, now=NOW, ttl_s=60)
+    with pytest.raises(TokenError):
+        verify(b"other", token, now=NOW)
+
+
+def test_minting_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="session id"):
+        mint(SECRET, "bad id", READ_SUBMIT, now=NOW, ttl_s=60)
+    with pytest.raises(ValueError, match="scope"):
+        mint(SECRET, "s", frozenset(), now=NOW, ttl_s=60)
+    with pytest.raises(ValueError, match="ttl_s"):
+        mint(SECRET, "s", READ_SUBMIT, now=NOW, ttl_s=0)
+
+
+def test_invalid_job_messages_become_fields() -> None:
+    assert fields_of_message("invalid job: prompt: too short; max_turns: too big") == {
+        "prompt": "too short",
+        "max_turns": "too big",
+    }
+    assert fields_of_message("session_id: 'x y' is not a session id") == {
+        "session_id": "'x y' is not a session id"
+    }
+    assert fields_of_message("invalid answer: message: too long") == {"message": "too long"}
+    assert fields_of_message("pass either a PromptJob or keyword fields, not both") == {}
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        (ANY_HOST, False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_bind_refusal() -> None:
+    open_settings = Settings()
+    keyed = Settings(api_keys=(SecretStr("k"),))
+    assert bind_refusal(open_settings, ANY_HOST, insecure=False) is not None
+    assert bind_refusal(open_settings, ANY_HOST, insecure=True) is None
+    assert bind_refusal(open_settings, "127.0.0.1", insecure=False) is None
+    assert bind_refusal(keyed, ANY_HOST, insecure=False) is None
+
+
+def test_where_a_stream_resumes() -> None:
+    assert start_after(3, None) == 3
+    assert start_after(3, "") == 3
+    assert start_after(3, "17") == 17
+    assert start_after(3, " 17 ") == 17
+    for bad in ("-1", "abc", "1.5", "١٢"):
+        with pytest.raises(GatewayError):
+            start_after(0, bad)
+
+
+def test_the_run_body_has_every_job_field_but_the_session() -> None:
+    job_fields = set(PromptJob.model_fields) - {"session_id"}
+    assert set(RunCreate.model_fields) == job_fields | {"on_busy"}
+    for name in job_fields:
+        assert RunCreate.model_fields[name].default == PromptJob.model_fields[name].default or (
+            RunCreate.model_fields[name].default_factory is not None
+        ), name
