@@ -91,7 +91,13 @@ class Settings(BaseSettings):
         default=SecretStr("redis://localhost:6379/0"),
         description="Redis connection URL; redis://, rediss:// and passwords are supported.",
     )
-    queue_name: str = Field(default="claude-queue", description="RQ queue the jobs go through.")
+    queue_name: str = Field(
+        default="claude-queue",
+        # No ':': a worker's own queue is `<queue>:worker:<name>` (shared/rqjobs.py),
+        # which another deployment's queue name must never look like.
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="RQ queue the jobs go through.",
+    )
     key_prefix: str = Field(
         default="cq", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
     )

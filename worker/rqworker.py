@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import redis
@@ -45,9 +45,7 @@ from shared.logging import configure_logging
 from shared.rqjobs import (
     canceled_writes,
     mark_canceled,
-    move_queued,
     prune_canceled,
-    worker_queue_name,
 )
 from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
@@ -57,7 +55,8 @@ from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, 
 from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
-from worker.warm import WarmCli, WarmPool
+from worker.routing import OwnQueueMixin, warm_pool
+from worker.webhooks import enqueue_for_run
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +83,7 @@ def _queue_names(queues: object) -> list[Any]:
     return [q.name if isinstance(q, Queue) else q for q in _as_list(queues)]
 
 
-class _ClaudeWorkerMixin:
+class _ClaudeWorkerMixin(OwnQueueMixin):
     """What a claude-queue worker adds to an RQ worker class."""
 
     mode: ClassVar[WorkerMode]
@@ -128,7 +127,7 @@ class _ClaudeWorkerMixin:
                 keys=keys_from(settings),
                 worker_name=self.name,
                 host=socket.gethostname(),
-                warm=_warm_pool(settings, self.mode, on_park=self._become_idle),
+                warm=warm_pool(settings, self.mode, on_park=self._become_idle),
             )
         return self._context
 
@@ -190,75 +189,6 @@ class _ClaudeWorkerMixin:
                 self._context.warm.close_all()
             self._become_busy()  # nothing advertised, nothing left waiting on our queue
         super().teardown()  # type: ignore[misc]
-
-    # -- own queue and warm advertisements -------------------------------------
-
-    def _listen_on_own_queue(self, settings: Settings) -> None:
-        """Put this worker's own queue first among the queues it listens on."""
-        try:
-            name = worker_queue_name(settings.queue_name, self.name)
-        except ValueError:
-            log.warning("no_own_queue", worker=self.name, detail="the name cannot name a queue")
-            return
-        own = next((q for q in self.queues if q.name == name), None)
-        if own is None:
-            own = self.queue_class(
-                name=name,
-                connection=self.connection,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=self.death_penalty_class,
-            )
-        self._own_queue = own
-        self.queues = [own, *(q for q in self.queues if q is not own)]
-        self._ordered_queues = self.queues[:]
-
-    def reorder_queues(self, reference_queue: Queue) -> None:
-        # Whatever the dequeue strategy does with the others, our own queue stays first.
-        super().reorder_queues(reference_queue)  # type: ignore[misc]
-        own = self._own_queue
-        if own is not None and own in self._ordered_queues:
-            self._ordered_queues = [own, *(q for q in self._ordered_queues if q is not own)]
-
-    def _shared_queue(self, job: Job, queue: Queue) -> Queue:
-        """The queue a job taken off our own queue belongs to (its origin, the shared one):
-        RQ records it there, as for any other job."""
-        if self._own_queue is None or queue.name != self._own_queue.name:
-            return queue
-        names = (job.origin, self.context.settings.queue_name)
-        return next((q for name in names for q in self.queues if q.name == name), queue)
-
-    def _withdraw_warm(self) -> None:
-        """Withdraw every warm advertisement of ours: those we hold and those indexed."""
-        ctx = self.context
-        advertised = set(ctx.store.warm_sessions(self.name))
-        held = set(ctx.warm.sessions()) if ctx.warm is not None else set()
-        ctx.store.withdraw_warm(self.name, sorted(advertised | held))
-
-    def _become_busy(self) -> None:
-        """Withdraw our warm advertisements, then move what waits on our own queue to
-        the shared one. Withdrawn first: a submit that read an advertisement and has not
-        committed yet sees it change and looks again (RunStore.submit)."""
-        shared = self.context.settings.queue_name
-        try:
-            self._withdraw_warm()
-            if self._own_queue is not None:
-                moved = move_queued(self.connection, self._own_queue.name, shared)
-                if moved:
-                    log.info("own_queue_moved", run_ids=moved, to=shared)
-        except redis.RedisError as exc:
-            # Jobs left on our queue are moved by the reaper; advertisements expire.
-            log.warning("warm_withdraw_failed", error=str(exc))
-
-    def _become_idle(self) -> None:
-        """Advertise the sessions whose CLIs we now hold warm (none: our index goes)."""
-        pool = self.context.warm
-        if pool is None or self._own_queue is None or self._stop_requested:
-            return
-        try:
-            self.context.store.advertise_warm(self.name, pool.sessions())
-        except redis.RedisError as exc:
-            log.warning("warm_advertise_failed", error=str(exc))
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]
@@ -366,6 +296,7 @@ class _ClaudeWorkerMixin:
                 log.warning("run_interrupted_by_worker_stop", run_id=run_id)
                 ttl_s = job.get_result_ttl(self.default_result_ttl)
                 mark_canceled(ctx.redis, job.origin, run_id, ttl_s=-1 if ttl_s is None else ttl_s)
+                enqueue_for_run(ctx.redis, ctx.settings, run_id)  # its webhook, if any
 
     # -- shutdown ------------------------------------------------------------
 
@@ -387,31 +318,6 @@ class _ClaudeWorkerMixin:
             return
         log.warning("shutdown_grace_over", run_id=run_id)
         request_cancel(ctx, session_id, run_id, "the worker is shutting down")
-
-
-class _AdvertisingPool(WarmPool):
-    """A WarmPool that has its worker advertise as soon as it parks a CLI: before the
-    run's `finished` is published, so a next run submitted on seeing it finds the
-    advertisement. (Should one arrive while the worker still does RQ's bookkeeping of
-    the run, it waits on the worker's own queue for those milliseconds only.)"""
-
-    def __init__(self, *, idle_s: float, max_size: int, on_park: Callable[[], None]) -> None:
-        super().__init__(idle_s=idle_s, max_size=max_size)
-        self._on_park = on_park
-
-    def park(self, warm: WarmCli) -> None:
-        super().park(warm)
-        self._on_park()
-
-
-def _warm_pool(
-    settings: Settings, mode: WorkerMode, *, on_park: Callable[[], None]
-) -> WarmPool | None:
-    """Warm CLIs need a worker process that outlives its jobs: simple mode (worker/warm.py)."""
-    pool = _AdvertisingPool(
-        idle_s=settings.warm_idle_s, max_size=settings.warm_max, on_park=on_park
-    )
-    return pool if mode == "simple" and pool.enabled else None
 
 
 def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:

@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -78,9 +79,12 @@ class WarmCli:
 class WarmPool:
     """The warm CLIs of one worker process, at most `max_size`, each for `idle_s`."""
 
-    def __init__(self, *, idle_s: float, max_size: int) -> None:
+    def __init__(
+        self, *, idle_s: float, max_size: int, on_park: Callable[[], None] | None = None
+    ) -> None:
         self.idle_s = idle_s
         self.max_size = max_size
+        self._on_park = on_park  # called after each park, outside the lock
         self._lock = threading.Lock()
         self._warm: OrderedDict[str, WarmCli] = OrderedDict()  # least recently used first
         self._closed: OrderedDict[str, ColdReason] = OrderedDict()
@@ -134,6 +138,8 @@ class WarmPool:
         for oldest in evicted:
             log.info("warm_cli_evicted", session_id=oldest.session_id)
             self._close(oldest)
+        if self._on_park is not None:
+            self._on_park()
 
     def expire(self, monotonic: float | None = None) -> list[str]:
         """Close CLIs idle past WARM_IDLE_S; their session ids."""
