@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from producer.errors import InvalidJobError, RedisUnavailable, SessionBusy, StreamEnded
+from producer.errors import InvalidJobError, RedisUnavailable, SessionBusy
 
 log = structlog.get_logger(__name__)
 
@@ -148,10 +148,6 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(GatewayError(503, REDIS_UNAVAILABLE, str(exc)))
 
 
-async def _stream_ended(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(GatewayError(404, NOT_FOUND, str(exc)))
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("gateway_internal_error", path=request.url.path, exc_info=exc)
     return error_response(GatewayError(500, INTERNAL, "internal error; see the gateway's log"))
@@ -165,5 +161,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidJobError, _invalid_job)
     app.add_exception_handler(SessionBusy, _busy)
     app.add_exception_handler(RedisUnavailable, _redis_down)
-    app.add_exception_handler(StreamEnded, _stream_ended)
     app.add_exception_handler(Exception, _unexpected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,39 +10,46 @@ from gateway.tokens import Scope
 from producer.approvals import AnswerOutcome
 from producer.cancelling import CancelOutcome
 from shared.control import MAX_GRACE_S
-from shared.jobs import OnBusy, PromptJob, ResumePolicy
+from shared.ids import RUN_ID_PATTERN
+from shared.jobs import OnBusy, PromptJob
+
+# Scope's values, as a Literal: strict bodies take strings for it, not enum members.
+ScopeName = Literal["read", "submit", "cancel", "approve"]
+
+# Request bodies are strict: `"allow": 0` or `"grace_s": false` is an error, not a guess.
+_REQUEST = ConfigDict(extra="forbid", strict=True)
+
+ON_BUSY_SCHEMA: dict[str, Any] = {
+    "enum": list(get_args(OnBusy)),
+    "type": "string",
+    "default": "enqueue",
+    "description": "The session has a run pending: enqueue behind it, reject (409), "
+    "or interrupt it.",
+}
 
 
-def _about(name: str) -> str | None:
-    """PromptJob's description of a field: the job's rules live there, not here."""
-    return PromptJob.model_fields[name].description
+def _as_job_schema(schema: dict[str, Any]) -> None:
+    """RunCreate's schema: PromptJob's fields (its rules) minus session_id, plus on_busy."""
+    job = PromptJob.model_json_schema()
+    properties = {k: v for k, v in job["properties"].items() if k != "session_id"}
+    schema["properties"] = {**properties, "on_busy": ON_BUSY_SCHEMA}
+    schema["required"] = [name for name in job.get("required", []) if name != "session_id"]
+    schema["additionalProperties"] = False
 
 
 class RunCreate(BaseModel):
     """A prompt job without its session id (the path has it), plus what to do when busy.
 
-    The fields are checked by PromptJob itself, so its messages name what is wrong.
+    Every field is checked by PromptJob itself, all at once (see routes_runs.job_of), so
+    one answer names every bad field with the job's own messages.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_as_job_schema)
 
-    prompt: str = Field(description="The prompt (non-blank, at most 1,000,000 characters).")
-    context: dict[str, Any] | None = Field(default=None, description=_about("context"))
-    cwd: str | None = Field(default=None, description=_about("cwd"))
-    model: str | None = Field(default=None, description="Model name passed to the CLI.")
-    profile: str | None = Field(default=None, description=_about("profile"))
-    include_partial_messages: bool = False
-    max_turns: int | None = Field(default=None, description="Limit of agentic turns (1-1000).")
-    timeout_s: float | None = Field(default=None, description="Wall-clock limit of the run.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    new_conversation: bool = Field(default=False, description=_about("new_conversation"))
-    resume_policy: ResumePolicy = Field(default="fail", description=_about("resume_policy"))
-    webhook: str | None = Field(default=None, description=_about("webhook"))
-    on_busy: OnBusy = Field(
-        default="enqueue",
-        description="The session has a run pending: enqueue behind it, reject (409), "
-        "or interrupt it.",
-    )
+    @property
+    def given(self) -> dict[str, Any]:
+        """The fields as sent."""
+        return dict(self.model_extra or {})
 
 
 class RunAccepted(BaseModel):
@@ -52,9 +59,11 @@ class RunAccepted(BaseModel):
 
 
 class CancelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _REQUEST
 
-    run_id: str | None = Field(default=None, description="Default: the session's current run.")
+    run_id: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN, description="Default: the session's current run."
+    )
     wait: bool = Field(default=False, description="Answer once the owning worker ended the run.")
     grace_s: float = Field(
         default=0.0,
@@ -74,14 +83,16 @@ class CancelOut(BaseModel):
 
 
 class PermissionAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _REQUEST
 
     allow: bool
     message: str | None = Field(default=None, description="Told to the model (deny reason).")
     updated_input: dict[str, Any] | None = Field(
         default=None, description="Allow with this tool input instead of the one asked for."
     )
-    run_id: str | None = Field(default=None, description="Default: the session's current run.")
+    run_id: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN, description="Default: the session's current run."
+    )
 
 
 class AnswerOut(BaseModel):
@@ -93,9 +104,9 @@ class AnswerOut(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _REQUEST
 
-    scopes: list[Scope] = Field(min_length=1, description="read, submit, cancel, approve.")
+    scopes: list[ScopeName] = Field(min_length=1, description="What the token may do.")
     ttl_s: float | None = Field(
         default=None,
         gt=0,

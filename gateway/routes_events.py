@@ -6,10 +6,11 @@ from fastapi import APIRouter, Depends, Header, Query
 
 from gateway.auth import Principal
 from gateway.errors import invalid
-from gateway.routes_runs import SessionId, checked_run_id
+from gateway.routes_runs import SessionId
 from gateway.sse import ClientFeed, FeedResponse
 from gateway.state import Gateway, error_responses
 from gateway.tokens import Scope
+from shared.ids import RUN_ID_PATTERN
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -53,7 +54,11 @@ def events_router(gateway: Gateway) -> APIRouter:
             Query(description="`finished`: close after the next finished event."),
         ] = None,
         run_id: Annotated[
-            str | None, Query(description="Only this run's events (with until: its finished).")
+            str | None,
+            Query(
+                pattern=RUN_ID_PATTERN,
+                description="Only this run's events (with until: its finished).",
+            ),
         ] = None,
         last_event_id: Annotated[
             str | None,
@@ -69,7 +74,7 @@ def events_router(gateway: Gateway) -> APIRouter:
             session_id,
             after=start_after(after, last_event_id),
             stop_at_finish=until == "finished",
-            run_id=checked_run_id(run_id),
+            run_id=run_id,
         )
         feed = ClientFeed(source, stats=gateway.stats, session_id=session_id, run_id=run_id)
         return FeedResponse(feed, heartbeat_s=settings.sse_heartbeat_s)

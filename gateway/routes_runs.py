@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.auth import Principal
 from gateway.errors import fields_of_errors, invalid
@@ -17,9 +17,10 @@ from gateway.models import (
 )
 from gateway.state import Gateway, checked_session_id, error_responses
 from gateway.tokens import Scope
-from shared.ids import REQUEST_ID_PATTERN, is_run_id
-from shared.jobs import PromptJob, describe_validation_error
+from shared.ids import REQUEST_ID_PATTERN
+from shared.jobs import OnBusy, PromptJob
 
+_ON_BUSY: TypeAdapter[OnBusy] = TypeAdapter(OnBusy)
 SessionId = Annotated[str, Depends(checked_session_id)]
 RequestId = Annotated[
     str,
@@ -30,23 +31,28 @@ RequestId = Annotated[
 ]
 
 
-def job_of(session_id: str, body: RunCreate) -> PromptJob:
-    """The PromptJob of a run request; its own rules name each bad field (422)."""
-    fields = body.model_dump(exclude_unset=True, exclude={"on_busy"})
+def job_of(session_id: str, body: RunCreate) -> tuple[PromptJob, OnBusy]:
+    """The PromptJob and on_busy of a run request; a 422 names every bad field at once,
+    with PromptJob's own messages."""
+    fields = body.given
+    problems: dict[str, str] = {}
+    on_busy: OnBusy = "enqueue"
+    if "on_busy" in fields:
+        try:
+            on_busy = _ON_BUSY.validate_python(fields.pop("on_busy"), strict=True)
+        except ValidationError as exc:
+            problems["on_busy"] = exc.errors()[0]["msg"]
+    if "session_id" in fields:
+        del fields["session_id"]
+        problems["session_id"] = "not a body field: the path names the session"
     try:
-        return PromptJob.model_validate({**fields, "session_id": session_id})
+        job = PromptJob.model_validate({**fields, "session_id": session_id}, strict=True)
     except ValidationError as exc:
-        raise invalid(
-            f"invalid job: {describe_validation_error(exc)}", fields_of_errors(exc.errors())
-        ) from None
-
-
-def checked_run_id(run_id: str | None) -> str | None:
-    if run_id is not None and not is_run_id(run_id):
-        raise invalid(
-            "invalid run_id", {"run_id": f"{run_id!r} is not a run id (32 lowercase hex digits)"}
-        )
-    return run_id
+        problems.update(fields_of_errors(exc.errors()))
+    if problems:
+        summary = "; ".join(f"{name}: {message}" for name, message in problems.items())
+        raise invalid(f"invalid job: {summary}", problems)
+    return job, on_busy
 
 
 def runs_router(gateway: Gateway) -> APIRouter:
@@ -57,7 +63,7 @@ def runs_router(gateway: Gateway) -> APIRouter:
         "/runs",
         status_code=202,
         summary="Submit a prompt to the session",
-        responses=error_responses(401, 403, 409, 422, 503),
+        responses=error_responses(400, 401, 403, 409, 422, 503),
     )
     async def submit_run(
         principal: Annotated[Principal, Depends(gateway.auth.require_scope(Scope.SUBMIT))],
@@ -70,13 +76,14 @@ def runs_router(gateway: Gateway) -> APIRouter:
         one is pending, nothing queued) or `interrupt` (cancel them first).
         """
         del principal
-        handle = await client.submit(job_of(session_id, body), on_busy=body.on_busy)
+        job, on_busy = job_of(session_id, body)
+        handle = await client.submit(job, on_busy=on_busy)
         return RunAccepted(session_id=session_id, run_id=handle.run_id, seq=handle.queued_seq)
 
     @router.post(
         "/cancel",
         summary="Cancel the session's current run (or a given one)",
-        responses=error_responses(401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 422, 503),
     )
     async def cancel_run(
         principal: Annotated[Principal, Depends(gateway.auth.require_scope(Scope.CANCEL))],
@@ -88,7 +95,7 @@ def runs_router(gateway: Gateway) -> APIRouter:
         request = body or CancelRequest()
         result = await client.cancel(
             session_id,
-            run_id=checked_run_id(request.run_id),
+            run_id=request.run_id,
             wait=request.wait,
             timeout_s=request.timeout_s,
             grace_s=request.grace_s,
@@ -99,7 +106,7 @@ def runs_router(gateway: Gateway) -> APIRouter:
     @router.post(
         "/permissions/{request_id}",
         summary="Answer a permission request",
-        responses=error_responses(401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 422, 503),
     )
     async def answer_permission(
         principal: Annotated[Principal, Depends(gateway.auth.require_scope(Scope.APPROVE))],
@@ -119,7 +126,7 @@ def runs_router(gateway: Gateway) -> APIRouter:
             message=body.message,
             updated_input=body.updated_input,
             decided_by=principal.decided_by,
-            run_id=checked_run_id(body.run_id),
+            run_id=body.run_id,
         )
         return AnswerOut(
             outcome=result.outcome,

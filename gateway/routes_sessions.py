@@ -85,7 +85,7 @@ def sessions_router(gateway: Gateway) -> APIRouter:
         "/{session_id}/tokens",
         status_code=201,
         summary="Mint a token for this session",
-        responses=error_responses(401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 422, 503),
     )
     async def mint_token(principal: ApiKey, session_id: SessionId, body: TokenCreate) -> TokenOut:
         """A signed token that may do `scopes` on this session only, for `ttl_s` seconds
@@ -106,7 +106,7 @@ def sessions_router(gateway: Gateway) -> APIRouter:
                 {"ttl_s": f"at most {limit:g} seconds (CLAUDE_QUEUE_TOKEN_MAX_TTL_S)"},
             )
         token, claims = mint(
-            secret, session_id, frozenset(body.scopes), now=time.time(), ttl_s=ttl_s
+            secret, session_id, frozenset(map(Scope, body.scopes)), now=time.time(), ttl_s=ttl_s
         )
         return TokenOut(
             token=token,

@@ -13,7 +13,7 @@ most `capacity` events per client, whatever the client does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,10 +60,12 @@ class ClientFeed:
         # Bounded by the reader (capacity events, plus the end marker), not by the queue.
         self._buffer: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self.dropped = asyncio.Event()
-        self.last_buffered = 0
+        self._writing = asyncio.Event()
 
     async def read(self) -> None:
         """The reader task: follow the session until its stopping point or a drop."""
+        # Only once the writer takes frames: a buffer that fills before is no slow client.
+        await self._writing.wait()
         try:
             async for envelope in self._source:
                 if self._run_id is not None and envelope.run_id != self._run_id:
@@ -72,7 +74,6 @@ class ClientFeed:
                     self._drop(envelope.seq)
                     return
                 self._buffer.put_nowait(envelope)
-                self.last_buffered = envelope.seq
                 self.stats.high_water = max(self.stats.high_water, self._buffer.qsize())
                 await asyncio.sleep(0)  # the writer's turn: a client that reads keeps up
         except StreamEnded as exc:  # a run-bound stream whose session was deleted
@@ -96,8 +97,9 @@ class ClientFeed:
         )
         self.dropped.set()
 
-    async def frames(self) -> AsyncIterator[ServerSentEvent]:
+    async def frames(self) -> AsyncGenerator[ServerSentEvent, None]:
         """The frames to write, in seq order, until the reader says the stream is over."""
+        self._writing.set()
         while (envelope := await self._buffer.get()) is not _END:
             yield ServerSentEvent(
                 data=envelope.model_dump_json(), event=str(envelope.type), id=str(envelope.seq)
@@ -112,7 +114,6 @@ class FeedResponse(EventSourceResponse):
             feed.frames(),
             ping=heartbeat_s,
             ping_message_factory=_heartbeat,
-            headers={"Cache-Control": "no-store"},
         )
         self._feed = feed
 

@@ -53,6 +53,7 @@ def checked_session_id(
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route may give (all in the one shape)."""
     about = {
+        400: "The body could not be read as JSON.",
         401: "Missing, invalid or expired credentials.",
         403: "A session token used beyond its session or scopes.",
         404: "No such session.",
