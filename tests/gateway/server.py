@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from tests.conftest import REPO, worker_env
 
 API_KEY = "test-api-key-0123456789"
 TOKEN_SECRET = "test-token-secret-0123456789abcdef"
-STARTED = "Application startup complete"
+STARTED = "Uvicorn running on"  # printed once the socket listens (after the app started)
 START_TIMEOUT_S = 60.0
 
 
@@ -97,6 +98,21 @@ class Server:
             raise AssertionError(f"the gateway never printed {text!r}:\n" + self.log())
         return line
 
+    def wait_listening(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the port accepts connections. With --workers, uvicorn's parent binds the
+        socket and prints its start line, but only a worker process listens on it, and no
+        line says when; so here (only) the port itself is asked, until it answers."""
+        deadline = time.monotonic() + timeout_s
+        pause = threading.Event()
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise AssertionError(f"nothing listens on {self.port}:\n{self.log()}") from None
+                pause.wait(0.05)
+
     def count(self, text: str) -> int:
         with self._changed:
             return sum(text in line for line in self.lines)
@@ -143,6 +159,7 @@ def start_server(
     server.pumping.start()
     try:
         server.wait_for(STARTED)
+        server.wait_listening()
     except AssertionError:
         server.stop()
         raise

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import get_args
+
 import pytest
 from pydantic import SecretStr
 
 from gateway.errors import GatewayError, fields_of_message
-from gateway.models import RunCreate
+from gateway.models import RunCreate, ScopeName
 from gateway.routes_events import start_after
 from gateway.serve import bind_refusal, is_loopback
+from gateway.sse import ClientFeed, SseStats
 from gateway.tokens import Scope, TokenError, looks_like_token, mint, verify
+from shared.events import Envelope
 from shared.jobs import PromptJob
 from shared.settings import Settings
 
@@ -138,10 +144,57 @@ def test_where_a_stream_resumes() -> None:
             start_after(0, bad)
 
 
-def test_the_run_body_has_every_job_field_but_the_session() -> None:
-    job_fields = set(PromptJob.model_fields) - {"session_id"}
-    assert set(RunCreate.model_fields) == job_fields | {"on_busy"}
-    for name in job_fields:
-        assert RunCreate.model_fields[name].default == PromptJob.model_fields[name].default or (
-            RunCreate.model_fields[name].default_factory is not None
-        ), name
+def test_the_run_body_schema_is_the_job_schema_without_the_session() -> None:
+    body = RunCreate.model_json_schema()
+    job = PromptJob.model_json_schema()
+    assert set(body["properties"]) == (set(job["properties"]) - {"session_id"}) | {"on_busy"}
+    for name, schema in job["properties"].items():
+        if name != "session_id":
+            assert body["properties"][name] == schema, name
+    assert body["required"] == ["prompt"]
+    assert body["additionalProperties"] is False
+
+
+def test_the_scope_names_of_requests_are_the_scopes() -> None:
+    assert set(get_args(ScopeName)) == {scope.value for scope in Scope}
+
+
+async def _envelopes(count: int) -> AsyncIterator[Envelope]:
+    for seq in range(1, count + 1):
+        yield Envelope(seq=seq, session_id="s", run_id="r" * 32, ts=0.0, type="text", data={})
+
+
+def test_a_feed_starts_reading_once_its_writer_takes_frames() -> None:
+    async def scenario() -> tuple[list[int], SseStats]:
+        stats = SseStats(capacity=5)
+        feed = ClientFeed(_envelopes(50), stats=stats, session_id="s")
+        reader = asyncio.create_task(feed.read())
+        for _ in range(100):  # the reader gets many turns before anyone writes
+            await asyncio.sleep(0)
+        assert not feed.dropped.is_set()
+        ids = [int(str(frame.id)) async for frame in feed.frames()]
+        await reader
+        return ids, stats
+
+    ids, stats = asyncio.run(scenario())
+    assert ids == list(range(1, 51))
+    assert stats.dropped == 0
+    assert stats.high_water <= 2  # a writer that takes frames keeps the buffer nearly empty
+
+
+def test_a_feed_whose_writer_stops_is_dropped_at_capacity() -> None:
+    async def scenario() -> tuple[list[int], SseStats, bool]:
+        stats = SseStats(capacity=5)
+        feed = ClientFeed(_envelopes(50), stats=stats, session_id="s")
+        reader = asyncio.create_task(feed.read())
+        frames = feed.frames()
+        ids = [int(str((await anext(frames)).id)) for _ in range(3)]
+        await reader  # the writer takes nothing more: the reader gives up by itself
+        await frames.aclose()
+        return ids, stats, feed.dropped.is_set()
+
+    ids, stats, dropped = asyncio.run(scenario())
+    assert ids == [1, 2, 3]
+    assert dropped
+    assert stats.dropped == 1
+    assert stats.high_water == 5
