@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict shared producer worker devtools bench tests
+	$(BIN)/mypy --strict shared producer worker gateway devtools bench tests
 
 fixtures: install  ## re-record real CLI output into tests/fixtures/cli
 	$(BIN)/python -m devtools.capture --out tests/fixtures/cli

@@ -24,6 +24,7 @@ from producer.cli_approvals import (
     requests_command,
 )
 from producer.cli_common import Group, connect, fail
+from producer.cli_serve import serve
 from producer.client import Client
 from producer.errors import InvalidJobError, SessionBusy
 from producer.render import Renderer
@@ -325,6 +326,7 @@ main.add_command(acl)
 main.add_command(approve)
 main.add_command(deny)
 main.add_command(requests_command)
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

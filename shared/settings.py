@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from shared.errors import ClaudeQueueError
 from shared.jobs import describe_validation_error
@@ -299,6 +300,14 @@ class Settings(BaseSettings):
             return cls()
         except ValidationError as exc:
             raise SettingsError(describe_settings_error(exc)) from None
+        except SourceError as exc:  # a list or object setting whose value is not JSON
+            match = re.search(r'field "(\w+)"', str(exc))
+            name = (
+                f"CLAUDE_QUEUE_{match.group(1).upper()}" if match else "a CLAUDE_QUEUE_* variable"
+            )
+            raise SettingsError(
+                f"{name}: not valid JSON (list and object settings are JSON)"
+            ) from None
 
 
 def known_environment_names() -> list[str]:

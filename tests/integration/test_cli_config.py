@@ -74,3 +74,16 @@ def test_unreachable_redis_exits_3_without_leaking_credentials(
     assert "hunter2" not in output
     assert "qwerty" not in output
     assert "127.0.0.1:1" in output
+
+
+@pytest.mark.parametrize("args", [("status",), ("worker", "--burst"), ("serve",)], ids=" ".join)
+def test_a_list_setting_that_is_not_json_is_a_usage_error(
+    settings: Settings, args: tuple[str, ...]
+) -> None:
+    env = worker_env(settings)
+    env["CLAUDE_QUEUE_API_KEYS"] = "not-json"
+    done = _run(env, *args)
+    assert done.returncode == 2, done.stderr
+    _no_traceback(done)
+    assert "CLAUDE_QUEUE_API_KEYS: not valid JSON" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
