@@ -103,6 +103,13 @@ class Keys:
         return f"{self.prefix}:worker-warm:{worker_name}"
 
     @property
+    def queued(self) -> str:
+        """Sorted set: `<session id> <run id>` of every run submitted and not yet claimed,
+        cancelled or finished, scored by submit time (the reaper finds a job a dead
+        worker took off the queue without starting it)."""
+        return f"{self.prefix}:queued"
+
+    @property
     def warm_trees(self) -> str:
         """Sorted set: process markers of warm CLIs (any worker), scored by their expiry;
         the orphan sweep of every worker on a host spares them."""

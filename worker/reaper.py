@@ -34,10 +34,12 @@ from shared.ids import is_run_id, is_session_id
 from shared.rqjobs import (
     forget_worker_queue,
     head_waiting,
+    job_key,
     mark_canceled,
     move_queued,
     worker_queues,
 )
+from shared.rqjobs import queue_key as rq_queue_key
 from shared.runstore import Condition, OwnedBy, RunState, RunStore
 from shared.runstore.replies import text
 from shared.settings import Settings
@@ -103,7 +105,45 @@ def reap_all(store: RunStore) -> int:
     for held in store.held_runs():
         lost += reap_if_lost(store, held.session_id, held.run_id, waiting=held.waiting)
     _requeue_stranded(store.redis, store.settings)
+    requeue_vanished(store)
     return lost + _reap_undelivered(store)
+
+
+def requeue_vanished(store: RunStore, *, limit: int = 100) -> list[str]:
+    """Put back jobs a worker took off a queue and died with before starting them.
+
+    A worker that listens on several queues (its own and the shared one) pops its next
+    job without RQ's holding list, so a worker killed right then takes the job with it.
+    A run that stays unclaimed while its job is in no queue, no holding list and no
+    started registry, and is not held by a waiting worker, at two sightings a lease
+    apart, was lost that way: its job goes back to the front of the shared queue.
+    """
+    client, settings = store.redis, store.settings
+    queue = Queue(settings.queue_name, connection=client, serializer=JSONSerializer)
+    lists = [queue.key, *(rq_queue_key(q) for q in worker_queues(client, queue.name).values())]
+    lists.append(IntermediateQueue(queue.key, client).key)
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    waiting = {held.run_id for held in store.held_runs()}
+    requeued = []
+    for run in store.unclaimed_runs(older_than_s=settings.lease_ttl_s, limit=limit):
+        run_id = run.run_id
+        if store.run_record(run.session_id, run_id).state is not RunState.QUEUED:
+            store.forget_unclaimed(run.session_id, run_id)  # record gone (expired) or moved on
+            continue
+        if run_id in started or run_id in waiting or not client.exists(job_key(run_id)):
+            continue
+        if any(client.lpos(key, run_id) is not None for key in lists):
+            continue  # waiting its turn in a queue: nothing is lost
+        seen_key = store.keys.first_seen_stranded(run_id)
+        if client.set(seen_key, 1, nx=True, ex=max(1, int(settings.lease_ttl_s * 4))):
+            continue  # first sighting: a live worker may be starting it this instant
+        if (client.ttl(seen_key) or 0) > settings.lease_ttl_s * 3:
+            continue
+        queue.push_job_id(run_id, at_front=True)
+        client.delete(seen_key)
+        log.warning("vanished_job_requeued", run_id=run_id, session_id=run.session_id)
+        requeued.append(run_id)
+    return requeued
 
 
 def _valid_ids(session_id: str, run_id: str, *, source: str) -> bool:

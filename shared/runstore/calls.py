@@ -105,6 +105,7 @@ class RunCalls:
                 k.seq(session_id),
                 k.log(session_id),
                 k.sessions,
+                k.queued,
             ],
             [
                 *self._log_args(session_id, run_id, now),
@@ -126,6 +127,7 @@ class RunCalls:
                 k.fence(session_id),
                 k.wait_marker(session_id, run_id),
                 k.waiting,
+                k.queued,
             ],
             [run_id, session_id, worker, host, now, self.ttl_s, self.lease_ttl_ms],
         )
@@ -201,6 +203,7 @@ class RunCalls:
                 k.sessions,
                 k.wait_marker(session_id, run_id),
                 k.waiting,
+                k.queued,
             ],
             [
                 *self._log_args(session_id, run_id, now),
@@ -233,6 +236,7 @@ class RunCalls:
                 k.seq(session_id),
                 k.log(session_id),
                 k.sessions,
+                k.queued,
             ],
             [
                 *self._log_args(session_id, run_id, now),

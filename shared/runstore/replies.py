@@ -196,6 +196,18 @@ def held_runs(raw: dict[Any, Any], *, waiting: bool) -> tuple[list[HeldRun], lis
     return held, invalid
 
 
+def queued_members(members: Sequence[object]) -> tuple[list[HeldRun], list[object]]:
+    """`<session id> <run id>` index members as runs, and the members that are not."""
+    runs, junk = [], []
+    for member in members:
+        session_id, _, run_id = (text(member) or "").partition(" ")
+        if is_session_id(session_id) and is_run_id(run_id):
+            runs.append(HeldRun(session_id=session_id, run_id=run_id, waiting=False))
+        else:
+            junk.append(member)
+    return runs, junk
+
+
 def head_run(value: object) -> str | None:
     """A pending list's head entry as a run id; None if empty or not a run id."""
     head = text(value)

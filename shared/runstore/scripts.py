@@ -28,12 +28,13 @@ local function touch(seq_key, log_key, sessions_key, ttl, now, session_id)
 end
 """
 
-# KEYS: run, pending, seq, log, sessions
+# KEYS: run, pending, seq, log, sessions, queued_index
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, queued_body
 SUBMIT_LUA = (
     _APPEND_FN
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('run exists') end
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[5] .. ' ' .. ARGV[6])
 redis.call('HSET', KEYS[1], 'status', 'queued', 'session_id', ARGV[5], 'submitted_at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[6])
@@ -44,7 +45,7 @@ return seq
 """
 )
 
-# KEYS: run, pending, running, lease, fence, wait_marker, waiting
+# KEYS: run, pending, running, lease, fence, wait_marker, waiting, queued_index
 # ARGV: run_id, session_id, worker, host, now, ttl, lease_ttl_ms
 # One run at a time per session, in submit order: a run may start only when it is
 # the head of the session's pending list and nobody holds the session lease.
@@ -57,6 +58,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'running' or status == 'finished' then
   redis.call('DEL', KEYS[6])
   redis.call('HDEL', KEYS[7], ARGV[1])
+  redis.call('ZREM', KEYS[8], ARGV[2] .. ' ' .. ARGV[1])
   return {status}
 end
 if not status then
@@ -76,6 +78,7 @@ redis.call('HDEL', KEYS[7], ARGV[1])
 local token = tostring(redis.call('INCR', KEYS[5]))
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+redis.call('ZREM', KEYS[8], ARGV[2] .. ' ' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', token, 'worker', ARGV[3],
   'host', ARGV[4], 'started_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
@@ -92,7 +95,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: run, pending, running, lease, seq, log, sessions, wait_marker, waiting
+# KEYS: run, pending, running, lease, seq, log, sessions, wait_marker, waiting, queued_index
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, final_status, condition, bodies...
 # End a run from outside its own runner, writing its closing events.
 # condition 'lease_gone': the reaper; a running run is lost only if no lease is alive.
@@ -120,6 +123,7 @@ elseif ARGV[8] ~= 'worker:' .. (run[2] or '') then
 end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', ARGV[7], 'finished_at', ARGV[4])
 redis.call('HDEL', KEYS[1], 'pid', 'pid_start')
+redis.call('ZREM', KEYS[10], ARGV[5] .. ' ' .. ARGV[6])
 redis.call('LREM', KEYS[2], 0, ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[6])
 if run[3] and redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
@@ -171,7 +175,7 @@ return seq
 """
 )
 
-# KEYS: run, cancel_flag, pending, seq, log, sessions
+# KEYS: run, cancel_flag, pending, seq, log, sessions, queued_index
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, control_channel, control_msg,
 #       interrupted_body, finished_body, grace_s (the flag's value)
 CANCEL_LUA = (
@@ -182,6 +186,7 @@ if not status then return 'nothing_to_cancel' end
 if status == 'finished' then return 'already_finished' end
 redis.call('SET', KEYS[2], ARGV[11], 'EX', ARGV[3])
 if status == 'queued' then
+  redis.call('ZREM', KEYS[7], ARGV[5] .. ' ' .. ARGV[6])
   redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'interrupted',
     'finished_at', ARGV[4])
   redis.call('LREM', KEYS[3], 0, ARGV[6])

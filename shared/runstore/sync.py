@@ -336,6 +336,22 @@ class RunStore:
             pipe.get(self.keys.fence(session_id))
         return {s: replies.seq(v) for s, v in zip(session_ids, pipe.execute(), strict=True)}
 
+    def unclaimed_runs(self, *, older_than_s: float, limit: int = 100) -> list[HeldRun]:
+        """Runs submitted over older_than_s ago and not yet claimed, cancelled or ended
+        (oldest first); index entries that name no run are dropped."""
+        index = self.keys.queued
+        members = self.redis.zrangebyscore(
+            index, "-inf", time.time() - older_than_s, start=0, num=limit
+        )
+        runs, junk = replies.queued_members(cast(list[Any], members))
+        if junk:
+            self.redis.zrem(index, *cast(list[Any], junk))
+        return runs
+
+    def forget_unclaimed(self, session_id: str, run_id: str) -> None:
+        """Drop a run from the index of unclaimed runs (its record is gone or moved on)."""
+        self.redis.zrem(self.keys.queued, f"{session_id} {run_id}")
+
     def note_warm_trees(self, trees: dict[str, float]) -> None:
         """Record warm CLIs' process markers (-> epoch expiry) for every worker's sweep."""
         if trees:
