@@ -34,6 +34,7 @@ BENCHMARKS = {
     "realcli": "bench.realcli",
     "approvals": "bench.approvals",
     "warm": "bench.warm",
+    "gateway": "bench.gateway",
 }
 
 
