@@ -53,7 +53,6 @@ TARGET_RSS_MB = 300.0
 TARGET_REPLAY_MS = 150.0
 WARMUP = "FAKE: many n=3 rate=0"
 BASELINE_PER_SESSION = 10
-CONNECTS_AT_ONCE = 40  # per client process; the gateway's Redis pool holds 100
 MAX_RECONNECTS = 100
 READY_TIMEOUT_S = 120.0
 _AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -138,11 +137,9 @@ async def _follow_all(conn: Connection, spec: Follow) -> dict[str, Any]:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         timeout = httpx.Timeout(60.0, read=RUN_TIMEOUT_S)
         async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=_AUTH) as http:
-            gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
             urls = [f"{spec.gateway_url}/v1/sessions/{s}/events" for s in spec.sessions]
-            return await _measure(
-                conn, [_follow_sse(http, gate, u, tally) for u in urls * spec.per_session], tally
-            )
+            follow = [_follow_sse(http, url, tally) for url in urls * spec.per_session]
+            return await _measure(conn, follow, tally)
     settings = Settings(redis_url=spec.redis_url, key_prefix=PREFIX, queue_name=QUEUE)
     async with AsyncClient(settings) as client:
         sessions = list(spec.sessions) * spec.per_session
@@ -173,26 +170,18 @@ async def _measure(
     }
 
 
-async def _follow_sse(
-    http: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, tally: Tally
-) -> list[Sample]:
+async def _follow_sse(http: httpx.AsyncClient, url: str, tally: Tally) -> list[Sample]:
     """One SSE client: from seq 0 to the second `finished` (warm-up run, measured run).
-    A dropped client reconnects with Last-Event-ID, as an EventSource does. Connections
-    are opened a few at a time (the gate is held until the first frame: the replay)."""
+    A dropped client reconnects with Last-Event-ID, as an EventSource does."""
     out: list[Sample] = []
     finished, last_id = 0, "0"
-    headers = {"Last-Event-ID": last_id}
     for _attempt in range(MAX_RECONNECTS):
-        await gate.acquire()
-        held = True
         try:
+            headers = {"Last-Event-ID": last_id}
             async with aconnect_sse(http, "GET", url, headers=headers) as source:
                 source.response.raise_for_status()
                 async for sse in source.aiter_sse():
                     now = time.monotonic_ns()
-                    if held:
-                        gate.release()
-                        held = False
                     last_id = sse.id or last_id
                     if sse.event == "message" and finished:
                         if match := _STAMP_JSON.search(sse.data):
@@ -205,11 +194,7 @@ async def _follow_sse(
                         tally.mark_live()
         except httpx.TransportError:
             pass
-        finally:
-            if held:
-                gate.release()
         tally.reconnects += 1
-        headers = {"Last-Event-ID": last_id}
     raise RuntimeError(f"{url}: still not finished after {MAX_RECONNECTS} connections")
 
 
