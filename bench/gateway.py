@@ -19,48 +19,42 @@ frames in the raw bytes is reported beside it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import os
-import re
 import socket
 import sys
 import time
-import traceback
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import structlog
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import connect_sse
 
 from bench import procs
-from bench.direct import first_text
-from bench.harness import PREFIX, RUN_TIMEOUT_S, Harness, LogCounter, Workers
+from bench.harness import PREFIX, RUN_TIMEOUT_S, Harness, Workers
+from bench.sse_clients import (
+    API_KEY,
+    AUTH,
+    FRAME_END,
+    QUEUE,
+    READY_TIMEOUT_S,
+    START_EVENTS,
+    Follow,
+    Sample,
+    client_main,
+)
 from bench.stats import MS, Row, median, percentile, trials_row
-from producer import AsyncClient
-from shared.settings import Settings
 
-QUEUE = "cqbench-gw"
-API_KEY = "cqbench-gateway-key-0123456789"
 TARGET_ADDED_P99_MS = 50.0
 TARGET_RSS_MB = 300.0
 TARGET_REPLAY_MS = 150.0
 WARMUP = "FAKE: many n=3 rate=0"
 BASELINE_PER_SESSION = 10
-MAX_RECONNECTS = 100
-READY_TIMEOUT_S = 120.0
-_AUTH = {"Authorization": f"Bearer {API_KEY}"}
-_STAMP = re.compile(r"t=(\d+);i=(\d+);")  # the fake's stamp: write time (ns), index
-START_EVENTS = 5  # a run's first stamped events, reported apart (they follow its start burst)
-_STAMP_JSON = re.compile(r'"text":"t=(\d+);i=(\d+);')  # the same, in an SSE frame's data
-Sample = tuple[int, float]  # (event index in its run, write -> arrival in ms)
-_FRAME_END = b"\r\n\r\n"  # sse-starlette's separator
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,148 +71,6 @@ class Plan:
 
 QUICK = Plan(100, 2, 20, 5, 1, 1, 2_000, 3)
 FULL = Plan(1000, 10, 50, 5, 3, 2, 10_000, 10)
-
-
-@dataclass(frozen=True, slots=True)
-class Follow:
-    """What one client process follows: `per_session` streams on each session."""
-
-    kind: Literal["sse", "redis"]
-    sessions: tuple[str, ...]
-    per_session: int
-    gateway_url: str
-    redis_url: str
-
-
-# -- client processes -------------------------------------------------------------------
-
-
-def _client_main(conn: Connection, spec: Follow) -> None:
-    """Entry of a client process: follow, say "ready" when live, then send the results."""
-    procs._term_with_parent()
-    logs = LogCounter()
-    structlog.configure(processors=[logs])
-    try:
-        result = asyncio.run(_follow_all(conn, spec))
-        result["logs"] = dict(logs.counts)
-        conn.send(result)
-    except BaseException:
-        conn.send({"error": traceback.format_exc()})
-
-
-class Tally:
-    """The streams of one client process: how many are live, done, reconnected."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.live = 0
-        self.done = 0
-        self.reconnects = 0
-        self.all_live = asyncio.Event()
-        self.all_done = asyncio.Event()
-
-    def mark_live(self) -> None:
-        self.live += 1
-        if self.live == self.total:
-            self.all_live.set()
-
-    async def mark_done(self) -> None:
-        """Streams close together, once all are done: a client leaving must not slow the
-        delivery of other runs' last events (on either side) in the measurement."""
-        self.done += 1
-        if self.done == self.total:
-            self.all_done.set()
-        await self.all_done.wait()
-
-
-async def _follow_all(conn: Connection, spec: Follow) -> dict[str, Any]:
-    tally = Tally(len(spec.sessions) * spec.per_session)
-    if spec.kind == "sse":
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-        timeout = httpx.Timeout(60.0, read=RUN_TIMEOUT_S)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=_AUTH) as http:
-            urls = [f"{spec.gateway_url}/v1/sessions/{s}/events" for s in spec.sessions]
-            follow = [_follow_sse(http, url, tally) for url in urls * spec.per_session]
-            return await _measure(conn, follow, tally)
-    settings = Settings(redis_url=spec.redis_url, key_prefix=PREFIX, queue_name=QUEUE)
-    async with AsyncClient(settings) as client:
-        sessions = list(spec.sessions) * spec.per_session
-        return await _measure(conn, [_follow_redis(client, s, tally) for s in sessions], tally)
-
-
-async def _measure(
-    conn: Connection, follow: list[Coroutine[Any, Any, list[Sample]]], tally: Tally
-) -> dict[str, Any]:
-    tasks = [asyncio.ensure_future(f) for f in follow]
-    waiting = asyncio.ensure_future(tally.all_live.wait())
-    await asyncio.wait([waiting, *tasks], timeout=READY_TIMEOUT_S, return_when="FIRST_COMPLETED")
-    if not tally.all_live.is_set():
-        waiting.cancel()
-        for task in tasks:
-            task.cancel()
-        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-        first = repr(failed[0].exception()) if failed else "none"
-        raise RuntimeError(f"{tally.live} of {len(tasks)} streams live; first error: {first}")
-    conn.send("ready")
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    samples = [v for per_stream in await asyncio.gather(*tasks) for v in per_stream]
-    return {
-        "samples": samples,
-        "cpu_s": time.process_time() - cpu0,
-        "wall_s": time.monotonic() - wall0,
-        "reconnects": tally.reconnects,
-    }
-
-
-async def _follow_sse(http: httpx.AsyncClient, url: str, tally: Tally) -> list[Sample]:
-    """One SSE client: from seq 0 to the second `finished` (warm-up run, measured run).
-    A dropped client reconnects with Last-Event-ID, as an EventSource does."""
-    out: list[Sample] = []
-    finished, last_id = 0, "0"
-    for _attempt in range(MAX_RECONNECTS):
-        try:
-            headers = {"Last-Event-ID": last_id}
-            async with aconnect_sse(http, "GET", url, headers=headers) as source:
-                source.response.raise_for_status()
-                async for sse in source.aiter_sse():
-                    now = time.monotonic_ns()
-                    last_id = sse.id or last_id
-                    if sse.event == "message" and finished:
-                        if match := _STAMP_JSON.search(sse.data):
-                            out.append((int(match[2]), (now - int(match[1])) / 1e6))
-                    elif sse.event == "finished":
-                        finished += 1
-                        if finished == 2:
-                            await tally.mark_done()
-                            return out
-                        tally.mark_live()
-        except httpx.TransportError:
-            pass
-        tally.reconnects += 1
-    raise RuntimeError(f"{url}: still not finished after {MAX_RECONNECTS} connections")
-
-
-async def _follow_redis(client: AsyncClient, session: str, tally: Tally) -> list[Sample]:
-    """One baseline stream through the Redis client alone, the same way."""
-    out: list[Sample] = []
-    finished = 0
-    events = client.stream(session, after=0, timeout_s=RUN_TIMEOUT_S)
-    async for envelope in events:
-        now = time.monotonic_ns()
-        if envelope.type == "message" and finished:
-            if match := _STAMP.match(first_text(envelope.data.get("content"))):
-                out.append((int(match[2]), (now - int(match[1])) / 1e6))
-        elif envelope.type == "finished":
-            finished += 1
-            if finished == 2:
-                await tally.mark_done()
-                break
-            tally.mark_live()
-    await events.aclose()  # type: ignore[attr-defined]  # an async generator: unsubscribe now
-    return out
-
-
-# -- the gateway process ------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -300,7 +152,7 @@ class FanoutTrial:
 def _spawn(spec: Follow) -> tuple[Any, Connection]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_client_main, args=(child, spec), daemon=True)
+    process = context.Process(target=client_main, args=(child, spec), daemon=True)
     process.start()
     child.close()
     return process, parent
@@ -461,7 +313,7 @@ def _read_raw(http: httpx.Client, url: str) -> int:
     body = b"".join(chunks)
     if b"event: finished" not in body[-4096:]:
         raise RuntimeError("the replayed stream did not end with its finished event")
-    return body.count(_FRAME_END) - body.count(b": heartbeat" + _FRAME_END)
+    return body.count(FRAME_END) - body.count(b": heartbeat" + FRAME_END)
 
 
 def _read_sse(http: httpx.Client, url: str) -> int:
@@ -484,7 +336,7 @@ def replay_rows(h: Harness, workers: Workers, gateway: Gateway, plan: Plan) -> l
     raw: list[float] = []
     parsed: list[float] = []
     history: list[float] = []
-    with httpx.Client(headers=_AUTH, timeout=RUN_TIMEOUT_S) as http:
+    with httpx.Client(headers=AUTH, timeout=RUN_TIMEOUT_S) as http:
         readers: list[tuple[list[float], Callable[[], int]]] = [
             (raw, lambda: _read_raw(http, url)),
             (parsed, lambda: _read_sse(http, url)),
@@ -538,7 +390,7 @@ def run(h: Harness) -> list[Row]:
             for _ in range(plan.trials)
         ]
         peak_mb = peak_rss_mb(gateway.pid)
-        status = httpx.get(f"{gateway.url}/v1/status", headers=_AUTH, timeout=30)
+        status = httpx.get(f"{gateway.url}/v1/status", headers=AUTH, timeout=30)
         dropped = status.raise_for_status().json()["gateway"]["sse_clients_dropped"]
         rows = fanout_rows(plan, trials, idle_mb, peak_mb)
         rows[1].note += f"; clients dropped by the gateway {dropped}"

@@ -1,0 +1,176 @@
+"""The client side of the gateway benchmark: processes that follow sessions over SSE
+(httpx-sse) or over Redis (AsyncClient, the baseline) and report per-event latency."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+import httpx
+import structlog
+from httpx_sse import aconnect_sse
+
+from bench import procs
+from bench.direct import first_text
+from bench.harness import PREFIX, RUN_TIMEOUT_S, LogCounter
+from producer import AsyncClient
+from shared.settings import Settings
+
+QUEUE = "cqbench-gw"
+API_KEY = "cqbench-gateway-key-0123456789"
+READY_TIMEOUT_S = 120.0
+MAX_RECONNECTS = 100
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+_STAMP = re.compile(r"t=(\d+);i=(\d+);")  # the fake's stamp: write time (ns), index
+START_EVENTS = 5  # a run's first stamped events, reported apart (they follow its start burst)
+_STAMP_JSON = re.compile(r'"text":"t=(\d+);i=(\d+);')  # the same, in an SSE frame's data
+Sample = tuple[int, float]  # (event index in its run, write -> arrival in ms)
+FRAME_END = b"\r\n\r\n"  # sse-starlette's separator
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """What one client process follows: `per_session` streams on each session."""
+
+    kind: Literal["sse", "redis"]
+    sessions: tuple[str, ...]
+    per_session: int
+    gateway_url: str
+    redis_url: str
+
+
+# -- client processes -------------------------------------------------------------------
+
+
+def client_main(conn: Connection, spec: Follow) -> None:
+    """Entry of a client process: follow, say "ready" when live, then send the results."""
+    procs._term_with_parent()
+    logs = LogCounter()
+    structlog.configure(processors=[logs])
+    try:
+        result = asyncio.run(_follow_all(conn, spec))
+        result["logs"] = dict(logs.counts)
+        conn.send(result)
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+
+
+class Tally:
+    """The streams of one client process: how many are live, done, reconnected."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.live = 0
+        self.done = 0
+        self.reconnects = 0
+        self.all_live = asyncio.Event()
+        self.all_done = asyncio.Event()
+
+    def mark_live(self) -> None:
+        self.live += 1
+        if self.live == self.total:
+            self.all_live.set()
+
+    async def mark_done(self) -> None:
+        """Streams close together, once all are done: a client leaving must not slow the
+        delivery of other runs' last events (on either side) in the measurement."""
+        self.done += 1
+        if self.done == self.total:
+            self.all_done.set()
+        await self.all_done.wait()
+
+
+async def _follow_all(conn: Connection, spec: Follow) -> dict[str, Any]:
+    tally = Tally(len(spec.sessions) * spec.per_session)
+    if spec.kind == "sse":
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        timeout = httpx.Timeout(60.0, read=RUN_TIMEOUT_S)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=AUTH) as http:
+            urls = [f"{spec.gateway_url}/v1/sessions/{s}/events" for s in spec.sessions]
+            follow = [_follow_sse(http, url, tally) for url in urls * spec.per_session]
+            return await _measure(conn, follow, tally)
+    settings = Settings(redis_url=spec.redis_url, key_prefix=PREFIX, queue_name=QUEUE)
+    async with AsyncClient(settings) as client:
+        sessions = list(spec.sessions) * spec.per_session
+        return await _measure(conn, [_follow_redis(client, s, tally) for s in sessions], tally)
+
+
+async def _measure(
+    conn: Connection, follow: list[Coroutine[Any, Any, list[Sample]]], tally: Tally
+) -> dict[str, Any]:
+    tasks = [asyncio.ensure_future(f) for f in follow]
+    waiting = asyncio.ensure_future(tally.all_live.wait())
+    await asyncio.wait([waiting, *tasks], timeout=READY_TIMEOUT_S, return_when="FIRST_COMPLETED")
+    if not tally.all_live.is_set():
+        waiting.cancel()
+        for task in tasks:
+            task.cancel()
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        first = repr(failed[0].exception()) if failed else "none"
+        raise RuntimeError(f"{tally.live} of {len(tasks)} streams live; first error: {first}")
+    conn.send("ready")
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    samples = [v for per_stream in await asyncio.gather(*tasks) for v in per_stream]
+    return {
+        "samples": samples,
+        "cpu_s": time.process_time() - cpu0,
+        "wall_s": time.monotonic() - wall0,
+        "reconnects": tally.reconnects,
+    }
+
+
+async def _follow_sse(http: httpx.AsyncClient, url: str, tally: Tally) -> list[Sample]:
+    """One SSE client: from seq 0 to the second `finished` (warm-up run, measured run).
+    A dropped client reconnects with Last-Event-ID, as an EventSource does."""
+    out: list[Sample] = []
+    finished, last_id = 0, "0"
+    for _attempt in range(MAX_RECONNECTS):
+        try:
+            headers = {"Last-Event-ID": last_id}
+            async with aconnect_sse(http, "GET", url, headers=headers) as source:
+                source.response.raise_for_status()
+                async for sse in source.aiter_sse():
+                    now = time.monotonic_ns()
+                    last_id = sse.id or last_id
+                    if sse.event == "message" and finished:
+                        if match := _STAMP_JSON.search(sse.data):
+                            out.append((int(match[2]), (now - int(match[1])) / 1e6))
+                    elif sse.event == "finished":
+                        finished += 1
+                        if finished == 2:
+                            await tally.mark_done()
+                            return out
+                        tally.mark_live()
+        except httpx.TransportError:
+            pass
+        tally.reconnects += 1
+    raise RuntimeError(f"{url}: still not finished after {MAX_RECONNECTS} connections")
+
+
+async def _follow_redis(client: AsyncClient, session: str, tally: Tally) -> list[Sample]:
+    """One baseline stream through the Redis client alone, the same way."""
+    out: list[Sample] = []
+    finished = 0
+    events = client.stream(session, after=0, timeout_s=RUN_TIMEOUT_S)
+    async for envelope in events:
+        now = time.monotonic_ns()
+        if envelope.type == "message" and finished:
+            if match := _STAMP.match(first_text(envelope.data.get("content"))):
+                out.append((int(match[2]), (now - int(match[1])) / 1e6))
+        elif envelope.type == "finished":
+            finished += 1
+            if finished == 2:
+                await tally.mark_done()
+                break
+            tally.mark_live()
+    await events.aclose()  # type: ignore[attr-defined]  # an async generator: unsubscribe now
+    return out
+
+
+# -- the gateway process ------------------------------------------------------------------
