@@ -3,15 +3,11 @@ once (by a person, a timeout or the run's end), listed while open; and soft canc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from shared.events import (
     DecisionReason,
@@ -27,7 +23,6 @@ from shared.events import (
 from shared.jobs import PromptJob, RunRequest, new_run_id
 from shared.runstore import (
     AnswerOutcome,
-    AsyncRunStore,
     CancelOutcome,
     Claimed,
     Condition,
@@ -35,31 +30,9 @@ from shared.runstore import (
     NewRun,
     RunStore,
 )
-from shared.settings import Settings
+from tests.store.conftest import Call
 
-Call = Callable[..., Any]
 SESSION = "appr"
-
-
-@pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RunStore:
-    return RunStore(redis_client, settings)
-
-
-@pytest.fixture(params=["sync", "async"])
-def face(request: pytest.FixtureRequest, store: RunStore, settings: Settings) -> Iterator[Call]:
-    """`face("op", *args)`: the operation on the sync store, or on the asyncio store."""
-    if request.param == "sync":
-        yield lambda name, *args, **kwargs: getattr(store, name)(*args, **kwargs)
-        return
-    loop = asyncio.new_event_loop()
-    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
-    astore = AsyncRunStore(client, settings)
-    try:
-        yield lambda name, *a, **kw: loop.run_until_complete(getattr(astore, name)(*a, **kw))
-    finally:
-        loop.run_until_complete(client.aclose())
-        loop.close()
 
 
 def _running(store: RunStore) -> str:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -30,7 +26,6 @@ from shared.jobs import JOB_FUNCTION, PromptJob, RunRequest, new_run_id
 from shared.keys import Keys
 from shared.runstore import (
     Appended,
-    AsyncRunStore,
     Busy,
     CancelOutcome,
     Claimed,
@@ -47,8 +42,7 @@ from shared.runstore import (
     Waiting,
 )
 from shared.settings import Settings
-
-Call = Callable[..., Any]
+from tests.store.conftest import Call
 
 
 def _new_run(session_id: str, prompt: str = "hi") -> NewRun:
@@ -72,39 +66,8 @@ def _texts(events: list[Envelope]) -> list[str]:
 
 
 @pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RunStore:
-    return RunStore(redis_client, settings)
-
-
-@pytest.fixture
 def keys(store: RunStore) -> Keys:
     return store.keys
-
-
-@pytest.fixture(params=["sync", "async"])
-def face(request: pytest.FixtureRequest, store: RunStore, settings: Settings) -> Iterator[Call]:
-    """`face("op", *args)`: the operation on the sync store, or on the asyncio store."""
-    if request.param == "sync":
-        yield lambda name, *args, **kwargs: getattr(store, name)(*args, **kwargs)
-        return
-    loop = asyncio.new_event_loop()
-    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
-    astore = AsyncRunStore(client, settings)
-
-    def call(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "replay":
-            return loop.run_until_complete(_collected(astore.replay(*args, **kwargs)))
-        return loop.run_until_complete(getattr(astore, name)(*args, **kwargs))
-
-    try:
-        yield call
-    finally:
-        loop.run_until_complete(client.aclose())
-        loop.close()
-
-
-async def _collected(items: Any) -> list[Any]:
-    return [item async for item in items]
 
 
 def _claimed(store: RunStore, run: NewRun, worker: str = "w1") -> str:

@@ -46,11 +46,6 @@ def _new_run(session_id: str) -> NewRun:
     return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
 
 
-@pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RunStore:
-    return RunStore(redis_client, settings)
-
-
 @pytest.fixture(params=["sync", "async"])
 def submit(request: pytest.FixtureRequest, store: RunStore, settings: Settings) -> Iterator[Submit]:
     """`submit(run, **kwargs)` on the sync store, or on the asyncio store."""

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis
 
 from shared.runstore import RunStore
-from shared.settings import Settings
-
-
-@pytest.fixture
-def store(settings: Settings, redis_client: redis.Redis) -> RunStore:
-    return RunStore(redis_client, settings)
 
 
 def test_a_worker_advertises_its_warm_sessions_and_withdraws_only_its_own(
