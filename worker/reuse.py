@@ -56,12 +56,12 @@ def acquire(
 ) -> CliUse:
     """The session's warm CLI if it may take this run, else a new (unspawned) one."""
     settings, run_id = ctx.settings, request.run_id
-    print_ = fingerprint(command)
+    wanted = fingerprint(command)
     reason: ColdReason | None = None
     if ctx.warm is not None:
         warm, reason = ctx.warm.take(
             request.job.session_id,
-            fingerprint=print_,
+            fingerprint=wanted,
             token=int(token),
             claude_session_id=resume_id,
         )
@@ -69,7 +69,7 @@ def acquire(
             stale = warm.proc.read(0).lines  # anything it printed while parked
             if stale:
                 log.warning("warm_cli_stale_output_dropped", lines=len(stale))
-            return CliUse(warm.proc, warm.tmpdir, warm.tree_id, print_, warm=True)
+            return CliUse(warm.proc, warm.tmpdir, warm.tree_id, wanted, warm=True)
         if reason is None:
             reason = _elsewhere(ctx, request.job.session_id)
     # A private TMPDIR per CLI: its sockets and scratch files go with it.
@@ -82,7 +82,7 @@ def acquire(
         max_line_bytes=settings.max_line_bytes,
         stderr_tail_bytes=settings.stderr_tail_bytes,
     )
-    return CliUse(proc, tmpdir, run_id, print_, cold_reason=reason)
+    return CliUse(proc, tmpdir, run_id, wanted, cold_reason=reason)
 
 
 def _elsewhere(ctx: WorkerContext, session_id: str) -> ColdReason | None:
