@@ -9,6 +9,7 @@ timed out, or because the run ended. Each way out yields the stdin line for the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.events import (
     DecisionReason,
@@ -20,13 +21,15 @@ from shared.events import (
 from shared.runstore import Decision
 from shared.runstore.calls import RUN_ENDED_MESSAGE
 from worker import cliproto
+from worker.truncate import truncate_json
 
 DENIED_BY_PERSON = "The user denied this tool use."
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    request: PermissionRequestData
+    request: PermissionRequestData  # as published and recorded (long strings cut)
+    tool_input: dict[str, Any]  # as the CLI sent it: what an allow without changes returns
     due: float  # monotonic
 
 
@@ -52,14 +55,20 @@ RUN_ENDED = Decision(behavior="deny", message=RUN_ENDED_MESSAGE, reason=Decision
 class Approvals:
     """The pending permission requests of a run."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, max_request_bytes: int = 256 * 1024) -> None:
         self.timeout_s = timeout_s
+        self.max_request_bytes = max_request_bytes
         self._pending: dict[str, _Pending] = {}
 
     def ask(
         self, ask: cliproto.ToolPermissionAsk, *, now: float, monotonic: float
     ) -> PermissionRequestData | None:
-        """Make the CLI's request pending; its event data, or None for a repeated id."""
+        """Make the CLI's request pending; its event data, or None for a repeated id.
+
+        The event (and the record answerers read) carries the request with its longest
+        strings cut to `max_request_bytes` (a Write tool's whole file, say); the CLI
+        still gets its own input back on an allow.
+        """
         if ask.request_id in self._pending:
             return None
         request = PermissionRequestData(
@@ -71,7 +80,10 @@ class Approvals:
             suggestions=ask.suggestions,
             expires_at=round(now + self.timeout_s, 3),
         )
-        self._pending[ask.request_id] = _Pending(request, monotonic + self.timeout_s)
+        cut = truncate_json(request.model_dump(mode="json"), self.max_request_bytes)
+        if cut.value is not None and cut.cut_strings:
+            request = PermissionRequestData.model_validate(cut.value)
+        self._pending[ask.request_id] = _Pending(request, ask.input, monotonic + self.timeout_s)
         return request
 
     def __bool__(self) -> bool:
@@ -94,7 +106,7 @@ class Approvals:
         if pending is None:
             return None
         if decision.behavior == "allow":
-            stdin = cliproto.allow(request_id, decision.updated_input or pending.request.input)
+            stdin = cliproto.allow(request_id, decision.updated_input or pending.tool_input)
             message = decision.message
         else:
             message = decision.message or DENIED_BY_PERSON

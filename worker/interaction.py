@@ -44,13 +44,14 @@ class Interaction:
         session_id: str,
         run_id: str,
         timeout_s: float,
+        max_request_bytes: int = 256 * 1024,
     ) -> None:
         self._proc = proc
         self._publisher = publisher
         self._store = store
         self._session_id = session_id
         self._run_id = run_id
-        self._approvals = Approvals(timeout_s)
+        self._approvals = Approvals(timeout_s, max_request_bytes)
         self._inbox: deque[str] = deque()
         self._inbox_lock = threading.Lock()
 

@@ -161,6 +161,8 @@ def _run_cli(
             session_id=job.session_id,
             run_id=run_id,
             timeout_s=settings.approval_timeout_s,
+            # A request's event leaves room in MAX_EVENT_BYTES; its record stays small.
+            max_request_bytes=settings.max_event_bytes // 4,
         )
 
         lease = LeaseKeeper(

@@ -168,3 +168,18 @@ def test_deadlines_expire_in_order_and_the_reasons_say_why() -> None:
         "deny",
         DecisionReason.RUN_ENDED,
     )
+
+
+def test_a_huge_tool_input_is_cut_in_the_event_but_reaches_the_cli_whole() -> None:
+    approvals = Approvals(timeout_s=30, max_request_bytes=4096)
+    content = "x" * 100_000
+    ask = cliproto.ToolPermissionAsk(
+        request_id="w1", tool_name="Write", input={"file_path": "/a", "content": content}
+    )
+    data = approvals.ask(ask, now=0.0, monotonic=0.0)
+    assert data is not None
+    assert len(data.model_dump_json()) <= 4096
+    assert data.input["file_path"] == "/a" and "truncated" in data.input["content"]
+    resolved = approvals.resolve("w1", Decision(behavior="allow"))
+    assert resolved is not None
+    assert one_line(resolved.stdin)["response"]["response"]["updatedInput"]["content"] == content
