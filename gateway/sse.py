@@ -3,16 +3,19 @@
 A reader task follows the session through `AsyncClient.stream` (subscribe, replay,
 follow: no gap, no duplicate, seq order) and puts each envelope on the client's
 buffer; the response takes them off and writes `id: <seq>`, `event: <type>`,
-`data: <envelope JSON>` frames. A client that stops reading stops the writer (the
-socket's send buffer fills), so its buffer fills: once it holds `capacity` events
-the client is dropped. Its connection is closed at once, what it had not received is
-let go, and its reconnect (Last-Event-ID) replays from the log. The server holds at
-most `capacity` events per client, whatever the client does.
+`data: <envelope JSON>` frames. Every frame already queued goes out in one write (a
+replay is written in chunks, not frame by frame); nothing waits for more. A client
+that stops reading stops the writer (the socket's send buffer fills), so its buffer
+fills: once it holds `capacity` events the client is dropped. Its connection is
+closed at once, what it had not received is let go, and its reconnect
+(Last-Event-ID) replays from the log. The server holds at most `capacity` events per
+client, plus the one chunk being written, whatever the client does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -29,6 +32,11 @@ log = structlog.get_logger(__name__)
 
 _END: Final = None  # queued by the reader when the stream is over
 _CLEANUP_S = 10.0  # longest wait for a stopped reader to leave its subscription
+# The reader lets the writer run once this many events wait (or capacity // 2, if
+# smaller), and the writer writes up to as many at once. Each await of the source lets
+# the writer run too, so a live event is written as soon as it arrives.
+_BATCH = 64
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(slots=True)
@@ -61,6 +69,8 @@ class ClientFeed:
         self._buffer: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self.dropped = asyncio.Event()
         self._writing = asyncio.Event()
+        self._batch = max(1, min(_BATCH, self._capacity // 2))
+        self._ended = False  # the writer took the end marker
 
     async def read(self) -> None:
         """The reader task: follow the session until its stopping point or a drop."""
@@ -74,8 +84,10 @@ class ClientFeed:
                     self._drop(envelope.seq)
                     return
                 self._buffer.put_nowait(envelope)
-                self.stats.high_water = max(self.stats.high_water, self._buffer.qsize())
-                await asyncio.sleep(0)  # the writer's turn: a client that reads keeps up
+                queued = self._buffer.qsize()
+                self.stats.high_water = max(self.stats.high_water, queued)
+                if queued >= self._batch:
+                    await asyncio.sleep(0)  # the writer's turn: a client that reads keeps up
         except StreamEnded as exc:  # a run-bound stream whose session was deleted
             log.info("sse_stream_ended", session_id=self._session_id, reason=str(exc))
         except Exception:
@@ -97,13 +109,46 @@ class ClientFeed:
         )
         self.dropped.set()
 
-    async def frames(self) -> AsyncGenerator[ServerSentEvent, None]:
-        """The frames to write, in seq order, until the reader says the stream is over."""
+    async def next_batch(self) -> list[Envelope] | None:
+        """The envelopes queued when the writer looks, in seq order; None at the end."""
         self._writing.set()
-        while (envelope := await self._buffer.get()) is not _END:
-            yield ServerSentEvent(
-                data=envelope.model_dump_json(), event=str(envelope.type), id=str(envelope.seq)
-            )
+        if self._ended or (envelope := await self._buffer.get()) is _END:
+            self._ended = True
+            return None
+        batch = [envelope]
+        # What is already there (one chunk at most): never wait for more.
+        while len(batch) < self._batch and not self._buffer.empty():
+            if (envelope := self._buffer.get_nowait()) is _END:
+                self._ended = True
+                break
+            batch.append(envelope)
+        return batch
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """What the response writes: the frames of each batch, as one chunk."""
+        while (batch := await self.next_batch()) is not None:
+            if len(batch) == 1:
+                yield encode_frame(batch[0])
+            else:
+                yield b"".join([encode_frame(envelope) for envelope in batch])
+
+    async def frames(self) -> AsyncGenerator[ServerSentEvent, None]:
+        """The same stream one frame at a time."""
+        while (batch := await self.next_batch()) is not None:
+            for envelope in batch:
+                yield ServerSentEvent(
+                    data=envelope.model_dump_json(), event=str(envelope.type), id=str(envelope.seq)
+                )
+
+
+def encode_frame(envelope: Envelope) -> bytes:
+    """`id: <seq>`, `event: <type>`, `data: <envelope JSON>`: ServerSentEvent's bytes."""
+    data = envelope.model_dump_json()
+    event = str(envelope.type)
+    if _LINE_BREAK.search(event) or _LINE_BREAK.search(data):  # never from JSON; be safe
+        sse = ServerSentEvent(data=data, event=event, id=str(envelope.seq))
+        return sse.encode()
+    return f"id: {envelope.seq}\r\nevent: {event}\r\ndata: {data}\r\n\r\n".encode()
 
 
 class FeedResponse(EventSourceResponse):
@@ -111,7 +156,7 @@ class FeedResponse(EventSourceResponse):
 
     def __init__(self, feed: ClientFeed, *, heartbeat_s: float) -> None:
         super().__init__(
-            feed.frames(),
+            feed.chunks(),
             ping=heartbeat_s,
             ping_message_factory=_heartbeat,
         )
