@@ -32,9 +32,9 @@ log = structlog.get_logger(__name__)
 
 _END: Final = None  # queued by the reader when the stream is over
 _CLEANUP_S = 10.0  # longest wait for a stopped reader to leave its subscription
-# The reader lets the writer run once this many events wait (or capacity // 2, if
-# smaller), and the writer writes up to as many at once. Each await of the source lets
-# the writer run too, so a live event is written as soon as it arrives.
+# In a replay page (envelopes the source yields without awaiting anything) the reader
+# lets the writer run once this many events wait (or capacity // 2, if smaller), and
+# the writer writes up to as many at once. A live event is written as it arrives.
 _BATCH = 64
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -71,13 +71,22 @@ class ClientFeed:
         self._writing = asyncio.Event()
         self._batch = max(1, min(_BATCH, self._capacity // 2))
         self._ended = False  # the writer took the end marker
+        self._turn = 0  # the last request to the source during which the loop ran
 
     async def read(self) -> None:
         """The reader task: follow the session until its stopping point or a drop."""
         # Only once the writer takes frames: a buffer that fills before is no slow client.
         await self._writing.wait()
+        loop = asyncio.get_running_loop()
+        asked = 0
         try:
-            async for envelope in self._source:
+            while True:
+                asked += 1
+                loop.call_soon(self._note_turn, asked)  # runs only if the source awaits
+                try:
+                    envelope = await self._source.__anext__()
+                except StopAsyncIteration:
+                    break
                 if self._run_id is not None and envelope.run_id != self._run_id:
                     continue
                 if self._buffer.qsize() >= self._capacity:
@@ -86,8 +95,10 @@ class ClientFeed:
                 self._buffer.put_nowait(envelope)
                 queued = self._buffer.qsize()
                 self.stats.high_water = max(self.stats.high_water, queued)
-                if queued >= self._batch:
-                    await asyncio.sleep(0)  # the writer's turn: a client that reads keeps up
+                # The writer's turn, so a client that reads keeps up: after each event
+                # the source waited for (live), and once a batch waits (a replay page).
+                if self._turn == asked or queued >= self._batch:
+                    await asyncio.sleep(0)
         except StreamEnded as exc:  # a run-bound stream whose session was deleted
             log.info("sse_stream_ended", session_id=self._session_id, reason=str(exc))
         except Exception:
@@ -95,6 +106,9 @@ class ClientFeed:
         finally:
             await _aclose(self._source)
         self._buffer.put_nowait(_END)
+
+    def _note_turn(self, asked: int) -> None:
+        self._turn = asked
 
     def _drop(self, seq: int) -> None:
         self.stats.dropped += 1

@@ -97,3 +97,21 @@ def test_a_feed_of_capacity_one_still_keeps_up() -> None:
     seqs, stats = asyncio.run(scenario())
     assert seqs == list(range(1, 31))
     assert stats.dropped == 0
+
+
+def test_an_event_the_source_waited_for_is_handed_to_the_writer_at_once() -> None:
+    async def scenario() -> list[list[int]]:
+        async def live() -> AsyncIterator[Envelope]:
+            for seq in range(1, 6):
+                await asyncio.sleep(0)  # as a live event: the source waits for each one
+                yield _envelope(seq)
+
+        feed = ClientFeed(live(), stats=SseStats(capacity=100), session_id="s")
+        reader = asyncio.create_task(feed.read())
+        seen: list[list[int]] = []
+        while (batch := await feed.next_batch()) is not None:
+            seen.append([envelope.seq for envelope in batch])
+        await reader
+        return seen
+
+    assert asyncio.run(scenario()) == [[1], [2], [3], [4], [5]]
