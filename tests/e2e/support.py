@@ -82,9 +82,14 @@ def claude_session_id(events: list[Envelope]) -> str:
 
 def user_texts(request: dict[str, Any]) -> list[str]:
     """The text of every user turn in a Messages API request body."""
+    return sent_texts(request, "user")
+
+
+def sent_texts(request: dict[str, Any], role: str) -> list[str]:
+    """The text of every `role` turn in a Messages API request body."""
     texts: list[str] = []
     for message in request.get("messages", []):
-        if message.get("role") != "user":
+        if message.get("role") != role:
             continue
         content = message.get("content")
         if isinstance(content, str):

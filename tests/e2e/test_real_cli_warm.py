@@ -23,6 +23,7 @@ from tests.e2e.support import (
     finished,
     one,
     run_events,
+    sent_texts,
     user_texts,
 )
 
@@ -34,20 +35,7 @@ ANSWERS = ["First answer.", "Second answer.", "Third answer."]
 
 def _assistant_texts_sent(request: dict[str, Any]) -> list[str]:
     """The text of every assistant turn in a Messages API request body."""
-    texts: list[str] = []
-    for message in request.get("messages", []):
-        if message.get("role") != "assistant":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(
-                str(b.get("text"))
-                for b in content
-                if isinstance(b, dict) and b.get("type") == "text"
-            )
-    return texts
+    return sent_texts(request, "assistant")
 
 
 def _conversation_order(request: dict[str, Any]) -> list[str]:
