@@ -8,7 +8,7 @@ CLAUDE := $(CLI_DIR)/node_modules/.bin/claude
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-e2e bench lint typecheck fixtures redis clean
+.PHONY: install demo test test-fast test-e2e bench lint typecheck fixtures redis chromium clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,10 +25,13 @@ install: $(STAMP) $(CLAUDE)  ## Python deps in .venv, the pinned claude CLI in d
 redis:  ## make sure a Redis answers (starts a local one if not)
 	@bash .ci/ensure-redis
 
+chromium:  ## make sure Debian's chromium is installed (the web console's browser tests)
+	@bash .ci/ensure-chromium
+
 demo: install redis  ## start a worker, submit a prompt, stream its events
 	$(BIN)/python -m devtools.demo
 
-test: install redis  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
+test: install redis chromium  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: install redis  ## skip slow and e2e tests
