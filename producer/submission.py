@@ -17,6 +17,15 @@ from shared.webhooks import submit_refusal
 # RQ's own limit sits past ours, so the worker's timeout always acts first.
 _RQ_TIMEOUT_MARGIN_S = 120
 _RESULT_TTL_S = 24 * 3600
+# The queued event carries the prompt cut to this many characters (the job keeps it whole).
+QUEUED_PROMPT_PREVIEW_CHARS = 2000
+
+
+def prompt_preview(prompt: str, limit: int = QUEUED_PROMPT_PREVIEW_CHARS) -> str:
+    """The prompt as the queued event shows it: its beginning, and how much was cut."""
+    if len(prompt) <= limit:
+        return prompt
+    return f"{prompt[:limit]}…[truncated {len(prompt) - limit} chars]"
 
 
 def validate_job(settings: Settings, job: PromptJob | None, fields: dict[str, Any]) -> PromptJob:
@@ -49,6 +58,7 @@ def prepare(settings: Settings, job: PromptJob) -> NewRun:
             profile=job.profile or settings.default_profile,
             model=job.model,
             metadata=job.metadata,
+            prompt=prompt_preview(job.prompt),
         ),
     )
     return NewRun(

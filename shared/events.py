@@ -147,6 +147,8 @@ class QueuedData(EventData):
     profile: str
     model: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # What was asked, cut to a preview (a replay shows it); None from an older producer.
+    prompt: str | None = None
 
 
 class ColdReason(StrEnum):

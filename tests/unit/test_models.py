@@ -233,9 +233,11 @@ def test_prepare_builds_a_queued_event_body() -> None:
     envelope = Envelope.from_json('{"seq":1,' + body)
     assert envelope.type is EventType.QUEUED
     assert envelope.run_id == submission.request.run_id
-    assert envelope.typed_data() == QueuedData(profile="readonly", metadata={"ticket": 7})
+    assert envelope.typed_data() == QueuedData(
+        profile="readonly", metadata={"ticket": 7}, prompt="hi"
+    )
     assert submission.rq_timeout_s > 30
-    assert "hi" not in body  # the prompt is not part of the queued event
+    assert '"prompt":"hi"' in body  # a replay shows what was asked (issue 17)
 
 
 # --------------------------------------------------------------------------- Settings
