@@ -134,6 +134,22 @@ class OpenRequestOut(BaseModel):
     expires_at: float
 
 
+class RunSummaryOut(BaseModel):
+    """A session's last run, as its last events tell it."""
+
+    run_id: str
+    status: str = Field(
+        description="queued or running while it is pending; else its finished status "
+        "(succeeded, failed, interrupted, timed_out, lost)."
+    )
+    finished_at: float | None = Field(default=None, description="Unix seconds.")
+    duration_s: float | None = None
+    cost_usd: float | None = Field(default=None, description="The run's result total_cost_usd.")
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 class SessionOut(BaseModel):
     session_id: str
     state: str = Field(description="running, queued or idle.")
@@ -145,11 +161,23 @@ class SessionOut(BaseModel):
     last_seq: int = 0
     transcript_bytes: int = 0
     last_activity: float | None = None
+    last_run: RunSummaryOut | None = Field(
+        default=None,
+        description="The pending run, else the last finished one with its duration, cost, "
+        "turns and tokens (read from the log's last events; null if they do not show it).",
+    )
 
 
 class SessionDetail(SessionOut):
     open_requests: list[OpenRequestOut] = Field(
         description="Permission requests of the running run that nobody answered yet."
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="While the session's next run is queued: how many jobs wait ahead of it "
+        "in the shared queue (0: it is next). Null when no run is queued, or when it waits "
+        "elsewhere (its turn in the session, a worker's own queue) or deeper than the first "
+        "1000 jobs.",
     )
 
 

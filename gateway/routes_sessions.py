@@ -1,9 +1,10 @@
 """Sessions: list, read, delete; mint session tokens."""
 
 import time
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
+from rq import Queue
 
 from gateway.auth import Principal
 from gateway.errors import NOT_FOUND, TOKENS_DISABLED, GatewayError, invalid
@@ -19,13 +20,43 @@ from gateway.models import (
 from gateway.routes_runs import SessionId
 from gateway.state import Gateway, error_responses
 from gateway.tokens import Scope, mint
-from producer.sessions import SessionInfo
+from producer.aio import AsyncClient
+from producer.errors import redis_errors
+from producer.sessions import (
+    SUMMARY_TAIL_EVENTS,
+    SessionInfo,
+    SessionState,
+    queue_position,
+    summarize_last_run,
+)
 
 DEFAULT_TOKEN_TTL_S = 3600.0
+QUEUE_POSITION_SCAN = 1000  # jobs read from the queue's head to find a queued run
 
 
-def session_out(info: SessionInfo) -> SessionOut:
-    return SessionOut.model_validate(info.as_dict())
+async def session_facts(client: AsyncClient, info: SessionInfo) -> dict[str, Any]:
+    """The session as the API shows it: its record plus its last run's summary."""
+    tail = []
+    if info.last_seq > 0:
+        async with redis_errors(client.settings.redis_url_redacted):
+            tail = await client.store.replay_page(
+                info.session_id,
+                max(0, info.last_seq - SUMMARY_TAIL_EVENTS),
+                upto=info.last_seq,
+                count=SUMMARY_TAIL_EVENTS,
+            )
+    summary = summarize_last_run(info, tail)
+    return {**info.as_dict(), "last_run": None if summary is None else summary.as_dict()}
+
+
+async def queued_position(client: AsyncClient, info: SessionInfo) -> int | None:
+    """Jobs ahead of the session's queued head run in the shared queue, if it is there."""
+    if info.state is not SessionState.QUEUED or not info.pending_runs:
+        return None
+    key = Queue.redis_queue_namespace_prefix + client.settings.queue_name
+    async with redis_errors(client.settings.redis_url_redacted):
+        job_ids = await client.redis.lrange(key, 0, QUEUE_POSITION_SCAN - 1)
+    return queue_position(cast(list[object], job_ids), info.pending_runs[0])
 
 
 def sessions_router(gateway: Gateway) -> APIRouter:
@@ -41,7 +72,10 @@ def sessions_router(gateway: Gateway) -> APIRouter:
     ) -> SessionList:
         """Sessions with recent activity, most recent first (API key only)."""
         del principal
-        return SessionList(sessions=[session_out(i) for i in await client.sessions(limit=limit)])
+        infos = await client.sessions(limit=limit)
+        return SessionList(
+            sessions=[SessionOut.model_validate(await session_facts(client, i)) for i in infos]
+        )
 
     @router.get(
         "/{session_id}",
@@ -60,7 +94,13 @@ def sessions_router(gateway: Gateway) -> APIRouter:
             OpenRequestOut.model_validate(r.as_dict())
             for r in await client.open_requests(session_id)
         ]
-        return SessionDetail.model_validate({**info.as_dict(), "open_requests": requests})
+        return SessionDetail.model_validate(
+            {
+                **await session_facts(client, info),
+                "open_requests": requests,
+                "queue_position": await queued_position(client, info),
+            }
+        )
 
     @router.delete(
         "/{session_id}",
