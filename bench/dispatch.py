@@ -44,7 +44,7 @@ def queue_dispatch(h: Harness, workers: Workers) -> tuple[float, float]:
 def noop_dispatch(h: Harness, queue: Queue) -> float:
     """ms from enqueue to the bare job's completion signal."""
     channel = f"cqbench-noop-done-{uuid.uuid4().hex[:8]}"
-    pubsub = h.redis.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = h.redis.pubsub()
     try:
         _subscribe(pubsub, channel)
         t0 = time.perf_counter()

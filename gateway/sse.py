@@ -151,13 +151,13 @@ class ClientFeed:
         while (batch := await self.next_batch()) is not None:
             for envelope in batch:
                 yield ServerSentEvent(
-                    data=envelope.model_dump_json(), event=str(envelope.type), id=str(envelope.seq)
+                    data=envelope.to_json(), event=str(envelope.type), id=str(envelope.seq)
                 )
 
 
 def encode_frame(envelope: Envelope) -> bytes:
     """`id: <seq>`, `event: <type>`, `data: <envelope JSON>`: ServerSentEvent's bytes."""
-    data = envelope.model_dump_json()
+    data = envelope.to_json()  # the JSON it was read from: decoded once, never re-encoded
     event = str(envelope.type)
     if _LINE_BREAK.search(event) or _LINE_BREAK.search(data):  # never from JSON; be safe
         sse = ServerSentEvent(data=data, event=event, id=str(envelope.seq))

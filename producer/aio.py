@@ -269,13 +269,18 @@ class AsyncClient:
 
 async def _next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
     """The next live event, None after timeout_s; raises if the connection was lost."""
-    try:
-        data = await asyncio.wait_for(subscription.queue.get(), timeout_s)
-    except TimeoutError:
-        return None
-    if data == LOST:
+    queue = subscription.queue
+    if queue.empty():  # else no timer: under load the next message is usually there
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await queue.get()
+        except TimeoutError:
+            return None
+    else:
+        message = queue.get_nowait()
+    if message is LOST:
         raise redis.ConnectionError("the pub/sub connection was lost")
-    return Envelope.from_json(data)
+    return message.envelope()
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,7 @@ class Client:
                         time.sleep(delay_s)
                         action = loop.next_action()
                     case sl.Subscribe():
-                        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+                        pubsub = self.redis.pubsub()
                         action = loop.send(self._io(session_id, action, pubsub))
                     case sl.ReadReplay() | sl.WaitLive() | sl.ProbeSession():
                         action = loop.send(self._io(session_id, action, pubsub))
@@ -218,7 +218,7 @@ class Client:
         target = run_id or self.store.current_run(session_id)
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
-        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self.redis.pubsub()
         try:
             if wait:
                 subscribe_confirmed(pubsub, self.keys.channel(session_id))

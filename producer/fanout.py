@@ -2,7 +2,9 @@
 
 A web backend may follow hundreds of sessions at once; a connection each would
 exhaust the pool. Here one reader task owns the subscription connection and puts
-each message on the queue of every stream following that channel.
+each message on the queue of every stream following that channel: the same
+`LiveMessage`, decoded (and validated) once, by whichever stream reads it first,
+however many streams follow the channel (the gateway runs one per SSE client).
 
 Queues are bounded. A stream that falls behind loses live messages and is told
 so (`lagging`); it then catches up from the session log, which has every event.
@@ -22,18 +24,44 @@ import redis.asyncio as aioredis
 import structlog
 
 from shared.backoff import Backoff
+from shared.events import Envelope
 
 log = structlog.get_logger(__name__)
 
-LOST: Final = b""  # queued when the shared connection dropped
 _QUEUE_SIZE = 10_000
 _CONFIRM_TIMEOUT_S = 10.0
+
+
+class LiveMessage:
+    """One pub/sub message, shared by every stream on its channel; decoded on first use."""
+
+    __slots__ = ("_envelope", "_error", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._envelope: Envelope | None = None
+        self._error: ValueError | None = None
+
+    def envelope(self) -> Envelope:
+        """The envelope it carries; raises (every time) if it is not a valid one."""
+        if self._envelope is None:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._envelope = Envelope.from_json(self.raw)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                self._error = exc
+                raise
+        return self._envelope
+
+
+LOST: Final = LiveMessage(b"")  # queued when the shared connection dropped
 
 
 @dataclass(eq=False)
 class Subscription:
     channel: str
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
+    queue: asyncio.Queue[LiveMessage] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     lagging: bool = False
 
 
@@ -86,7 +114,7 @@ class PubSubFanout:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
     async def _read(self) -> None:
         delays = self._backoff.delays()
@@ -112,9 +140,10 @@ class PubSubFanout:
         elif kind == "message":
             data = message.get("data")
             assert isinstance(data, bytes)
+            live = LiveMessage(data)
             for subscription in self._subscribers.get(channel, ()):
                 try:
-                    subscription.queue.put_nowait(data)
+                    subscription.queue.put_nowait(live)
                 except asyncio.QueueFull:
                     subscription.lagging = True  # it catches up from the log
 
@@ -125,7 +154,7 @@ class PubSubFanout:
                 for subscription in followers:
                     _put_lost(subscription)
             with contextlib.suppress(redis.RedisError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
             await asyncio.sleep(delay)
             self._pubsub = self._client.pubsub()
             for channel in self._subscribers:

@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     model_validator,
 )
@@ -375,9 +376,36 @@ class Envelope(BaseModel):
             return UnknownEventData(event_type=self.type, data=self.data)
         return cast(TypedEventData, DATA_MODELS[self.type].validate_read(self.data))
 
+    # The JSON this envelope was read from (a log entry or a pub/sub message), kept so a
+    # client that only forwards it (the gateway's SSE) need not encode it again.
+    _json: str | bytes | None = PrivateAttr(default=None)
+
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
-        return cls.model_validate_json(raw)
+        envelope = cls.model_validate_json(raw)
+        envelope._json = raw
+        return envelope
+
+    def to_json(self) -> str:
+        """This envelope as compact JSON: the text it was read from (validated, the
+        same envelope), unless that spans lines; else its encoding."""
+        raw = self._json
+        if raw is None:
+            return self.model_dump_json()
+        text = raw.decode() if isinstance(raw, bytes) else raw  # valid UTF-8: it parsed
+        if "\n" in text or "\r" in text:
+            return self.model_dump_json()
+        return text
+
+    def __eq__(self, other: object) -> bool:
+        # Two envelopes are equal by their content, however each was made or read.
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == (
+            other.__pydantic_extra__
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # data is a dict: never hashable
 
 
 def envelope_header(session_id: str, run_id: str) -> str:

@@ -49,7 +49,7 @@ def claim_run(ctx: WorkerContext, session_id: str, run_id: str) -> tuple[Publish
                 continue
             if pubsub is None:
                 log.info("run_waiting_for_session", ahead=head or "")
-                pubsub = ctx.redis.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = ctx.redis.pubsub()
                 subscribe_confirmed(pubsub, store.keys.channel(session_id))
                 continue  # re-check: the run ahead may have finished before we listened
             _wait_for_a_finish(pubsub, ctx.settings.lease_renew_s)

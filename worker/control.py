@@ -48,7 +48,7 @@ class ControlListener:
         self._on_cancel = on_cancel
         self._on_answer = on_answer
         self._stop_token = f"stop:{secrets.token_hex(16)}"
-        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub()
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
         self._stopping = threading.Event()
         self._unsent: redis.RedisError | None = None

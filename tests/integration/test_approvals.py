@@ -352,7 +352,7 @@ def test_decision_recorded_without_a_message_is_found_by_polling(
     touch = tmp_path / "touched"
     run = _submit(client, "appr-poll", _ask(touch))
     request_id = str(run.until(EventType.PERMISSION_REQUEST).data["request_id"])
-    control = client.redis.pubsub()  # type: ignore[no-untyped-call]
+    control = client.redis.pubsub()
     control.subscribe(client.keys.control("appr-poll", run.handle.run_id))
     try:
         # As if the pub/sub answer were lost: recorded, but nobody is told.

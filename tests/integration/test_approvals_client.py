@@ -76,7 +76,7 @@ def _request(request_id: str, expires_in_s: float = 600.0) -> PermissionRequestD
 
 def _control(redis_client: redis.Redis, store: RunStore, run_id: str) -> PubSub:
     """The run's control channel, subscribed (confirmed) as its owner listens to it."""
-    pubsub: PubSub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub: PubSub = redis_client.pubsub()
     pubsub.subscribe(store.keys.control(SESSION, run_id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
     return pubsub

@@ -195,7 +195,7 @@ def test_submit_follow_exits_1_for_an_unknown_final_status(
 ) -> None:
     session_id = "fc-status"
     keys = keys_from(settings)
-    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = redis_client.pubsub()
     subscribe_confirmed(pubsub, keys.channel(session_id))
     argv = [sys.executable, "-m", "producer", "submit", "hi", "--session", session_id, "--follow"]
     follow = subprocess.Popen(

@@ -65,7 +65,7 @@ def test_only_the_first_answer_counts_and_reaches_the_owner(
 ) -> None:
     run_id = _running(store)
     store.open_request(SESSION, run_id, _request("r1"))
-    control = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    control = redis_client.pubsub()
     control.subscribe(store.keys.control(SESSION, run_id))
     assert control.get_message(timeout=5)["type"] == "subscribe"
     try:

@@ -23,7 +23,7 @@ def test_the_same_session_on_two_databases_has_two_channels(
     assert ours.control("s", "r") != theirs.control("s", "r")
     assert ours.log("s") == theirs.log("s")  # keys are per database anyway
 
-    listener = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    listener = redis_client.pubsub()
     listener.subscribe(ours.channel("s"))
     assert listener.get_message(timeout=5)["type"] == "subscribe"
     try:

@@ -9,8 +9,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from producer.fanout import LOST, PubSubFanout, Subscription
+from producer.fanout import LOST, LiveMessage, PubSubFanout, Subscription
 from shared.backoff import Backoff
+from shared.events import Envelope
 
 FAST = Backoff(first_s=0.01, max_s=0.05)
 WAIT_S = 10.0
@@ -33,8 +34,12 @@ def run(redis_url: str, scenario: Scenario) -> None:
     asyncio.run(main())
 
 
-async def next_message(subscription: Subscription) -> bytes:
+async def next_live(subscription: Subscription) -> LiveMessage:
     return await asyncio.wait_for(subscription.queue.get(), WAIT_S)
+
+
+async def next_message(subscription: Subscription) -> bytes:
+    return (await next_live(subscription)).raw
 
 
 def subscriber_ids(raw: redis.Redis) -> list[str]:
@@ -45,6 +50,30 @@ def subscriber_ids(raw: redis.Redis) -> list[str]:
         for c in raw.client_list()
         if int(c.get("sub", 0)) > 0 and str(c.get("db")) == db
     ]
+
+
+def test_followers_of_one_channel_share_each_message_decoded_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    envelope = Envelope(seq=1, session_id="s", run_id="r" * 32, ts=1.0, type="text", data={})
+    raw = envelope.model_dump_json().encode()
+
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        first, second = await fanout.open("ch"), await fanout.open("ch")
+        assert redis_client.publish("ch", raw) == 1
+        assert redis_client.publish("ch", b"{not json") == 1
+        one, two = await next_live(first), await next_live(second)
+        assert one is two  # the same message object for every follower
+        assert one.envelope() is two.envelope()  # so decoded and validated once
+        assert one.envelope() == envelope
+        assert one.envelope().to_json() == raw.decode()  # forwarded as it came
+        bad_one, bad_two = await next_live(first), await next_live(second)
+        assert bad_one is bad_two
+        for bad in (bad_one, bad_two):  # every follower is told it is invalid
+            with pytest.raises(ValueError, match="JSON"):
+                bad.envelope()
+
+    run(redis_url, scenario)
 
 
 def test_followers_of_one_channel_share_one_subscription(
@@ -108,7 +137,7 @@ def test_a_dropped_connection_is_reported_then_resubscribed(
         subscription = await fanout.open("ch")
         (connection_id,) = subscriber_ids(redis_client)
         redis_client.client_kill_filter(_id=connection_id)
-        assert await next_message(subscription) == LOST  # told it may have missed messages
+        assert await next_live(subscription) is LOST  # told it may have missed messages
         # open() of a followed channel returns once the new connection is subscribed.
         late = await fanout.open("ch")
         assert subscriber_ids(redis_client) != [connection_id]

@@ -361,7 +361,7 @@ def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redi
     running = _new_run("c")
     store.submit(running)
     _claimed(store, running)
-    control = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    control = redis_client.pubsub()
     control.subscribe(store.keys.control("c", running.run_id))
     assert control.get_message(timeout=5)["type"] == "subscribe"
     try:
