@@ -2,62 +2,71 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 
 from producer.cancelling import CancelOutcome
 from producer.cli_admin import acl, reap, worker
-from producer.cli_approvals import (
-    InlineAnswers,
-    approve,
-    deny,
-    is_interactive,
-    request_summary,
-    requests_command,
-)
-from producer.cli_common import Group, connect, fail
+from producer.cli_approvals import approve, deny, requests_command
+from producer.cli_common import Group, connect, echo_json, fail, known_session, make_console
+from producer.cli_completion import completion, session_argument
+from producer.cli_follow import Follower
 from producer.cli_serve import serve
-from producer.client import Client
+from producer.cli_sessions import session, sessions, status
 from producer.errors import InvalidJobError, SessionBusy
-from producer.render import Renderer
+from producer.render import Verbosity
 from shared.control import MAX_GRACE_S
-from shared.events import Envelope, FinishedData, RunStatus
+from shared.events import Envelope, RunStatus
 from shared.exitcodes import ExitCode
 from shared.jobs import OnBusy
 
 
-def _run_status(envelope: Envelope) -> RunStatus | None:
-    """How the run of a `finished` envelope ended; None if unknown to this client."""
-    try:
-        data = envelope.typed_data()
-    except ValidationError:  # a broken or reshaped payload: not a success we can vouch for
+def _verbosity(verbose: bool, quiet: bool) -> Verbosity:
+    if verbose and quiet:
+        raise click.UsageError("--verbose and --quiet exclude each other")
+    return Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
+
+
+def _metadata(metadata_json: str | None, pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """--metadata JSON and --meta KEY=VALUE, merged (--meta wins); None if neither."""
+    if metadata_json is None and not pairs:
         return None
-    return data.known_status if isinstance(data, FinishedData) else None
+    merged: dict[str, Any] = {}
+    if metadata_json is not None:
+        try:
+            parsed = json.loads(metadata_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
+        if not isinstance(parsed, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+        merged.update(parsed)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        merged[key] = value
+    return merged
 
 
-def _follow(envelopes: Iterable[Envelope], as_json: bool, client: Client) -> RunStatus | None:
-    """Print each event; at a terminal, ask about each open permission request inline."""
-    renderer = Renderer(Console(highlight=False))
-    answers = InlineAnswers(client) if is_interactive(as_json) else None
-    status: RunStatus | None = None
-    for envelope in envelopes:
-        if as_json:
-            click.echo(envelope.model_dump_json())
-        else:
-            renderer.show(envelope)
-        if answers is not None:
-            answers.offer(envelope)
-        if envelope.is_terminal:
-            status = _run_status(envelope)
-    return status
+def _verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "-q", "--quiet", is_flag=True, help="Print only the final answer (errors on stderr)."
+    )(command)
+    return click.option(
+        "-v", "--verbose", is_flag=True, help="Show every event in full: tool inputs and results."
+    )(command)
+
+
+def _following(follower: Follower, envelopes: Iterable[Envelope]) -> RunStatus | None:
+    """Follow; Ctrl-C (also at an inline prompt) ends in Follower.interrupted: exit 130."""
+    try:
+        return follower.follow(envelopes)
+    except (KeyboardInterrupt, click.Abort):
+        follower.interrupted()
 
 
 def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -92,6 +101,10 @@ def main() -> None:
 @click.option("--cwd", help="Absolute working directory for the CLI on the worker.")
 @click.option("--model", help="Model name passed to the CLI.")
 @click.option("--context", "context_json", help="JSON object prepended to the prompt.")
+@click.option("--metadata", "metadata_json", help="JSON object kept with the run (queued event).")
+@click.option(
+    "--meta", "meta_pairs", multiple=True, metavar="KEY=VALUE", help="One metadata entry."
+)
 @click.option("--profile", help="Permission profile defined in worker settings.")
 @click.option("--partial", is_flag=True, help="Include partial message stream events.")
 @click.option("--max-turns", type=int, help="Limit agentic turns.")
@@ -112,6 +125,7 @@ def main() -> None:
     help="If the conversation cannot be resumed: fail the run, or start fresh.",
 )
 @click.option("--follow", is_flag=True, help="Stream the run's events until it finishes.")
+@_verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
 def submit(
     prompt: str,
@@ -119,6 +133,8 @@ def submit(
     cwd: str | None,
     model: str | None,
     context_json: str | None,
+    metadata_json: str | None,
+    meta_pairs: tuple[str, ...],
     profile: str | None,
     partial: bool,
     max_turns: int | None,
@@ -127,15 +143,19 @@ def submit(
     on_busy: str,
     resume_policy: str,
     follow: bool,
+    verbose: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Queue PROMPT for a session ("-" reads the prompt from stdin).
 
     A prompt that starts with "-" goes after "--": claude-queue submit --session s -- "--x".
-    With --follow, exits 0 if the run succeeded and 1 otherwise. On a terminal
-    (and without --json), --follow asks about each permission request inline:
-    Allow? [y/N] (an empty answer denies).
+    With --follow, exits 0 if the run succeeded and 1 otherwise; Ctrl-C stops
+    following (the run goes on), prints the command that cancels it, and exits 130.
+    On a terminal (and without --json), --follow asks about each permission request
+    inline: Allow? [y/N] (an empty answer denies).
     """
+    verbosity = _verbosity(verbose, quiet)
     if prompt == "-":
         prompt = sys.stdin.read()
     context = None
@@ -149,6 +169,7 @@ def submit(
         "cwd": cwd,
         "model": model,
         "context": context,
+        "metadata": _metadata(metadata_json, meta_pairs),
         "profile": profile,
         "max_turns": max_turns,
         "timeout_s": timeout_s,
@@ -164,44 +185,82 @@ def submit(
     except (InvalidJobError, SessionBusy) as exc:
         fail(str(exc), ExitCode.USAGE)
     if not follow:
-        payload = {
-            "session_id": handle.session_id,
-            "run_id": handle.run_id,
-            "seq": handle.queued_seq,
-        }
-        click.echo(
-            json.dumps(payload)
-            if as_json
-            else f"queued run {handle.run_id} "
-            f"in session {handle.session_id} (seq {handle.queued_seq})"
-        )
+        if as_json:
+            echo_json(
+                {"session_id": handle.session_id, "run_id": handle.run_id, "seq": handle.queued_seq}
+            )
+        else:
+            click.echo(
+                f"queued run {handle.run_id} in session {handle.session_id} "
+                f"(seq {handle.queued_seq})"
+            )
         return
-    status = _follow(handle.stream(), as_json, client)
+    follower = Follower(
+        client,
+        as_json=as_json,
+        verbosity=verbosity,
+        session_id=handle.session_id,
+        run_id=handle.run_id,
+    )
+    status = _following(follower, handle.stream())
     sys.exit(ExitCode.OK if status is RunStatus.SUCCEEDED else ExitCode.RUN_FAILED)
 
 
 @main.command()
-@click.argument("session_id")
+@session_argument()
 @click.option("--after", type=int, default=0, show_default=True, help="Replay after this seq.")
 @click.option("--no-follow", is_flag=True, help="Print the log and exit; do not wait.")
 @click.option("--until-finished", is_flag=True, help="Stop at the next finished event.")
+@click.option("--wait", is_flag=True, help="Wait for a session that has logged nothing yet.")
+@_verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
-def tail(session_id: str, after: int, no_follow: bool, until_finished: bool, as_json: bool) -> None:
-    """Replay a session's events, then follow new ones live (Ctrl-C to stop).
+def tail(
+    session_id: str,
+    after: int,
+    no_follow: bool,
+    until_finished: bool,
+    wait: bool,
+    verbose: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Replay a session's events, then follow new ones live (Ctrl-C to stop: exit 130).
 
-    On a terminal (and without --json) each open permission request is asked
-    about inline: Allow? [y/N].
+    A session that has logged nothing is an error (exit 4) unless --wait is given,
+    which follows until its first event comes. With --until-finished, exits 0 if
+    that run succeeded and 1 otherwise. On a terminal (and without --json) each
+    open permission request is asked about inline: Allow? [y/N].
     """
+    verbosity = _verbosity(verbose, quiet)
+    if wait and no_follow:
+        raise click.UsageError("--wait follows the session; it cannot go with --no-follow")
     client = connect()
+    try:
+        info = client.session(session_id)
+    except InvalidJobError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    if info is None or info.last_seq == 0:
+        if not wait:
+            fail(
+                f"no session {session_id!r} (nothing logged; --wait waits for its first event)",
+                ExitCode.NOT_FOUND,
+            )
+        make_console(stderr=True).print(
+            f"waiting for session {session_id} to log its first event (Ctrl-C to stop)",
+            markup=False,
+            style="dim",
+        )
     stream = client.stream(
         session_id, after=after, follow=not no_follow, stop_at_finish=until_finished
     )
-    with contextlib.suppress(KeyboardInterrupt, click.Abort):  # Abort: Ctrl-C at a prompt
-        _follow(stream, as_json, client)
+    follower = Follower(client, as_json=as_json, verbosity=verbosity, session_id=session_id)
+    status = _following(follower, stream)
+    if until_finished and status is not RunStatus.SUCCEEDED:
+        sys.exit(ExitCode.RUN_FAILED)
 
 
 @main.command()
-@click.argument("session_id")
+@session_argument()
 @click.option("--run", "run_id", help="Run to cancel (default: the session's current run).")
 @click.option("--wait", is_flag=True, help="Wait until the owning worker has ended the run.")
 @click.option(
@@ -218,7 +277,7 @@ def tail(session_id: str, after: int, no_follow: bool, until_finished: bool, as_
     "and kills the process tree if the turn has not ended after SECONDS "
     "(0: kill at once).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 def cancel(
     session_id: str,
     run_id: str | None,
@@ -228,98 +287,29 @@ def cancel(
     as_json: bool,
 ) -> None:
     """Cancel a queued or running run; the CLI and everything it started are killed
-    (at once, or after --grace SECONDS if its turn has not ended by then)."""
+    (at once, or after --grace SECONDS if its turn has not ended by then).
+
+    Exits 4 if there is no such session; 0 also when it had nothing to cancel.
+    """
+    client = connect()
+    known_session(client, session_id)
     try:
-        result = connect().cancel(
+        result = client.cancel(
             session_id, run_id=run_id, wait=wait, timeout_s=timeout_s, grace_s=grace_s
         )
     except InvalidJobError as exc:
         fail(str(exc), ExitCode.USAGE)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        echo_json(result.as_dict())
     else:
         click.echo(f"{result.outcome.value} (session {session_id}, run {result.run_id or '-'})")
     unreachable = result.outcome is CancelOutcome.OWNER_UNREACHABLE
     sys.exit(ExitCode.RUN_FAILED if unreachable else ExitCode.OK)
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(as_json: bool) -> None:
-    """Queue depth, workers, and runs in progress."""
-    info = connect().status()
-    if as_json:
-        click.echo(json.dumps(info.as_dict()))
-        return
-    console = Console(highlight=False)
-    console.print(f"queue [bold]{info.queue}[/]: {info.queued} queued")
-    console.print(f"workers: {len(info.workers)}")
-    now = time.time()
-    for worker_info in info.workers:
-        console.print(
-            f"  {worker_info.name}  {worker_info.state}  job={worker_info.current_job or '-'}"
-        )
-        for session_id, expires_at in sorted(worker_info.warm_sessions.items()):
-            console.print(f"    warm {session_id}  {max(0, round(expires_at - now))}s left")
-    console.print(f"running runs: {len(info.running)}")
-    for run_id, session_id in info.running.items():
-        console.print(f"  {run_id}  session={session_id}")
-
-
-@main.command()
-@click.option("--limit", type=int, default=100, show_default=True, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
-def sessions(limit: int, as_json: bool) -> None:
-    """List sessions, most recently active first."""
-    infos = connect().sessions(limit=limit)
-    if as_json:
-        for info in infos:
-            click.echo(json.dumps(info.as_dict()))
-        return
-    console = Console(highlight=False)
-    if not infos:
-        console.print("no sessions")
-    for info in infos:
-        console.print(
-            f"{info.session_id}  [bold]{info.state}[/]  last run {info.last_run_id or '-'}  "
-            f"claude {info.claude_session_id or '-'}  {info.events} events  "
-            f"transcript {info.transcript_bytes} B"
-        )
-
-
-@main.group()
-def session() -> None:
-    """Show or delete one session."""
-
-
-@session.command("show")
-@click.argument("session_id")
-def session_show(session_id: str) -> None:
-    """Everything known about a session, as JSON, with its open permission requests."""
-    client = connect()
-    try:
-        info = client.session(session_id)
-    except InvalidJobError as exc:
-        fail(str(exc), ExitCode.USAGE)
-    if info is None:
-        fail(f"no session {session_id!r}", ExitCode.RUN_FAILED)
-    shown = info.as_dict()
-    shown["open_requests"] = [request_summary(o) for o in client.open_requests(session_id)]
-    click.echo(json.dumps(shown, indent=2))
-
-
-@session.command("delete")
-@click.argument("session_id")
-@click.option("--force", is_flag=True, help="Cancel queued and running runs first.")
-def session_delete(session_id: str, force: bool) -> None:
-    """Delete a session's log, transcript and state."""
-    try:
-        removed = connect().delete_session(session_id, force=force)
-    except (InvalidJobError, SessionBusy) as exc:  # a bad id is refused before any delete
-        fail(str(exc), ExitCode.USAGE)
-    click.echo(f"deleted session {session_id} ({removed} keys)")
-
-
+main.add_command(status)
+main.add_command(sessions)
+main.add_command(session)
 main.add_command(reap)
 main.add_command(worker)
 main.add_command(acl)
@@ -327,6 +317,7 @@ main.add_command(approve)
 main.add_command(deny)
 main.add_command(requests_command)
 main.add_command(serve)
+main.add_command(completion)
 
 if __name__ == "__main__":
     main()

@@ -7,18 +7,22 @@ from typing import cast
 
 import click
 
-from producer.cli_common import connect, fail, settings_or_exit
+from producer.cli_common import connect, echo_json, fail, settings_or_exit
 from shared.exitcodes import ExitCode
 
 
 @click.command()
-def reap() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+def reap(as_json: bool) -> None:
     """Declare runs lost whose worker died (for cron; every worker also does this)."""
     from worker.reaper import reap_all
 
     client = connect()
     lost = reap_all(client.store)
-    click.echo(f"{lost} run(s) declared lost")
+    if as_json:
+        echo_json({"lost_runs": lost})
+    else:
+        click.echo(f"{lost} {'run' if lost == 1 else 'runs'} declared lost")
 
 
 @click.command()
@@ -39,9 +43,50 @@ def reap() -> None:
     show_default=True,
     help="Run a pool of this many worker processes.",
 )
-def worker(burst: bool, name: str | None, mode: str, processes: int) -> None:
-    """Run a worker: take prompt jobs from the queue and run the Claude CLI."""
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (a pool: all members, merged).",
+)
+@click.option(
+    "--metrics-host", default="0.0.0.0", show_default=True, help="Address of --metrics-port."
+)
+@click.option("--metrics-dir", hidden=True, help="Pool members: write metrics into this folder.")
+def worker(
+    burst: bool,
+    name: str | None,
+    mode: str,
+    processes: int,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_dir: str | None,
+) -> None:
+    """Run a worker: take prompt jobs from the queue and run the Claude CLI.
+
+    It refuses to start if the Claude CLI cannot be found (see `claude-queue doctor`).
+    """
     settings = settings_or_exit()
+    from producer.doctor import start_problem
+
+    problem = start_problem(settings)
+    if problem is not None:
+        fail(problem, ExitCode.USAGE)
+    if metrics_port is not None or metrics_dir is not None:
+        from shared.metrics import metrics_directory
+
+        with metrics_directory(metrics_dir) as directory:
+            from worker.metrics import run_with_metrics  # after the folder is chosen
+
+            code = run_with_metrics(
+                settings,
+                directory=directory,
+                serve_on=None if metrics_port is None else (metrics_host, metrics_port),
+                processes=processes,
+                burst=burst,
+                name=name,
+                mode="simple" if mode == "simple" else "fork",
+            )
+        sys.exit(code)
     if processes > 1:
         from worker.pool import run_pool
 

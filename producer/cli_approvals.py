@@ -4,7 +4,6 @@ inline `Allow? [y/N]` of a followed run on a terminal."""
 from __future__ import annotations
 
 import getpass
-import json
 import sys
 from typing import Any
 
@@ -18,7 +17,7 @@ from producer.approvals import (
     expires_in_s,
     input_preview,
 )
-from producer.cli_common import connect, fail
+from producer.cli_common import connect, echo_json, fail, known_session
 from producer.client import Client
 from producer.errors import InvalidJobError
 from shared.control import MAX_DECIDED_BY_CHARS
@@ -74,6 +73,7 @@ def _answer(
     as_json: bool,
 ) -> None:
     client = connect()
+    known_session(client, session_id)
     try:
         result = client.respond(
             session_id,
@@ -86,7 +86,7 @@ def _answer(
         fail(str(exc), ExitCode.USAGE)
     text = outcome_text(result, allow=allow)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        echo_json(result.as_dict())
     if not result.delivered:
         fail(text, ExitCode.RUN_FAILED)
     if not as_json:
@@ -106,7 +106,8 @@ def approve(session_id: str, request_id: str, decided_by: str | None, as_json: b
     """Allow a permission request of the session's running run.
 
     Exits 0 if the answer reached the run, 1 if the request was already decided
-    (by someone else, or by its timeout), is unknown, or its run has ended.
+    (by someone else, or by its timeout), is unknown, or its run has ended;
+    4 if there is no such session.
     """
     _answer(
         session_id, request_id, allow=True, message=None, decided_by=decided_by, as_json=as_json
@@ -144,13 +145,15 @@ def requests_command(session_id: str, as_json: bool) -> None:
 
     Answer them with `claude-queue approve` or `claude-queue deny`.
     """
+    client = connect()
+    known_session(client, session_id)
     try:
-        found = connect().open_requests(session_id)
+        found = client.open_requests(session_id)
     except InvalidJobError as exc:
         fail(str(exc), ExitCode.USAGE)
     if as_json:
         for open_request in found:
-            click.echo(json.dumps(open_request.as_dict()))
+            echo_json(open_request.as_dict())
         return
     if not found:
         click.echo(f"no open permission requests in session {session_id}")

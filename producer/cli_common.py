@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NoReturn
 
 import click
 import redis
+from rich.console import Console
 
 from producer.client import Client
-from producer.errors import RedisUnavailable, redis_errors
+from producer.errors import InvalidJobError, RedisUnavailable, redis_errors
 from shared.exitcodes import ExitCode
+from shared.runstore import SessionInfo
 from shared.settings import Settings, SettingsError
 
 
@@ -49,6 +52,17 @@ def connect() -> Client:
     return client
 
 
+def known_session(client: Client, session_id: str) -> SessionInfo:
+    """The session's info; exit 2 for an id submit would refuse, 4 for an unknown one."""
+    try:
+        info = client.session(session_id)
+    except InvalidJobError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    if info is None:
+        fail(f"no session {session_id!r}", ExitCode.NOT_FOUND)
+    return info
+
+
 class Group(click.Group):
     """Turns a Redis outage in the middle of any command into one line and exit 3."""
 
@@ -59,3 +73,34 @@ class Group(click.Group):
             redis_down(exc)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # below the client (reap)
             redis_down(RedisUnavailable.from_error(exc))
+
+
+# A pipe gets no wrapping: lines as long as this stay whole (grep, log shippers).
+_PIPE_WIDTH = 100_000
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout (or stderr): colour and live widgets on a terminal only.
+
+    Not a terminal: no colour, no wrapping, no markup of ours can widen a line.
+    rich itself honours NO_COLOR (and FORCE_COLOR, TERM=dumb) on a terminal.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream, highlight=False, stderr=stderr)
+    return Console(
+        file=stream,
+        highlight=False,
+        soft_wrap=True,
+        width=_PIPE_WIDTH,
+        color_system=None,
+        no_color=True,
+        emoji=False,
+        force_terminal=False,
+        force_interactive=False,
+    )
+
+
+def echo_json(value: object) -> None:
+    """One JSON object on one line: the shape every --json output uses."""
+    click.echo(json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str))

@@ -1,18 +1,23 @@
-"""`status()`: queue depth, the queue's RQ workers (with the sessions each holds warm)
-and the runs in progress, typed."""
+"""`status()`: queue depth, the queue's RQ workers (with the sessions each holds warm),
+the runs in progress with their start times, and the runs that failed in the last hour;
+`read_position()`: where one queued run stands."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
 import redis
 from rq import Queue, Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from shared.keys import Keys
+from shared.rqjobs import queue_key
 from shared.runstore.replies import warm_sessions
 from shared.settings import Settings
 
@@ -43,12 +48,20 @@ class WorkerInfo:
         return asdict(self)
 
 
+FAILED_WINDOW_S = 3600
+# Failed jobs looked at, newest first, to count the last hour's (a bounded read).
+_FAILED_SCAN = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStatus:
     queue: str
     queued: int  # jobs waiting in the RQ queue
     workers: list[WorkerInfo]
     running: dict[str, str] = field(default_factory=dict)  # run id -> session id
+    # run id -> epoch seconds it started (RQ's started_at of its job), when known
+    started_at: dict[str, float] = field(default_factory=dict)
+    failed_last_hour: int = 0  # runs RQ holds as failed that ended in the last hour
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,7 +69,34 @@ class QueueStatus:
             "queued": self.queued,
             "workers": [worker.as_dict() for worker in self.workers],
             "running": dict(self.running),
+            "started_at": dict(self.started_at),
+            "failed_last_hour": self.failed_last_hour,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePosition:
+    """Where a queued run stands, for `submit --follow` while it waits."""
+
+    position: int | None  # 1-based place in the shared queue; None: not in it
+    queued: int  # jobs in the shared queue
+    workers: int
+    busy: int  # workers working on a job now
+    ahead_in_session: int  # runs of the same session submitted before it and pending
+
+    def describe(self) -> str:
+        """`3rd in queue, 2 of 2 workers busy` (or why it is not in the queue)."""
+        from producer.render_text import ordinal, plural
+
+        if self.ahead_in_session:
+            where = f"behind {plural(self.ahead_in_session, 'earlier run')} of its session"
+        elif self.position is not None:
+            where = f"{ordinal(self.position)} in queue"
+        else:
+            where = "being picked up"
+        if self.workers == 0:
+            return f"{where}, no worker is running"
+        return f"{where}, {self.busy} of {plural(self.workers, 'worker')} busy"
 
 
 def worker_state(value: object) -> WorkerState | str:
@@ -107,9 +147,63 @@ def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> Queu
         for worker in Worker.all(queue=queue)
     ]
     raw_running = cast(dict[bytes, bytes], connection.hgetall(keys.running))
+    running = {run.decode(): session.decode() for run, session in raw_running.items()}
     return QueueStatus(
         queue=settings.queue_name,
         queued=queue.count,
         workers=workers,
-        running={run.decode(): session.decode() for run, session in raw_running.items()},
+        running=running,
+        started_at=_started_at(connection, list(running)),
+        failed_last_hour=_failed_since(connection, queue, time.time() - FAILED_WINDOW_S),
+    )
+
+
+def _jobs(connection: redis.Redis, job_ids: list[str]) -> list[Job]:
+    """The RQ jobs of these ids that still exist (read as data: never executed here)."""
+    if not job_ids:
+        return []
+    found = Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer)
+    return [job for job in found if job is not None]
+
+
+def _started_at(connection: redis.Redis, run_ids: list[str]) -> dict[str, float]:
+    return {
+        job.id: job.started_at.timestamp()
+        for job in _jobs(connection, run_ids)
+        if job.started_at is not None
+    }
+
+
+def _failed_since(connection: redis.Redis, queue: Queue, since: float) -> int:
+    """Failed jobs of the queue that ended after `since` (the newest _FAILED_SCAN only)."""
+    registry = FailedJobRegistry(queue=queue)
+    # Scored by expiry (end + failure TTL): the newest failures have the highest scores.
+    newest = cast(list[bytes], connection.zrevrange(registry.key, 0, _FAILED_SCAN - 1))
+    job_ids = [member.decode(errors="replace") for member in newest]
+    return sum(
+        1
+        for job in _jobs(connection, job_ids)
+        if job.ended_at is not None and job.ended_at.timestamp() >= since
+    )
+
+
+def read_position(
+    connection: redis.Redis, settings: Settings, keys: Keys, session_id: str, run_id: str
+) -> QueuePosition:
+    """Where `run_id` waits: its place in the shared queue, the workers, its session."""
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    pipe = connection.pipeline(transaction=False)
+    pipe.lpos(queue_key(settings.queue_name), run_id)
+    pipe.llen(queue_key(settings.queue_name))
+    pipe.lrange(keys.pending(session_id), 0, -1)
+    index, length, pending = pipe.execute()
+    pending_ids = [member.decode(errors="replace") for member in cast(list[bytes], pending)]
+    ahead = pending_ids.index(run_id) if run_id in pending_ids else 0
+    states = [str(worker.get_state()) for worker in Worker.all(queue=queue)]
+    return QueuePosition(
+        position=None if index is None else int(index) + 1,
+        queued=int(length),
+        workers=len(states),
+        busy=sum(1 for state in states if state == WorkerState.BUSY.value),
+        ahead_in_session=ahead,
     )
