@@ -49,7 +49,10 @@ def reap(as_json: bool) -> None:
     help="Serve Prometheus metrics on this port at /metrics (a pool: all members, merged).",
 )
 @click.option(
-    "--metrics-host", default="0.0.0.0", show_default=True, help="Address of --metrics-port."
+    "--metrics-host",
+    default="0.0.0.0",  # noqa: S104 (a container is scraped on its pod address)
+    show_default=True,
+    help="Address of --metrics-port.",
 )
 @click.option("--metrics-dir", hidden=True, help="Pool members: write metrics into this folder.")
 def worker(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis
 import structlog
@@ -27,9 +27,14 @@ from worker.context import WorkerContext
 from worker.runner import claim_and_fail, execute_run
 from worker.webhooks import after_run
 
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
+
 log = structlog.get_logger(__name__)
 
 _context: ContextVar[WorkerContext | None] = ContextVar("claude_queue_worker", default=None)
+# The worker process's metrics, when it serves them (claude-queue worker --metrics-port).
+_metrics: ContextVar[WorkerMetrics | None] = ContextVar("claude_queue_metrics", default=None)
 # A run's `finished` is its last event, so it sits among the newest few of its session.
 _REASON_SEARCH_EVENTS = 64
 
@@ -57,12 +62,14 @@ class RunInterrupted(RunEnded):
 
 
 @contextmanager
-def bound_context(ctx: WorkerContext) -> Iterator[None]:
-    """Make `ctx` the context of jobs performed inside this block."""
+def bound_context(ctx: WorkerContext, metrics: WorkerMetrics | None = None) -> Iterator[None]:
+    """Make `ctx` (and `metrics`) the context of jobs performed inside this block."""
     token = _context.set(ctx)
+    metrics_token = _metrics.set(metrics)
     try:
         yield
     finally:
+        _metrics.reset(metrics_token)
         _context.reset(token)
 
 
@@ -75,7 +82,7 @@ def run_prompt(payload: Any) -> str:
         request = RunRequest.model_validate(payload)
     except ValidationError as exc:
         _refuse(payload, describe_validation_error(exc), ctx)
-    status = execute_run(request, ctx)
+    status = execute_run(request, ctx, _metrics.get())
     if status is None:
         return "skipped"
     after_run(ctx, request)  # its finished is published: enqueue its webhook, if any

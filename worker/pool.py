@@ -20,6 +20,7 @@ import structlog
 from shared.connection import sync_redis
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
+from shared.metrics import absorb_dead_process
 from shared.settings import Settings, redact_url
 from worker.proctree import hide_environment
 from worker.rqworker import default_worker_name
@@ -30,13 +31,21 @@ _RESTART_BACKOFF_S = 1.0
 _SUPERVISE_EVERY_S = 0.5
 
 
-def _member_argv(name: str, *, burst: bool, mode: str) -> list[str]:
+def _member_argv(name: str, *, burst: bool, mode: str, metrics_dir: str | None) -> list[str]:
     argv = [sys.executable, "-m", "producer", "worker", "--name", name, "--mode", mode]
+    if metrics_dir is not None:  # members write metrics there; the pool serves them
+        argv += ["--metrics-dir", metrics_dir]
     return [*argv, "--burst"] if burst else argv
 
 
 def run_pool(
-    settings: Settings, *, processes: int, burst: bool, name: str | None, mode: str
+    settings: Settings,
+    *,
+    processes: int,
+    burst: bool,
+    name: str | None,
+    mode: str,
+    metrics_dir: str | None = None,
 ) -> int:
     """Run until every member has exited (burst) or the pool is signalled to stop."""
     configure_logging(settings)
@@ -65,7 +74,9 @@ def run_pool(
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for member_name in names:
-        members[member_name] = subprocess.Popen(_member_argv(member_name, burst=burst, mode=mode))
+        members[member_name] = subprocess.Popen(
+            _member_argv(member_name, burst=burst, mode=mode, metrics_dir=metrics_dir)
+        )
     log.info("pool_started", members=names, pid=os.getpid())
     while members:
         for member_name, member in list(members.items()):
@@ -73,6 +84,8 @@ def run_pool(
             if code is None:
                 continue
             del members[member_name]
+            if metrics_dir is not None:  # what it counted stays; its files go
+                absorb_dead_process(metrics_dir, member.pid, into_pid=os.getpid())
             if stopping or burst or code == 0:
                 continue
             if code == ExitCode.USAGE:
@@ -83,7 +96,7 @@ def run_pool(
             log.warning("pool_member_died", member=member_name, exit_code=code)
             time.sleep(_RESTART_BACKOFF_S)
             members[member_name] = subprocess.Popen(
-                _member_argv(member_name, burst=burst, mode=mode)
+                _member_argv(member_name, burst=burst, mode=mode, metrics_dir=metrics_dir)
             )
         if members:
             time.sleep(_SUPERVISE_EVERY_S)  # a signal cuts this short

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import redis
 import structlog
@@ -68,6 +69,14 @@ class OwnershipLost(RuntimeError):
     """Redis refused our events: the run was finished, or its lease passed to someone else."""
 
 
+class PublishMeter(Protocol):
+    """What metrics hear from a publisher (worker/metrics.py RunMeter)."""
+
+    def added(self, event: Event) -> None: ...
+    def written(self, types: Sequence[str]) -> None: ...
+    def buffered(self, total_bytes: int) -> None: ...
+
+
 class Publisher:
     """Buffers and publishes one run's events, in order, exactly once each."""
 
@@ -92,7 +101,7 @@ class Publisher:
         self._clock = clock
         self._header = envelope_header(session_id, run_id)
         self._touched_at = -math.inf
-        self._pending: deque[tuple[int, str, int]] = deque()  # index, body, bytes
+        self._pending: deque[tuple[int, str, int, str]] = deque()  # index, body, bytes, type
         self._next_index = 1
         self._buffered_bytes = 0
         self._logged_bytes = 0
@@ -105,6 +114,11 @@ class Publisher:
         self._delays = retry_backoff(store.settings).delays()
         self.published = 0
         self.last_seq = 0
+        self._meter: PublishMeter | None = None
+
+    def attach(self, meter: PublishMeter) -> None:
+        """Tell `meter` about every event queued and written from now on."""
+        self._meter = meter
 
     def limit_run_log(self, max_bytes: int) -> None:
         """Cap what this run writes to its log; ordinary events past it are refused."""
@@ -136,9 +150,12 @@ class Publisher:
                 f"{self._log_budget}-byte limit (CLAUDE_QUEUE_MAX_RUN_LOG_BYTES)"
             )
         self._logged_bytes += size
-        self._pending.append((self._next_index, body, size))
+        self._pending.append((self._next_index, body, size, event.type.value))
         self._buffered_bytes += size
         self._next_index += 1
+        if self._meter is not None:
+            self._meter.added(event)
+            self._meter.buffered(self._buffered_bytes)
 
     def _encode(self, event: Event, ts: float) -> str:
         try:
@@ -247,11 +264,13 @@ class Publisher:
     def _drain(self, final_status: RunStatus | None) -> None:
         while True:
             batch: list[tuple[int, str]] = []
+            types: list[str] = []
             size = 0
-            for index, body, body_size in self._pending:
+            for index, body, body_size, event_type in self._pending:
                 if len(batch) >= _MAX_BATCH_EVENTS or size >= _MAX_BATCH_BYTES:
                     break
                 batch.append((index, body))
+                types.append(event_type)
                 size += body_size
             last_batch = len(batch) == len(self._pending)
             status = final_status if last_batch else None
@@ -261,6 +280,9 @@ class Publisher:
             for _ in batch:
                 self._pending.popleft()
             self._buffered_bytes -= size
+            if self._meter is not None and batch:
+                self._meter.written(types)
+                self._meter.buffered(self._buffered_bytes)
             if last_batch:
                 return
 

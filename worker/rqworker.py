@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import redis
 import structlog
@@ -39,6 +39,7 @@ from rq.utils import import_job_class
 
 from shared.backoff import Backoff, reconnect_backoff
 from shared.connection import sync_redis
+from shared.events import RunStatus
 from shared.exitcodes import ExitCode
 from shared.keys import keys_from
 from shared.logging import configure_logging
@@ -57,6 +58,9 @@ from worker.proctree import die_with_parent, enable_subreaper, hide_environment,
 from worker.reaper import finish_for_worker, kill_orphans
 from worker.routing import OwnQueueMixin, warm_pool
 from worker.webhooks import enqueue_for_run
+
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -107,8 +111,10 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         # The job guard relies on the JSON serializer, which never imports anything.
         kwargs["job_class"] = _guarded_job_class(kwargs.get("job_class"))
         kwargs["serializer"] = JSONSerializer
+        self._metrics: WorkerMetrics | None = kwargs.pop("metrics", None)
         super().__init__(_queue_names(queues), *args, **kwargs)  # type: ignore[call-arg]
         self._settings = settings
+        self._horse_pids: list[int] = []  # work horses whose metric files to absorb
         self._context: WorkerContext | None = None
         self._maintenance: Maintenance | None = None
         self._ended: RunEnded | None = None
@@ -163,7 +169,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         except redis.RedisError as exc:
             log.warning("warm_withdraw_failed", error=str(exc))
         kill_orphans(ctx.store)
-        self._maintenance = Maintenance(ctx)
+        metrics = self._metrics
+        self._maintenance = Maintenance(ctx) if metrics is None else metrics.maintenance(ctx)
         self._maintenance.start()
 
     def _warn_if_mismatched(self, settings: Settings) -> None:
@@ -215,7 +222,14 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
             except redis.RedisError as exc:
                 # The reaper ends the run once its lease expires; the worker goes on.
                 log.warning("after_job_check_failed", run_id=job.id, error=str(exc))
+            if self._metrics is not None:
+                self._metrics.after_job(job, self._horse_pids)
             self._become_idle()
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        super().fork_work_horse(job, queue)  # type: ignore[misc]
+        if self._metrics is not None:  # only the parent returns here
+            self._horse_pids.append(self._horse_pid)  # type: ignore[attr-defined]
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         if getattr(self, "_is_horse", False):
@@ -223,7 +237,7 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
             die_with_parent()
         self._ended = None
         try:
-            with bound_context(self.context):
+            with bound_context(self.context, self._metrics):
                 return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
         finally:
             structlog.contextvars.clear_contextvars()
@@ -294,6 +308,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
             log.warning("run_leftovers_killed", run_id=run_id, processes=leftovers)
             if finish_for_worker(ctx.store, worker_name=self.name, run_id=run_id):
                 log.warning("run_interrupted_by_worker_stop", run_id=run_id)
+                if self._metrics is not None:
+                    self._metrics.run_ended_elsewhere(RunStatus.INTERRUPTED)
                 ttl_s = job.get_result_ttl(self.default_result_ttl)
                 mark_canceled(ctx.redis, job.origin, run_id, ttl_s=-1 if ttl_s is None else ttl_s)
                 enqueue_for_run(ctx.redis, ctx.settings, run_id)  # its webhook, if any
@@ -348,7 +364,11 @@ def default_worker_name(settings: Settings) -> str:
 
 
 def build_worker(
-    settings: Settings, *, name: str | None = None, mode: WorkerMode = "fork"
+    settings: Settings,
+    *,
+    name: str | None = None,
+    mode: WorkerMode = "fork",
+    metrics: WorkerMetrics | None = None,
 ) -> ForkingClaudeWorker | SimpleClaudeWorker:
     """A worker on the configured queue, with these settings."""
     worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
@@ -357,15 +377,21 @@ def build_worker(
         name=name or default_worker_name(settings),
         connection=sync_redis(settings),
         settings=settings,
+        metrics=metrics,
     )
 
 
 def run_worker(
-    settings: Settings, *, name: str | None = None, burst: bool = False, mode: WorkerMode = "fork"
+    settings: Settings,
+    *,
+    name: str | None = None,
+    burst: bool = False,
+    mode: WorkerMode = "fork",
+    metrics: WorkerMetrics | None = None,
 ) -> int:
     """Process entry of `claude-queue worker`: work the queue until stopped."""
     configure_logging(settings)
-    rq_worker = build_worker(settings, name=name, mode=mode)
+    rq_worker = build_worker(settings, name=name, mode=mode, metrics=metrics)
     try:
         rq_worker.connection.ping()
     except (redis.RedisError, OSError) as exc:
@@ -386,7 +412,7 @@ def run_worker(
             _await_redis(rq_worker, reconnect_backoff(settings))
             with contextlib.suppress(redis.RedisError):
                 rq_worker.register_death()  # type: ignore[no-untyped-call]
-            rq_worker = build_worker(settings, name=rq_worker.name, mode=mode)
+            rq_worker = build_worker(settings, name=rq_worker.name, mode=mode, metrics=metrics)
 
 
 def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker, backoff: Backoff) -> None:

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
@@ -37,6 +38,9 @@ from worker.process import CliProcess
 from worker.proctree import enable_subreaper
 from worker.publisher import OwnershipLost, Publisher
 from worker.pump import CancelState, flag_set, pump
+
+if TYPE_CHECKING:  # prometheus_client is imported only where metrics are served
+    from worker.metrics import RunMeter, WorkerMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -68,15 +72,20 @@ def claim_and_fail(
         _fail_now(claimed[0], code, message, started)
 
 
-def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
+def execute_run(
+    request: RunRequest, ctx: WorkerContext, metrics: WorkerMetrics | None = None
+) -> RunStatus | None:
     """Run one request to its end. None when this delivery was not ours to run."""
     started = time.monotonic()
     claimed = claim_run(ctx, request.job.session_id, request.run_id)
     if claimed is None:
         return None
     publisher, token = claimed
+    meter = _meter(request, ctx, metrics)
+    if meter is not None:
+        publisher.attach(meter)
     try:
-        return _run_cli(request, ctx, publisher, token, started)
+        return _run_cli(request, ctx, publisher, token, started, meter)
     except OwnershipLost:
         log.warning("run_fenced_off", detail="the session lease passed on; events refused")
         return None
@@ -87,6 +96,22 @@ def execute_run(request: RunRequest, ctx: WorkerContext) -> RunStatus | None:
         with contextlib.suppress(OwnershipLost, redis.RedisError):
             _fail_now(publisher, ErrorCode.INTERNAL, f"the worker failed: {exc!r}", started)
         raise
+    finally:
+        if meter is not None:
+            meter.close()
+
+
+def _meter(
+    request: RunRequest, ctx: WorkerContext, metrics: WorkerMetrics | None
+) -> RunMeter | None:
+    if metrics is None:
+        return None
+    job = request.job
+    return metrics.run_meter(
+        profile=job.profile or ctx.settings.default_profile,
+        model=job.model,
+        submitted_at=request.submitted_at,
+    )
 
 
 def _prepare(
@@ -131,7 +156,12 @@ def _prepare(
 
 
 def _run_cli(
-    request: RunRequest, ctx: WorkerContext, publisher: Publisher, token: str, started: float
+    request: RunRequest,
+    ctx: WorkerContext,
+    publisher: Publisher,
+    token: str,
+    started: float,
+    meter: RunMeter | None = None,
 ) -> RunStatus:
     prepared = _prepare(request, ctx, publisher, started)
     if isinstance(prepared, RunStatus):
@@ -149,6 +179,8 @@ def _run_cli(
         resources.callback(use.release)
 
         def on_cancel(message: CancelRequest) -> None:
+            if meter is not None:
+                meter.cancel_heard()
             cancel.request(message.reason, message.grace_s)
             if message.grace_s <= 0:
                 proc.kill_tree()  # at once, from this thread; a soft cancel is the pump's
