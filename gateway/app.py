@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from console import console_app
 from gateway.errors import install_error_handlers
 from gateway.routes_events import events_router
 from gateway.routes_runs import runs_router
@@ -53,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
         system_router(gateway),
     ):
         app.include_router(router)
+    # The web console (static files; a client of the routes above, nothing more).
+    app.mount("/ui", console_app(), name="console")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
