@@ -167,9 +167,10 @@ def test_unknown_requests_ended_runs_and_bad_ids(
     assert json.loads(unknown.stdout)["outcome"] == "unknown_request"
     assert "has no request r9" in unknown.stderr
 
-    idle = _cli(settings, "approve", "cli-idle", "r1")
-    assert idle.returncode == 1
-    assert "error: session cli-idle has no running run" in idle.stderr
+    nosuch = _cli(settings, "approve", "cli-nosuch", "r1")
+    assert nosuch.returncode == 4  # issue 17: an unknown session is its own error
+    assert "error: no session 'cli-nosuch'" in nosuch.stderr
+    assert _cli(settings, "deny", "cli-nosuch", "r1").returncode == 4
 
     for args in (["approve", SESSION, "r1:decision"], ["deny", "*", "r1"]):
         bad = _cli(settings, *args)
@@ -207,13 +208,16 @@ def test_requests_and_session_show_list_the_open_ones(
     ]
     assert found[0]["input"] == {"command": "touch r1"}
 
-    shown = json.loads(_cli(settings, "session", "show", SESSION).stdout)
+    table = _cli(settings, "session", "show", SESSION)
+    assert table.returncode == 0, table.stderr
+    assert "open request r1 · Bash" in table.stdout
+    shown = json.loads(_cli(settings, "session", "show", SESSION, "--json").stdout)
     assert [r["request_id"] for r in shown["open_requests"]] == ["r1", "r3"]
     assert shown["open_requests"][0]["tool_name"] == "Bash"
     assert shown["open_requests"][0]["input_preview"] == '{"command": "touch r1"}'
     assert 0 < shown["open_requests"][0]["expires_in_s"] <= 600
 
-    assert _cli(settings, "requests", "cli-idle").stdout.startswith("no open permission requests")
+    assert _cli(settings, "requests", "cli-nosuch").returncode == 4
     assert _cli(settings, "requests", "*").returncode == 2
 
 
