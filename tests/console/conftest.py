@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, expect, sync_playwright
 
 from tests.gateway.conftest import (
     HTTP_TIMEOUT_S,
@@ -41,6 +41,7 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield launched
@@ -87,9 +88,13 @@ def page_errors() -> PageErrors:
 
 
 @pytest.fixture
-def page(browser: Browser, page_errors: PageErrors) -> Iterator[Page]:
+def page(
+    browser: Browser, page_errors: PageErrors, start_gateway: GatewayFactory
+) -> Iterator[Page]:
     """A fresh tab; the test fails if the page threw or logged an error (a refused
-    request, e.g. a 401, is logged by Chromium: tests expecting one clear the list)."""
+    request, e.g. a 401, is logged by Chromium: tests expecting one clear the list).
+    It closes before the test's gateways stop (it depends on their factory)."""
+    del start_gateway
     tab = new_page(browser, page_errors)
     yield tab
     tab.context.close()

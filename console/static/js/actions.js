@@ -5,7 +5,7 @@ import { el, pretty } from "./dom.js";
 import { clock } from "./format.js";
 
 /** A status line that says how an action went. */
-function outcomeLine(name) {
+export function outcomeLine(name) {
   return el("p", { class: "outcome", role: "status", "aria-live": "polite", "data-outcome": name });
 }
 
@@ -89,14 +89,14 @@ const ANSWER_TEXT = {
   run_not_running: "The run is no longer running",
 };
 
-/** A card for one open permission request: tool, input, expiry, Allow / Deny. */
-export function requestCard(api, sessionId, row, canAnswer) {
+/** A card for one open permission request: tool, input, expiry, Allow / Deny. The
+ * outcome goes to `line`, which outlives the card (it goes once the request is decided). */
+export function requestCard(api, sessionId, row, canAnswer, line) {
   const data = row.data;
   const id = `msg-${String(data.request_id).replace(/[^\w-]/g, "")}`;
   const message = el("input", { id, type: "text", autocomplete: "off", placeholder: "optional" });
   const allow = el("button", { type: "button", class: "allow" }, "Allow");
   const deny = el("button", { type: "button", class: "danger" }, "Deny");
-  const line = outcomeLine("answer");
   const answer = (button, allowIt) => attempt(line, button, () => {
     const body = { allow: allowIt, run_id: row.run.runId };
     if (message.value.trim()) body.message = message.value.trim();
@@ -111,7 +111,7 @@ export function requestCard(api, sessionId, row, canAnswer) {
     el("pre", { class: "code" }, pretty(data.input ?? {})),
     el("p", { class: "muted" }, `Expires ${clock(data.expires_at)} `, left),
     canAnswer
-      ? [el("div", { class: "inline" }, el("label", { for: id }, "Message"), message, allow, deny), line]
+      ? el("div", { class: "inline" }, el("label", { for: id }, "Message"), message, allow, deny)
       : el("p", { class: "muted" }, "Your credential may not answer requests."));
 }
 

@@ -1,6 +1,6 @@
 // /ui/sessions/{id}: one session as a conversation, followed live.
 
-import { cancelPanel, followUpForm, requestCard, tickExpiries } from "./actions.js";
+import { cancelPanel, followUpForm, outcomeLine, requestCard, tickExpiries } from "./actions.js";
 import { clear, el } from "./dom.js";
 import { count, duration } from "./format.js";
 import { Conversation } from "./model.js";
@@ -21,7 +21,8 @@ export function conversationPage(main, api, credentials, sessionId, onAuthError)
   const events = el("span", { id: "event-count", class: "muted" });
   const problem = el("p", { id: "problem", class: "problem", role: "alert", hidden: true });
   const requests = el("div", { id: "requests", class: "requests" });
-  const streaming = el("div", { id: "streaming", class: "answer streaming", "aria-live": "off", hidden: true });
+  const answered = outcomeLine("answer");
+  const streaming = el("div", { id: "streaming", class: "streaming", "aria-live": "off", hidden: true });
   const follow = el("label", { class: "follow" }, el("input", { type: "checkbox", id: "follow", checked: true }), " Follow new events");
   let openIds = "";
   let detail = null;
@@ -29,7 +30,7 @@ export function conversationPage(main, api, credentials, sessionId, onAuthError)
   clear(main).append(
     el("h1", {}, "Session ", el("code", {}, sessionId)),
     el("p", { class: "bar" }, state, " ", live, " ", elapsed, " ", position, " ", events),
-    problem, requests, rows.element, streaming,
+    problem, requests, answered, rows.element, streaming,
     credentials.can("submit") ? followUpForm(api, sessionId) : null,
     credentials.can("cancel") ? cancelPanel(api, sessionId) : null,
     follow,
@@ -63,7 +64,7 @@ export function conversationPage(main, api, credentials, sessionId, onAuthError)
     const ids = open.map((row) => row.data.request_id).join(" ");
     if (ids === openIds) return;
     openIds = ids;
-    requests.replaceChildren(...open.map((row) => requestCard(api, sessionId, row, credentials.can("approve"))));
+    requests.replaceChildren(...open.map((row) => requestCard(api, sessionId, row, credentials.can("approve"), answered)));
   }
 
   function redraw() {
