@@ -1,0 +1,106 @@
+"""Worker metrics, scraped from a real `claude-queue worker --metrics-port` as runs happen."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from producer.client import Client
+from shared.events import EventType
+from shared.settings import Settings
+from tests.ops.support import running_worker, scrape, scrape_until, value
+from tests.redis_server import free_port
+
+STREAM_TIMEOUT_S = 60.0
+
+
+def _run(client: Client, session_id: str, prompt: str, **fields: object) -> str:
+    handle = client.submit(session_id=session_id, prompt=prompt, **fields)  # type: ignore[arg-type]
+    events = list(handle.stream(timeout_s=STREAM_TIMEOUT_S))
+    assert events[-1].type is EventType.FINISHED
+    return str(events[-1].data["status"])
+
+
+def test_metrics_follow_runs(settings: Settings, client: Client, tmp_path: Path) -> None:
+    port = free_port()
+    options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--mode", "simple")
+    with running_worker(settings, tmp_path / "worker.log", *options) as proc:
+        before = scrape_until(
+            port, lambda s: value(s, "claude_queue_workers", state="idle") == 1, proc
+        )
+        assert value(before, "claude_queue_redis_up") == 1
+        assert value(before, "claude_queue_runs_started_total") == 0
+        assert value(before, "claude_queue_workers", state="busy") == 0
+
+        assert _run(client, "ok", "hello", model="test-model", profile="readonly") == "succeeded"
+        after = scrape_until(
+            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 1
+        )
+        assert value(after, "claude_queue_runs_started_total") == 1
+        for event_type in ("queued", "started", "init", "message", "result", "finished"):
+            published = value(after, "claude_queue_events_published_total", type=event_type)
+            expected = 0 if event_type == "queued" else 1  # queued is the producer's write
+            assert published == expected, event_type
+        assert value(after, "claude_queue_run_duration_seconds_count") == 1
+        assert value(after, "claude_queue_dispatch_seconds_count") == 1
+        cost = value(
+            after, "claude_queue_cli_cost_usd_total", model="test-model", profile="readonly"
+        )
+        assert abs(cost - 0.0012) < 1e-9
+        assert value(after, "claude_queue_cli_tokens_total", model="test-model", kind="input") == 10
+        assert value(after, "claude_queue_cli_tokens_total", model="test-model", kind="output") == 5
+        assert value(after, "claude_queue_publish_buffer_bytes") == 0
+
+        assert _run(client, "bad", 'FAKE: exit code=3 stderr="boom"') == "failed"
+        failed = scrape_until(
+            port, lambda s: value(s, "claude_queue_runs_finished_total", status="failed") == 1
+        )
+        assert value(failed, "claude_queue_errors_total", code="cli_exit") == 1
+        assert value(failed, "claude_queue_runs_started_total") == 2
+
+        # A hanging run keeps the only worker busy: the next run waits in the queue.
+        hanging = client.submit(session_id="hang", prompt="FAKE: hang")
+        stream = hanging.stream(timeout_s=STREAM_TIMEOUT_S)
+        assert next(e for e in stream if e.type is EventType.STARTED)
+        client.submit(session_id="waits", prompt="hello")
+        busy = scrape_until(port, lambda s: value(s, "claude_queue_workers", state="busy") == 1)
+        assert value(busy, "claude_queue_queue_depth", queue=settings.queue_name) == 1
+        assert value(busy, "claude_queue_runs_running") == 1
+        client.cancel("hang", wait=True)
+        assert [e.data["status"] for e in stream if e.type is EventType.FINISHED] == ["interrupted"]
+        done = scrape_until(
+            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 2
+        )
+        assert value(done, "claude_queue_runs_finished_total", status="interrupted") == 1
+        assert value(done, "claude_queue_cancel_seconds_count") == 1
+        assert value(done, "claude_queue_queue_depth", queue=settings.queue_name) == 0
+        # No label carries an id.
+        text_labels = {v for (_, labels) in done for (_, v) in labels}
+        assert not {"ok", "bad", "hang", "waits"} & text_labels
+
+
+def test_pool_members_are_merged_and_outlive_a_stopped_member(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", "2")
+    with running_worker(settings, tmp_path / "pool.log", *options) as proc:
+        scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 2, proc)
+        (folder,) = tmp_path.glob("claude-queue-metrics-*")
+        for index in range(4):
+            assert _run(client, f"s{index}", "hello") == "succeeded"
+        scrape_until(
+            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 4
+        )
+        victim = next(w.pid for w in client.status().workers if w.pid)
+        assert list(folder.glob(f"*_{victim}.db"))
+        os.kill(victim, signal.SIGTERM)  # the member stops (and is not replaced: exit 0)
+        # Once the pool saw it exit, its files are folded into the pool's own.
+        after = scrape_until(port, lambda s: not list(folder.glob(f"*_{victim}.db")), proc)
+        assert value(after, "claude_queue_runs_finished_total", status="succeeded") == 4
+        assert value(after, "claude_queue_runs_started_total") == 4
+        assert value(after, "claude_queue_dispatch_seconds_count") == 4
+        assert value(scrape(port), "claude_queue_runs_started_total") == 4
+    assert proc.returncode == 0
+    assert not folder.exists()  # the private folder goes with the pool
