@@ -14,7 +14,7 @@ from producer.cli_admin import acl, reap, worker
 from producer.cli_approvals import approve, deny, requests_command
 from producer.cli_common import Group, connect, echo_json, fail, known_session, make_console
 from producer.cli_completion import completion, session_argument
-from producer.cli_follow import Follower
+from producer.cli_follow import SECOND_INTERRUPT_S, Follower
 from producer.cli_serve import serve
 from producer.cli_sessions import session, sessions, status
 from producer.errors import InvalidJobError, SessionBusy
@@ -53,6 +53,13 @@ def _metadata(metadata_json: str | None, pairs: tuple[str, ...]) -> dict[str, An
 
 
 def _verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    # Hidden: how long a second Ctrl-C offers to cancel (tests on a busy machine widen it).
+    command = click.option(
+        "--second-interrupt-s",
+        type=click.FloatRange(0.0, 3600.0),
+        default=SECOND_INTERRUPT_S,
+        hidden=True,
+    )(command)
     command = click.option(
         "-q", "--quiet", is_flag=True, help="Print only the final answer (errors on stderr)."
     )(command)
@@ -145,6 +152,7 @@ def submit(
     follow: bool,
     verbose: bool,
     quiet: bool,
+    second_interrupt_s: float,
     as_json: bool,
 ) -> None:
     """Queue PROMPT for a session ("-" reads the prompt from stdin).
@@ -201,6 +209,7 @@ def submit(
         verbosity=verbosity,
         session_id=handle.session_id,
         run_id=handle.run_id,
+        second_interrupt_s=second_interrupt_s,
     )
     status = _following(follower, handle.stream())
     sys.exit(ExitCode.OK if status is RunStatus.SUCCEEDED else ExitCode.RUN_FAILED)
@@ -222,6 +231,7 @@ def tail(
     wait: bool,
     verbose: bool,
     quiet: bool,
+    second_interrupt_s: float,
     as_json: bool,
 ) -> None:
     """Replay a session's events, then follow new ones live (Ctrl-C to stop: exit 130).
@@ -253,7 +263,13 @@ def tail(
     stream = client.stream(
         session_id, after=after, follow=not no_follow, stop_at_finish=until_finished
     )
-    follower = Follower(client, as_json=as_json, verbosity=verbosity, session_id=session_id)
+    follower = Follower(
+        client,
+        as_json=as_json,
+        verbosity=verbosity,
+        session_id=session_id,
+        second_interrupt_s=second_interrupt_s,
+    )
     status = _following(follower, stream)
     if until_finished and status is not RunStatus.SUCCEEDED:
         sys.exit(ExitCode.RUN_FAILED)

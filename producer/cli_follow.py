@@ -8,6 +8,7 @@ The command then exits 130 (ExitCode.INTERRUPTED).
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -97,8 +98,10 @@ class Follower:
         verbosity: Verbosity,
         session_id: str,
         run_id: str | None = None,
+        second_interrupt_s: float = SECOND_INTERRUPT_S,
     ) -> None:
         self.client = client
+        self.second_interrupt_s = second_interrupt_s
         self.as_json = as_json
         self.session_id = session_id
         self.run_id = run_id  # the run submit follows; None for tail
@@ -147,6 +150,9 @@ class Follower:
 
     def interrupted(self) -> NoReturn:
         """Ctrl-C: say what keeps running and how to stop it; offer to cancel on a second."""
+        # From here a Ctrl-C is held, not raised, so one that comes while the lines
+        # below are printed still counts as the second (sigtimedwait takes it).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         err = make_console(stderr=True)
         run_id = self._pending_run()
         if run_id is None:
@@ -154,18 +160,12 @@ class Follower:
             sys.exit(ExitCode.INTERRUPTED)
         command = self._cancel_command(run_id)
         err.print(
-            Text.assemble(
-                f"\nrun {run_id[:8]} is still running; ",
-                (command, "bold"),
-                " stops it",
-            )
+            Text.assemble(f"\nrun {run_id[:8]} is still running; ", (command, "bold"), " stops it")
         )
         err.print(
-            Text(f"(Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s to cancel it)", style="dim")
+            Text(f"(Ctrl-C again within {self.second_interrupt_s:g} s to cancel it)", style="dim")
         )
-        try:
-            threading.Event().wait(SECOND_INTERRUPT_S)
-        except KeyboardInterrupt:
+        if signal.sigtimedwait({signal.SIGINT}, self.second_interrupt_s) is not None:
             self._offer_cancel(run_id, command, err)
         sys.exit(ExitCode.INTERRUPTED)
 
@@ -192,10 +192,12 @@ class Follower:
         if not sys.stdin.isatty():
             err.print(Text(f"not cancelled (no terminal to confirm on); run: {command}"))
             return
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # Ctrl-C: "no"
         try:
             confirmed = click.confirm(f"Cancel run {run_id[:8]} now?", default=False, err=True)
         except (click.Abort, KeyboardInterrupt):
             confirmed = False
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         if not confirmed:
             err.print(Text(f"left running; {command} stops it"))
             return

@@ -45,6 +45,7 @@ class Lines:
     """The lines of a stream, read by a thread, waited for by content."""
 
     def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
         self.seen: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
@@ -74,6 +75,11 @@ class Lines:
             self.seen.append(line)
         return "".join(self.seen)
 
+    def close(self) -> None:
+        """Once the writer has gone: let the reader reach EOF, then close the stream."""
+        self._thread.join(TIMEOUT_S)
+        self.stream.close()
+
 
 class Piped:
     """A running command with stdout and stderr on pipes, read line by line."""
@@ -99,6 +105,8 @@ class Piped:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=TIMEOUT_S)
+        self.out.close()
+        self.err.close()
 
 
 class Terminal:
