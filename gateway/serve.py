@@ -8,6 +8,7 @@ import logging
 import structlog
 import uvicorn
 
+from gateway.gcpolicy import tune_for_serving
 from shared.logging import configure_logging
 from shared.settings import Settings, redact_url
 
@@ -48,8 +49,12 @@ class _RedactQuery(logging.Filter):
 
 
 def configure_process(settings: Settings) -> None:
-    """Logging of a gateway process: the project's structured lines, uvicorn's included."""
+    """A serving process: the project's structured log lines (uvicorn's included), and
+    full garbage collections on a timer, not mid-stream (gateway/gcpolicy.py)."""
     configure_logging(settings)
+    import gateway.app  # noqa: F401  # what it imports is built once: frozen with the rest
+
+    tune_for_serving()
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _RedactQuery) for f in access.filters):
         access.addFilter(_RedactQuery())
