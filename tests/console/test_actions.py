@@ -68,7 +68,11 @@ def test_deny_a_tool_call_with_a_message(
 
     card = page.locator(".request-card")
     card.get_by_label("Message").fill("not on production")
-    card.get_by_role("button", name="Deny").click()
+    page.keyboard.press("Tab")
+    expect(card.get_by_role("button", name="Allow")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(card.get_by_role("button", name="Deny")).to_be_focused()
+    page.keyboard.press("Enter")
 
     expect(page.locator("[data-outcome=answer]")).to_have_text("Deny: Delivered to the run")
     expect(page.locator(".row-request .decision")).to_have_text(

@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 
 from console import CONTENT_SECURITY_POLICY
 from tests.conftest import WorkerFactory
+from tests.console.conftest import PHONE
 from tests.console.support import session_url, submit, wait_finished
 from tests.gateway.server import Server
 
@@ -84,3 +85,34 @@ def test_a_conversation_shows_prompt_tool_call_result_and_final_stats(
     expect(stats).to_contain_text(f"{result['usage']['output_tokens']} out")
     expect(page.locator("#live")).to_have_text("● live")
     expect(page.locator("#event-count")).to_have_text(f"· {len(envelopes)} events")
+
+
+def test_a_queued_run_shows_its_place_and_thinking_and_errors_are_marked(
+    page: Page, open_gateway: Server, open_api: httpx.Client, start_worker: WorkerFactory
+) -> None:
+    submit(open_api, "marks-0", "first in the queue")
+    submit(open_api, "marks-1", "FAKE: thinking")
+    page.set_viewport_size(PHONE)
+    page.goto(session_url(open_gateway.url, "marks-1"))
+    expect(page.locator("#session-state")).to_have_text("queued")
+    expect(page.locator("#queue-position")).to_have_text("· queue position 2")
+    expect(page.locator("#elapsed")).to_contain_text("queued for")
+    # Phone-sized: nothing wider than the screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+    start_worker()
+    expect(page.locator(".row-finished")).to_contain_text("succeeded")
+    thinking = page.locator("details.thinking")
+    expect(thinking).not_to_have_attribute("open", "")
+    thinking.locator("summary").focus()
+    page.keyboard.press("Enter")
+    expect(thinking).to_have_attribute("open", "")
+    expect(page.locator("#session-state")).to_have_text("idle")
+    expect(page.locator("#queue-position")).to_have_text("")
+
+    submit(open_api, "marks-1", "FAKE: error_result")
+    expect(page.locator(".row-finished").nth(1)).to_contain_text("failed")
+    error = page.locator(".note-error")
+    expect(error).to_contain_text("Error: result_error")
+    expect(error).to_have_attribute("role", "alert")
+    expect(page.locator(".row-result").nth(1)).to_contain_text("Result (error)")
