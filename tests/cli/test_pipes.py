@@ -168,7 +168,7 @@ def test_json_is_one_object_per_line_on_every_command(
 
 
 def test_tables_for_sessions_status_and_session_show(
-    settings: Settings, start_worker: WorkerFactory
+    settings: Settings, client: Client, start_worker: WorkerFactory
 ) -> None:
     start_worker("tables")
     for session_id, prompt in (("t1", "hello"), ("t2", "FAKE: error_result")):
@@ -195,6 +195,17 @@ def test_tables_for_sessions_status_and_session_show(
     )
     assert status[1].split()[:6] == ["worker", "state", "run", "session", "elapsed", "warm"]
     assert status[3].split()[0] == "tables"
+
+    hanging = client.submit(session_id="t3", prompt="FAKE: hang")
+    for envelope in hanging.stream(timeout_s=60):
+        if envelope.type == "started":
+            break
+    busy = run(settings, "status").stdout.splitlines()
+    assert " 1 running · " in busy[0]
+    row = busy[3].split()
+    assert row[:4] == ["tables", "busy", hanging.run_id[:8], "t3"]
+    assert re.fullmatch(r"\d+\.\d+s|\d+m \d\ds", row[4])  # how long it has been running
+    client.cancel("t3", wait=True)
 
     shown = run(settings, "session", "show", "t2").stdout.splitlines()
     assert shown[0] == "session t2 · idle"
