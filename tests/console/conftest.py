@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.gateway.conftest import (
     HTTP_TIMEOUT_S,
@@ -25,7 +34,7 @@ from tests.gateway.server import Server
 __all__ = ["api", "gateway", "gateway_settings", "start_gateway"]
 
 PAGE_TIMEOUT_MS = 30_000  # a safety net: expectations wait on the page, not on time
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 def chromium_path() -> str | None:
@@ -80,6 +89,23 @@ def new_page(browser: Browser, errors: PageErrors, **context: Any) -> Page:
     page.on("pageerror", errors.on_error)
     page.on("console", errors.on_console)
     return page
+
+
+Shoot = Callable[..., None]
+
+
+@pytest.fixture
+def screenshot() -> Shoot:
+    """Save a screenshot of the page as <name>.png in the folder CONSOLE_SCREENSHOTS
+    names (how docs/console/ is made), or do nothing when it is unset."""
+    folder = os.environ.get("CONSOLE_SCREENSHOTS")
+
+    def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=Path(folder) / f"{name}.png", full_page=full_page)
+
+    return shoot
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from producer.client import Client
 from tests.conftest import WorkerFactory
+from tests.console.conftest import Shoot
 from tests.console.support import session_url, submit, wait_finished
 from tests.gateway.server import Server
 from tests.helpers import kill_if_alive, until_grandchild
@@ -31,6 +32,7 @@ def test_allow_a_tool_call_from_the_page_and_see_it_happen(
     open_api: httpx.Client,
     start_worker: WorkerFactory,
     tmp_path: Path,
+    screenshot: Shoot,
 ) -> None:
     start_worker()
     side_effect = tmp_path / "allowed.txt"
@@ -42,6 +44,10 @@ def test_allow_a_tool_call_from_the_page_and_see_it_happen(
     expect(card.locator("h2")).to_have_text("Claude asks to use Bash")
     expect(card.locator("pre")).to_contain_text('"command": "true"')
     expect(card).to_contain_text("Expires")
+    expect(page.locator("#session-state")).to_have_text("running")
+    expect(page.locator("#queue-position")).to_have_text("")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "permission-request", full_page=False)
     card.get_by_role("button", name="Allow").click()
 
     expect(page.locator("[data-outcome=answer]")).to_have_text("Allow: Delivered to the run")

@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 from console import CONTENT_SECURITY_POLICY
 from tests.conftest import WorkerFactory
-from tests.console.conftest import PHONE
+from tests.console.conftest import PHONE, Shoot
 from tests.console.support import session_url, submit, wait_finished
 from tests.gateway.server import Server
 
@@ -37,7 +37,11 @@ def test_pages_are_served_with_a_strict_policy(open_api: httpx.Client) -> None:
 
 
 def test_the_list_shows_a_session_appear_and_finish_live(
-    page: Page, open_gateway: Server, open_api: httpx.Client, start_worker: WorkerFactory
+    page: Page,
+    open_gateway: Server,
+    open_api: httpx.Client,
+    start_worker: WorkerFactory,
+    screenshot: Shoot,
 ) -> None:
     page.goto(f"{open_gateway.url}/ui/")
     expect(page.locator("#list-status")).to_contain_text("0 of 0 sessions")
@@ -56,6 +60,8 @@ def test_the_list_shows_a_session_appear_and_finish_live(
 
     submit(open_api, "other-one", "hello")
     expect(page.locator('tr[data-session="other-one"]')).to_be_visible()
+    expect(page.locator('tr[data-session="other-one"] td').nth(0)).to_have_text("idle")
+    screenshot(page, "sessions")
     page.fill("#filter", "list")
     expect(page.locator("#sessions tr")).to_have_count(1)
     page.click('tr[data-session="list-live"] a')
@@ -64,7 +70,11 @@ def test_the_list_shows_a_session_appear_and_finish_live(
 
 
 def test_a_conversation_shows_prompt_tool_call_result_and_final_stats(
-    page: Page, open_gateway: Server, open_api: httpx.Client, start_worker: WorkerFactory
+    page: Page,
+    open_gateway: Server,
+    open_api: httpx.Client,
+    start_worker: WorkerFactory,
+    screenshot: Shoot,
 ) -> None:
     start_worker()
     run = submit(open_api, "conv-1", 'FAKE: tool command=ls output="README.md"')
@@ -85,10 +95,15 @@ def test_a_conversation_shows_prompt_tool_call_result_and_final_stats(
     expect(stats).to_contain_text(f"{result['usage']['output_tokens']} out")
     expect(page.locator("#live")).to_have_text("● live")
     expect(page.locator("#event-count")).to_have_text(f"· {len(envelopes)} events")
+    screenshot(page, "conversation")
 
 
 def test_a_queued_run_shows_its_place_and_thinking_and_errors_are_marked(
-    page: Page, open_gateway: Server, open_api: httpx.Client, start_worker: WorkerFactory
+    page: Page,
+    open_gateway: Server,
+    open_api: httpx.Client,
+    start_worker: WorkerFactory,
+    screenshot: Shoot,
 ) -> None:
     submit(open_api, "marks-0", "first in the queue")
     submit(open_api, "marks-1", "FAKE: thinking")
@@ -116,3 +131,4 @@ def test_a_queued_run_shows_its_place_and_thinking_and_errors_are_marked(
     expect(error).to_contain_text("Error: result_error")
     expect(error).to_have_attribute("role", "alert")
     expect(page.locator(".row-result").nth(1)).to_contain_text("Result (error)")
+    screenshot(page, "phone")

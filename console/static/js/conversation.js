@@ -9,6 +9,11 @@ import { statusBadge } from "./rows.js";
 import { EventStream } from "./stream.js";
 
 const POLL_MS = 2000;
+
+function elapsedText(seconds) {
+  const whole = Math.max(0, Math.round(seconds));
+  return whole < 60 ? `${whole} s` : duration(whole);
+}
 const TICK_MS = 1000;
 
 export function conversationPage(main, api, credentials, sessionId, onAuthError) {
@@ -44,17 +49,15 @@ export function conversationPage(main, api, credentials, sessionId, onAuthError)
   function redrawStatus() {
     const current = conversation.currentRun;
     const now = Date.now() / 1000;
-    const sessionState = detail ? detail.state : current ? current.status : "idle";
+    // The stream is fresher than the last poll: a run it saw start is running.
+    let sessionState = detail ? detail.state : "idle";
+    if (current) sessionState = current.startedTs ? "running" : "queued";
     state.replaceChildren(statusBadge(sessionState));
-    if (current && current.startedTs) elapsed.textContent = `running for ${duration(Math.round(now - current.startedTs))}`;
-    else if (current) elapsed.textContent = `queued for ${duration(Math.round(now - current.queuedTs))}`;
+    if (current && current.startedTs) elapsed.textContent = `running for ${elapsedText(now - current.startedTs)}`;
+    else if (current) elapsed.textContent = `queued for ${elapsedText(now - current.queuedTs)}`;
     else elapsed.textContent = "";
-    const queued = detail && detail.state === "queued";
-    position.textContent = queued
-      ? detail.queue_position === null || detail.queue_position === undefined
-        ? "· waiting for its turn"
-        : `· queue position ${detail.queue_position + 1}`
-      : "";
+    const place = sessionState === "queued" && detail ? detail.queue_position : null;
+    position.textContent = sessionState !== "queued" ? "" : typeof place === "number" ? `· queue position ${place + 1}` : "· waiting for its turn";
     events.textContent = `· ${count(conversation.seqs)} events`;
     tickExpiries(requests);
   }
