@@ -147,3 +147,19 @@ def test_ten_thousand_events_keep_the_page_light_and_answering(
     assert rendered(page) == expected_rows(envelopes)[-2 * ROWS_IN_DOM :]
     page.locator("#prompt").fill("still typing")
     expect(page.locator("#prompt")).to_have_value("still typing")
+
+
+def test_partial_text_streams_in_then_gives_way_to_the_message(
+    page: Page, open_gateway: Server, open_api: httpx.Client, start_worker: WorkerFactory
+) -> None:
+    start_worker()
+    submit(open_api, "partial-1", "FAKE: partial n=8 delay_ms=250", include_partial_messages=True)
+    page.goto(session_url(open_gateway.url, "partial-1"))
+    streaming = page.locator("#streaming")
+    expect(streaming).to_be_visible()  # deltas arrive before the whole message
+    expect(streaming).not_to_have_text("")
+    expect(page.locator(".row-finished")).to_contain_text("succeeded")
+    expect(streaming).to_be_hidden()
+    text = page.locator(".row-text")
+    expect(text).to_have_count(1)
+    assert text.inner_text().strip()
