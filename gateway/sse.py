@@ -23,7 +23,7 @@ from typing import Final
 import anyio
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from producer.errors import StreamEnded
 from shared.events import Envelope
@@ -196,6 +196,19 @@ class FeedResponse(EventSourceResponse):
             reader.cancel()
             with anyio.move_on_after(_CLEANUP_S, shield=True):
                 await asyncio.gather(reader, return_exceptions=True)
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        # No send timeout is set (a stalled client is dropped by its buffer instead), so
+        # skip the cancel scope sse-starlette opens around every send: ~5% of the
+        # gateway's CPU per frame with 1,000 clients. Its bookkeeping is kept.
+        if self.send_timeout is not None:
+            await super()._send_with_timeout(send, message)
+            return
+        try:
+            await send(message)
+        except BaseException:
+            self._send_interrupted = True
+            raise
 
     async def _close_when_dropped(self, scope: anyio.CancelScope) -> None:
         # Cancelling stops a write blocked on the slow client; the response is left

@@ -198,3 +198,39 @@ def test_a_feed_whose_writer_stops_is_dropped_at_capacity() -> None:
     assert dropped
     assert stats.dropped == 1
     assert stats.high_water == 5
+
+
+def test_feed_response_send_skips_the_cancel_scope_and_keeps_its_bookkeeping() -> None:
+    """FeedResponse overrides sse-starlette's private _send_with_timeout: if a new
+    sse-starlette stops sending through it, or renames it, this fails."""
+    import inspect
+
+    from sse_starlette import EventSourceResponse
+
+    from gateway.sse import FeedResponse
+
+    assert "self._send_with_timeout(" in inspect.getsource(EventSourceResponse._stream_response)
+    base, ours = (
+        list(inspect.signature(cls._send_with_timeout).parameters)
+        for cls in (EventSourceResponse, FeedResponse)
+    )
+    assert base == ours == ["self", "send", "message"]
+
+    async def failing_send(_message: object) -> None:
+        raise OSError("gone")
+
+    async def main() -> None:
+        feed = ClientFeed(_envelopes(0), stats=SseStats(capacity=4), session_id="s")
+        response = FeedResponse(feed, heartbeat_s=15)
+        sent: list[object] = []
+
+        async def send(message: object) -> None:
+            sent.append(message)
+
+        await response._send_with_timeout(send, {"type": "x"})
+        assert sent == [{"type": "x"}] and not response._send_interrupted
+        with pytest.raises(OSError, match="gone"):
+            await response._send_with_timeout(failing_send, {"type": "y"})
+        assert response._send_interrupted  # so no closing body is sent after it
+
+    asyncio.run(main())
