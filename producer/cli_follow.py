@@ -31,6 +31,7 @@ from producer.render_text import duration
 from producer.status import read_position
 from shared.events import Envelope, EventType, FinishedData, RunStatus
 from shared.exitcodes import ExitCode
+from shared.runstore import SessionState
 
 SECOND_INTERRUPT_S = 2.0
 _POSITION_POLL_S = 1.0
@@ -160,7 +161,11 @@ class Follower:
             sys.exit(ExitCode.INTERRUPTED)
         command = self._cancel_command(run_id)
         err.print(
-            Text.assemble(f"\nrun {run_id[:8]} is still running; ", (command, "bold"), " stops it")
+            Text.assemble(
+                f"\nrun {run_id[:8]} is still {self._state_word(run_id)}; ",
+                (command, "bold"),
+                " stops it",
+            )
         )
         err.print(
             Text(f"(Ctrl-C again within {self.second_interrupt_s:g} s to cancel it)", style="dim")
@@ -178,6 +183,16 @@ class Follower:
         if self.run_id is not None:
             return self.run_id if self.run_id in pending else None
         return pending[0] if pending else None
+
+    def _state_word(self, run_id: str) -> str:
+        """`running` if the run heads its session and the session runs; else `queued`."""
+        try:
+            info = self.client.session(self.session_id)
+            head = self.client.store.current_run(self.session_id)
+        except (redis.RedisError, RedisUnavailable):
+            return "running"  # unknown: the cautious word
+        running = info is not None and info.state is SessionState.RUNNING and head == run_id
+        return "running" if running else "queued"
 
     def _cancel_command(self, run_id: str) -> str:
         try:

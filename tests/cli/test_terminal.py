@@ -135,3 +135,16 @@ def test_tail_waits_only_with_wait(
     failed.wait(timeout_s=60)
     replay = run(settings, "tail", "w1", "--after", str(failed.queued_seq - 1), "--until-finished")
     assert replay.returncode == 1  # that run did not succeed
+
+
+def test_ctrl_c_while_queued_says_queued(settings: Settings, client: Client) -> None:
+    follow = Piped(settings, "submit", "hi", "--session", "c4", "--follow")  # no worker
+    try:
+        follow.out.wait_for(lambda line: "queued run" in line, "the queued line")
+        follow.proc.send_signal(signal.SIGINT)
+        line = follow.err.wait_for(lambda line: "still" in line, "the hint")
+        assert line.strip().endswith("is still queued; claude-queue cancel c4 stops it")
+        assert follow.wait() == 130
+    finally:
+        follow.close()
+    assert client.cancel("c4").outcome == "cancelled_queued"
