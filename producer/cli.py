@@ -99,6 +99,12 @@ def main() -> None:
     Configuration comes from CLAUDE_QUEUE_* environment variables
     (CLAUDE_QUEUE_REDIS_URL, CLAUDE_QUEUE_QUEUE_NAME, CLAUDE_QUEUE_CLAUDE_BIN, ...);
     see the README for the full table.
+
+    \b
+    Exit codes: 0 ok, 1 the followed run did not succeed, 2 bad usage or
+    configuration, 3 Redis unreachable, 4 no such session, 130 Ctrl-C while
+    following (the run goes on). --json prints one JSON object per line.
+    Not a terminal (or NO_COLOR set): no colour; in a pipe, no wrapping.
     """
 
 
