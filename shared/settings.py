@@ -37,6 +37,7 @@ NOT_SETTINGS = frozenset(
     {"CLAUDE_QUEUE_RUN_ID", "CLAUDE_QUEUE_SCOPE", "CLAUDE_QUEUE_TEST_REDIS_URL"}
 )
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+ARCHIVE_SCHEMES = ("postgresql", "postgres")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -216,6 +217,24 @@ class Settings(BaseSettings):
         default=False, description="Allow webhooks to loopback and private addresses."
     )
 
+    archive_dsn: SecretStr = Field(
+        default=SecretStr(""),
+        description="PostgreSQL URL (postgresql://) of the run archive; empty: no archive.",
+    )
+    archive_schema: str = Field(
+        default="claude_queue",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema holding the archive's tables.",
+    )
+    archive_retention_days: int = Field(
+        default=0, ge=0, description="Archived sessions older than this are pruned; 0: kept."
+    )
+    archive_claim_idle_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="An outbox entry a drainer holds this long unacknowledged goes to another.",
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -228,6 +247,14 @@ class Settings(BaseSettings):
                 f"redis_url must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
                 f"got {scheme + '://' if scheme else 'no scheme'}"
             )
+        return value
+
+    @field_validator("archive_dsn")
+    @classmethod
+    def _archive_scheme(cls, value: SecretStr) -> SecretStr:
+        dsn = value.get_secret_value()
+        if dsn and urlsplit(dsn).scheme not in ARCHIVE_SCHEMES:
+            raise ValueError("archive_dsn must be empty or start with postgresql:// or postgres://")
         return value
 
     @field_validator("cwd_roots")
@@ -274,6 +301,16 @@ class Settings(BaseSettings):
     def redis_url_redacted(self) -> str:
         """The Redis URL with any password replaced, safe to log and print."""
         return redact_url(self.redis_url.get_secret_value())
+
+    @property
+    def archive_enabled(self) -> bool:
+        """True when an archive DSN is set."""
+        return bool(self.archive_dsn.get_secret_value())
+
+    @property
+    def archive_dsn_redacted(self) -> str:
+        """The archive DSN with any password replaced, safe to log and print."""
+        return redact_url(self.archive_dsn.get_secret_value())
 
     @property
     def scope(self) -> str:
