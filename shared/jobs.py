@@ -6,10 +6,11 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The RQ job function, by import path: producers never import worker code.
 JOB_FUNCTION = "worker.job.run_prompt"
@@ -28,6 +29,13 @@ MAX_WEBHOOK_CHARS = 2048
 
 ResumePolicy = Literal["fail", "start_fresh"]
 OnBusy = Literal["enqueue", "reject", "interrupt"]
+# Served in this order by every worker (shared/scheduling.py maps them to RQ queues).
+Priority = Literal["high", "default", "low"]
+# API errors a run may be retried after (retry_on), once the CLI's own retries gave up.
+RetryableError = Literal["overloaded", "rate_limited"]
+LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+MAX_DELAY_S = 366 * 24 * 3600.0
+MAX_RETRIES = 10
 
 
 def _json_size(value: Any) -> int:
@@ -63,6 +71,26 @@ class PromptJob(BaseModel):
         default=None,
         max_length=MAX_WEBHOOK_CHARS,
         description="https:// (or http://) URL that gets one signed POST when the run finishes.",
+    )
+    priority: Priority = Field(
+        default="default", description="high, default or low; never ahead of the session's order."
+    )
+    run_at: datetime | None = Field(
+        default=None, description="Start no earlier than this time (timezone-aware)."
+    )
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="Start no earlier than this many s."
+    )
+    limit_key: str | None = Field(
+        default=None,
+        pattern=LIMIT_KEY_PATTERN,
+        description="Concurrency-limit key (CLAUDE_QUEUE_CONCURRENCY_LIMITS), e.g. a tenant.",
+    )
+    retry_lost: int = Field(
+        default=0, ge=0, le=MAX_RETRIES, description="Submit again this many times if lost."
+    )
+    retry_on: tuple[RetryableError, ...] = Field(
+        default=(), description="API errors (overloaded, rate_limited) that submit it again."
     )
 
     @field_validator("prompt")
@@ -107,6 +135,36 @@ class PromptJob(BaseModel):
             raise ValueError("webhook must not contain whitespace or control characters")
         return value
 
+    @field_validator("run_at")
+    @classmethod
+    def _run_at_aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("run_at must carry a timezone (e.g. 2030-01-01T09:00:00+00:00)")
+        if value.timestamp() > datetime.now(UTC).timestamp() + MAX_DELAY_S:
+            raise ValueError("run_at must be within a year from now")
+        return value.astimezone(UTC)
+
+    @field_validator("retry_on")
+    @classmethod
+    def _retry_on_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> PromptJob:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("pass run_at or delay_s, not both")
+        return self
+
+    def start_at(self, now: float) -> float | None:
+        """When the run may start (epoch seconds), or None for at once."""
+        if self.run_at is not None:
+            return self.run_at.timestamp()
+        if self.delay_s is not None and self.delay_s > 0:
+            return now + self.delay_s
+        return None
+
     @field_validator("context")
     @classmethod
     def _context_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -136,6 +194,11 @@ class RunRequest(BaseModel):
     run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     submitted_at: float
     job: PromptJob
+    # Not before this epoch second (a delayed run, or one held behind its session's).
+    scheduled_for: float | None = None
+    # The run this one submits again (retry_lost / retry_on), and its attempt (1 = first retry).
+    retry_of: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    attempt: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
 
 def describe_validation_error(

@@ -36,10 +36,13 @@ from rq.registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
+    ScheduledJobRegistry,
     StartedJobRegistry,
 )
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
+
+from shared.scheduling import served_queue_names
 
 # How long a canceled job and its registry entry are kept: as long as producers
 # keep a finished job's result (producer/submission.py).
@@ -172,9 +175,27 @@ class RoutedQueue(Queue):
         push(self.routed_key, job_id)
 
 
+class PriorityListQueue(Queue):
+    """The shared queue, except that its jobs wait in one priority's list
+    (shared/scheduling.py): `origin` and every registry stay the shared queue's."""
+
+    def __init__(self, name: str, list_name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.list_key = queue_key(list_name)
+
+    def push_job_id(
+        self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False
+    ) -> None:
+        connection: Any = pipeline if pipeline is not None else self.connection
+        connection.sadd(self.redis_queues_keys, self.list_key)
+        push = connection.lpush if at_front else connection.rpush
+        push(self.list_key, job_id)
+
+
 class SubmitQueues:
-    """The Queue objects submit enqueues through: the shared queue, or routed to one
-    worker's own list; built once per route (a bounded number of them)."""
+    """The Queue objects submit enqueues through: the shared queue (or one priority's
+    list of it), or routed to one worker's own list; built once per route (a bounded
+    number of them)."""
 
     def __init__(self, queue_name: str, connection: redis.Redis, *, limit: int = 256) -> None:
         self.queue_name = queue_name
@@ -185,13 +206,27 @@ class SubmitQueues:
         self.server_version: tuple[int, int, int] | None = None
         self._queues: dict[str | None, Queue] = {}
 
-    def get(self, worker_name: str | None) -> Queue:
-        """The queue for jobs routed to `worker_name` (None: the shared queue)."""
+    def get(self, worker_name: str | None, list_name: str | None = None) -> Queue:
+        """The queue for jobs routed to `worker_name` (None: the shared queue, in the list
+        `list_name` when it is not the shared queue's own)."""
+        if worker_name is None and list_name is not None and list_name != self.queue_name:
+            return self._listed(list_name)
         queue = self._queues.get(worker_name)
         if queue is None:
             if len(self._queues) >= self.limit:
                 self._queues.clear()  # worker names come and go (host.pid): start over
             queue = self._queues[worker_name] = self._build(worker_name)
+        if queue.redis_server_version is None and self.server_version is not None:
+            queue.redis_server_version = self.server_version
+        return queue
+
+    def _listed(self, list_name: str) -> Queue:
+        key = f"list:{list_name}"
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = PriorityListQueue(
+                self.queue_name, list_name, connection=self.connection, serializer=JSONSerializer
+            )
         if queue.redis_server_version is None and self.server_version is not None:
             queue.redis_server_version = self.server_version
         return queue
@@ -278,3 +313,26 @@ def forget_worker_queue(client: redis.Redis, own_queue: str) -> bool:
             return True
         except redis.WatchError:
             return False
+
+
+# -- priorities and delayed runs ------------------------------------------------------
+
+
+def scheduled_registry_key(queue_name: str) -> str:
+    """The sorted set RQ's scheduler enqueues delayed jobs from (scored by due second)."""
+    return ScheduledJobRegistry(queue_name).key  # type: ignore[no-untyped-call]
+
+
+def job_removals(queue_name: str, job_id: str) -> list[tuple[str, ...]]:
+    """The commands that take a job out of every place it may wait before a worker takes
+    it: the shared queue's priority lists and RQ's scheduled registry. The sum of their
+    replies is how many places held it."""
+    lists = [queue_key(name) for name in served_queue_names(queue_name)]
+    removals: list[tuple[str, ...]] = [("LREM", key, "0", job_id) for key in lists]
+    removals.append(("ZREM", scheduled_registry_key(queue_name), job_id))
+    return removals
+
+
+def waiting_lists(queue_name: str) -> list[str]:
+    """The Redis lists jobs of `queue_name` wait in, by priority (own queues aside)."""
+    return [queue_key(name) for name in served_queue_names(queue_name)]

@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from shared.errors import ClaudeQueueError
-from shared.jobs import describe_validation_error
+from shared.jobs import LIMIT_KEY_PATTERN, describe_validation_error
 
 MiB = 1024 * 1024
 ENV_PREFIX = "CLAUDE_QUEUE_"
@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     lease_renew_s: float = Field(
         default=5.0, gt=0, description="How often a running run renews its lease."
     )
+    scheduler: bool = Field(
+        default=True,
+        description="Run RQ's scheduler in the worker (delayed runs, retries' backoff, cron).",
+    )
+    concurrency_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='JSON object: limit key -> most runs with it at once ("*": all runs).',
+    )
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="How often a worker looks for runs whose owner died."
     )
@@ -247,6 +255,16 @@ class Settings(BaseSettings):
                 f"redis_url must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
                 f"got {scheme + '://' if scheme else 'no scheme'}"
             )
+        return value
+
+    @field_validator("concurrency_limits")
+    @classmethod
+    def _limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, most in value.items():
+            if key != "*" and not re.fullmatch(LIMIT_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not a limit key (letters, digits, _ . : @ -)")
+            if most < 1:
+                raise ValueError(f"the limit of {key!r} must be at least 1")
         return value
 
     @field_validator("archive_dsn")

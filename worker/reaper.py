@@ -37,6 +37,7 @@ from shared.rqjobs import (
     job_key,
     mark_canceled,
     move_queued,
+    waiting_lists,
     worker_queues,
 )
 from shared.rqjobs import queue_key as rq_queue_key
@@ -120,9 +121,12 @@ def requeue_vanished(store: RunStore, *, limit: int = 100) -> list[str]:
     """
     client, settings = store.redis, store.settings
     queue = Queue(settings.queue_name, connection=client, serializer=JSONSerializer)
-    lists = [queue.key, *(rq_queue_key(q) for q in worker_queues(client, queue.name).values())]
+    lists = [*waiting_lists(queue.name)]  # the shared queue's, high to low priority
+    lists.extend(rq_queue_key(q) for q in worker_queues(client, queue.name).values())
     lists.append(IntermediateQueue(queue.key, client).key)
     started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    # Delayed runs wait in RQ's scheduled registry until due: nothing is lost there.
+    started |= set(queue.scheduled_job_registry.get_job_ids(cleanup=False))
     waiting = {held.run_id for held in store.held_runs()}
     requeued = []
     for run in store.unclaimed_runs(older_than_s=settings.lease_ttl_s, limit=limit):

@@ -18,6 +18,7 @@ from rq import Queue
 from rq.job import Job
 
 from shared.rqjobs import move_queued, worker_queue_name
+from shared.scheduling import served_queue_names
 from shared.settings import Settings
 from worker.warm import WarmPool
 
@@ -73,11 +74,14 @@ class OwnQueueMixin:
             self._ordered_queues = [own, *(q for q in self._ordered_queues if q is not own)]
 
     def _shared_queue(self, job: Job, queue: Queue) -> Queue:
-        """The queue a job taken off our own queue belongs to (its origin, the shared one):
-        RQ records it there, as for any other job."""
-        if self._own_queue is None or queue.name != self._own_queue.name:
+        """The queue a job taken off our own queue or a priority list belongs to (its
+        origin, the shared one): RQ records it there, as for any other job."""
+        shared = self.context.settings.queue_name
+        listed = queue.name in served_queue_names(shared) and queue.name != shared
+        own = self._own_queue is not None and queue.name == self._own_queue.name
+        if not (own or listed):
             return queue
-        names = (job.origin, self.context.settings.queue_name)
+        names = (job.origin, shared)
         return next((q for name in names for q in self.queues if q.name == name), queue)
 
     def _withdraw_warm(self) -> None:

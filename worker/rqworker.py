@@ -48,6 +48,7 @@ from shared.rqjobs import (
     mark_canceled,
     prune_canceled,
 )
+from shared.scheduling import served_queue_names
 from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
 from worker.context import WorkerContext
@@ -373,7 +374,7 @@ def build_worker(
     """A worker on the configured queue, with these settings."""
     worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
     return worker_class(
-        [settings.queue_name],
+        served_queue_names(settings.queue_name),  # high, default, low: served in order
         name=name or default_worker_name(settings),
         connection=sync_redis(settings),
         settings=settings,
@@ -402,7 +403,9 @@ def run_worker(
     while True:
         try:
             rq_worker.work(
-                burst=burst, with_scheduler=False, logging_level=settings.log_level.upper()
+                burst=burst,
+                with_scheduler=settings.scheduler,
+                logging_level=settings.log_level.upper(),
             )
             return ExitCode.OK
         except redis.ConnectionError as exc:

@@ -10,9 +10,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from shared import rqjobs
 from shared.events import Envelope
 from shared.rqjobs import SubmitQueues
-from shared.runstore import calls, replies
+from shared.runstore import calls, placing, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, Command, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
     AnswerOutcome,
@@ -25,6 +26,7 @@ from shared.runstore.model import (
     SessionInfo,
     Submitted,
 )
+from shared.scheduling import Placement
 from shared.settings import Settings
 
 
@@ -56,14 +58,14 @@ class AsyncRunStore:
         return await script(keys=call.keys, args=call.args, client=pipe)
 
     def _recorded_enqueue(
-        self, run: NewRun, worker_name: str | None
+        self, run: NewRun, worker_name: str | None, list_name: str, where: Placement
     ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         """The commands RQ's enqueue of this run (routed to `worker_name`'s own queue, or
-        the shared one) sends, recorded, not sent."""
-        queue = self._queues.get(worker_name)
+        the shared one's `list_name`) sends, recorded, not sent."""
+        queue = self._queues.get(worker_name, list_name)
         recording = queue.connection.pipeline()
         try:
-            calls.enqueue_job(queue, run, recording)
+            placing.enqueue(queue, run, recording, where)
             return list(recording.command_stack)
         finally:
             recording.reset()
@@ -78,20 +80,33 @@ class AsyncRunStore:
         """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC, on
         the warm owner's own queue (watched) or the shared one."""
         await self._learn_server_version()
-        pending = self.keys.pending(run.session_id)
-        owner = self.keys.warm_owner(run.session_id)
+        k, session_id, queue_name = self.keys, run.session_id, self.settings.queue_name
+        pending, owner = k.pending(session_id), k.warm_owner(session_id)
         while True:
             async with self.redis.pipeline() as pipe:
                 try:
-                    await pipe.watch(owner, *([pending] if reject_if_busy else []))
-                    if reject_if_busy and await pipe.llen(pending):
+                    await pipe.watch(owner, pending)
+                    waiting = await pipe.lrange(pending, 0, -1)
+                    if reject_if_busy and waiting:
                         return Busy()
-                    worker_name = calls.routed_worker(await pipe.get(owner))
+                    fields = list(placing.RECORD_FIELDS)
+                    records = [
+                        await pipe.hmget(placing.record_key(k, session_id, m), fields)
+                        for m in waiting
+                    ]
+                    where = placing.placement(run, records, now=time.time())
+                    routed = calls.routed_worker(await pipe.get(owner)) if where.may_route else None
+                    placed = placing.placed(run, where)
+                    recorded = self._recorded_enqueue(
+                        placed, routed, placing.list_name(queue_name, where), where
+                    )
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    for args, options in self._recorded_enqueue(run, worker_name):
+                    for args, options in recorded:
                         pipe.execute_command(*args, **options)
-                    await self._run(self.calls.submit(run), pipe)
-                    return Submitted(queued_seq=int((await pipe.execute())[-1]))
+                    await self._run(self.calls.submit(placed), pipe)
+                    record, written = placing.record_writes(k, placed, where)
+                    pipe.hset(record, mapping=written)  # type: ignore[arg-type]
+                    return Submitted(queued_seq=int((await pipe.execute())[-2]))
                 except redis.WatchError:
                     continue  # the session or its warm owner changed while we looked
 
@@ -103,13 +118,19 @@ class AsyncRunStore:
             session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
         )
         outcome = replies.cancel_outcome(await self._run(call))
-        if outcome is CancelOutcome.CANCELLED_QUEUED and await self.redis.lrem(
-            self.calls.queue_key, 0, run_id
-        ):
+        if outcome is CancelOutcome.CANCELLED_QUEUED and await self._withdraw_job(run_id):
             async with self.redis.pipeline() as pipe:
                 self.calls.canceled_job(pipe, run_id)
                 await pipe.execute()
         return outcome
+
+    async def _withdraw_job(self, run_id: str) -> bool:
+        """Take a cancelled run's job out of every list (priority) or registry (delayed)
+        it waits in; True if one held it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in rqjobs.job_removals(self.settings.queue_name, run_id):
+                pipe.execute_command(*command)
+            return any(int(n) for n in await pipe.execute())
 
     async def decide(
         self,

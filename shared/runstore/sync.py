@@ -9,10 +9,11 @@ from typing import Any, cast
 import redis
 from redis.commands.core import Script as RedisScript
 
+from shared import rqjobs
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.ids import is_run_id
 from shared.rqjobs import SubmitQueues
-from shared.runstore import calls, replies
+from shared.runstore import calls, placing, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
 from shared.runstore.model import (
     AnswerOutcome,
@@ -61,21 +62,33 @@ class RunStore:
         watched: a worker that withdraws it (it became busy) before the EXEC makes us
         look again, so a run never lands behind a worker after it moved its queue away.
         With reject_if_busy, nothing is queued (Busy) while the session has a run pending.
+        Priority and delay are placed behind the session's waiting runs (placing.py).
         """
         if self._queues is None:
             self._queues = SubmitQueues(self.settings.queue_name, self.redis)
-        pending = self.keys.pending(run.session_id)
-        owner = self.keys.warm_owner(run.session_id)
+        k, session_id, queue_name = self.keys, run.session_id, self.settings.queue_name
+        pending, owner = k.pending(session_id), k.warm_owner(session_id)
         while True:
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(owner, *([pending] if reject_if_busy else []))  # type: ignore[no-untyped-call]
-                    if reject_if_busy and pipe.llen(pending):
+                    pipe.watch(owner, pending)  # type: ignore[no-untyped-call]
+                    waiting = cast(list[Any], pipe.lrange(pending, 0, -1))
+                    if reject_if_busy and waiting:
                         return Busy()
-                    queue = self._queues.get(calls.routed_worker(pipe.get(owner)))
-                    calls.enqueue_job(queue, run, pipe)
-                    self._run(self.calls.submit(run), pipe)
-                    return Submitted(queued_seq=int(pipe.execute()[-1]))
+                    fields = list(placing.RECORD_FIELDS)
+                    records = [
+                        cast(list[Any], pipe.hmget(placing.record_key(k, session_id, m), fields))
+                        for m in waiting
+                    ]
+                    where = placing.placement(run, records, now=time.time())
+                    routed = calls.routed_worker(pipe.get(owner)) if where.may_route else None
+                    queue = self._queues.get(routed, placing.list_name(queue_name, where))
+                    placed = placing.placed(run, where)
+                    placing.enqueue(queue, placed, pipe, where)
+                    self._run(self.calls.submit(placed), pipe)
+                    record, written = placing.record_writes(k, placed, where)
+                    pipe.hset(record, mapping=written)  # type: ignore[arg-type]
+                    return Submitted(queued_seq=int(pipe.execute()[-2]))
                 except redis.WatchError:
                     continue  # the session or its warm owner changed while we looked
 
@@ -91,13 +104,19 @@ class RunStore:
             session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
         )
         outcome = replies.cancel_outcome(self._run(call))
-        if outcome is CancelOutcome.CANCELLED_QUEUED and self.redis.lrem(
-            self.calls.queue_key, 0, run_id
-        ):
+        if outcome is CancelOutcome.CANCELLED_QUEUED and self._withdraw_job(run_id):
             with self.redis.pipeline() as pipe:
                 self.calls.canceled_job(pipe, run_id)
                 pipe.execute()
         return outcome
+
+    def _withdraw_job(self, run_id: str) -> bool:
+        """Take a cancelled run's job out of every list (priority) or registry (delayed)
+        it waits in; True if one held it."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for command in rqjobs.job_removals(self.settings.queue_name, run_id):
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return any(int(n) for n in pipe.execute())
 
     def pending_runs(self, session_id: str) -> list[str]:
         """The session's queued and running runs, in submit order."""
