@@ -64,7 +64,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def scrape_until(
-    port: int, ready: Callable[[Samples], bool], proc: subprocess.Popen[bytes] | None = None
+    port: int,
+    ready: Callable[[Samples], bool],
+    proc: subprocess.Popen[bytes] | None = None,
+    about: Callable[[], object] = lambda: "",
 ) -> Samples:
     """Scrape until `ready` holds (the worker may still be starting): a condition, not a
     time, is waited for; WAIT_S is only the safety net."""
@@ -80,4 +83,4 @@ def scrape_until(
         if last and ready(last):
             return last
         time.sleep(0.05)
-    raise AssertionError(f"metrics never got there; last scrape: {sorted(last.items())[:80]}")
+    raise AssertionError(f"never got there ({about()}); last scrape: {sorted(last.items())[:80]}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from producer.client import Client
 from shared.events import EventType
 from shared.settings import Settings
-from tests.ops.support import running_worker, scrape, scrape_until, value
+from tests.ops.support import Samples, running_worker, scrape, scrape_until, value
 from tests.redis_server import free_port
 
 STREAM_TIMEOUT_S = 60.0
@@ -80,7 +80,7 @@ def test_metrics_follow_runs(settings: Settings, client: Client, tmp_path: Path)
         assert not {"ok", "bad", "hang", "waits"} & text_labels
 
 
-def test_pool_members_are_merged_and_outlive_a_stopped_member(
+def test_pool_members_are_merged_and_outlive_a_killed_member(
     settings: Settings, client: Client, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -95,12 +95,52 @@ def test_pool_members_are_merged_and_outlive_a_stopped_member(
         )
         victim = next(w.pid for w in client.status().workers if w.pid)
         assert list(folder.glob(f"*_{victim}.db"))
-        os.kill(victim, signal.SIGTERM)  # the member stops (and is not replaced: exit 0)
-        # Once the pool saw it exit, its files are folded into the pool's own.
-        after = scrape_until(port, lambda s: not list(folder.glob(f"*_{victim}.db")), proc)
+        os.kill(victim, signal.SIGKILL)
+        # Once the pool saw it die, its files are folded into the pool's own.
+        after = scrape_until(
+            port,
+            lambda s: not list(folder.glob(f"*_{victim}.db")),
+            proc,
+            about=lambda: sorted(p.name for p in folder.iterdir()),
+        )
         assert value(after, "claude_queue_runs_finished_total", status="succeeded") == 4
         assert value(after, "claude_queue_runs_started_total") == 4
         assert value(after, "claude_queue_dispatch_seconds_count") == 4
         assert value(scrape(port), "claude_queue_runs_started_total") == 4
-    assert proc.returncode == 0
-    assert not folder.exists()  # the private folder goes with the pool
+
+
+def test_the_private_folder_goes_with_the_pool(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    handles = [client.submit(session_id=f"b{index}", prompt="hello") for index in range(2)]
+    port = free_port()
+    options = ("--metrics-port", str(port), "--processes", "2", "--burst")
+    with running_worker(settings, tmp_path / "burst.log", *options) as proc:
+        assert proc.wait(timeout=120) == 0  # burst: once the queue is empty the pool ends
+    assert not list(tmp_path.glob("claude-queue-metrics-*"))
+    for handle in handles:
+        events = list(handle.stream(timeout_s=STREAM_TIMEOUT_S))
+        assert events[-1].data["status"] == "succeeded"
+
+
+def test_fork_mode_horses_are_counted_and_their_files_folded(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--mode", "fork")
+    with running_worker(settings, tmp_path / "fork.log", *options) as proc:
+        scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 1, proc)
+        (folder,) = tmp_path.glob("claude-queue-metrics-*")
+        for index in range(3):
+            assert _run(client, f"f{index}", "hello") == "succeeded"
+        # Each job's work horse writes its own files; the worker folds them into its own
+        # once the job has ended: then only the worker's files (and its archive) are left.
+        own = {str(proc.pid), f"absorbed{proc.pid}"}
+
+        def folded(_samples: Samples) -> bool:
+            return {path.stem.rsplit("_", 1)[-1] for path in folder.glob("*.db")} <= own
+
+        done = scrape_until(port, folded, proc)
+        assert value(done, "claude_queue_runs_finished_total", status="succeeded") == 3
+        assert value(done, "claude_queue_runs_started_total") == 3
+        assert value(done, "claude_queue_run_duration_seconds_count") == 3
