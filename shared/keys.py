@@ -121,6 +121,13 @@ class Keys:
         return f"{self.prefix}:sessions"
 
     @property
+    def archive_outbox(self) -> str:
+        """Stream: runs to copy into the PostgreSQL archive (`session_id`, `run_id`, `seq` of
+        their `finished`), appended by the script that finishes a run; drained by the
+        `archivers` consumer group."""
+        return f"{self.prefix}:archive-outbox"
+
+    @property
     def reaper_lock(self) -> str:
         """String: name of the worker elected to reap lost runs (short PX lock)."""
         return f"{self.prefix}:reaper"

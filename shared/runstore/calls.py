@@ -78,6 +78,9 @@ class RunCalls:
     ttl_s: int
     lease_ttl_ms: int
     queue_name: str
+    # The archive's outbox stream when the archive is on: the scripts that finish a run
+    # queue it there in the same step (None: nothing is queued for archiving).
+    outbox: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunCalls:
@@ -87,7 +90,12 @@ class RunCalls:
             ttl_s=settings.event_log_ttl_s,
             lease_ttl_ms=int(settings.lease_ttl_s * 1000),
             queue_name=settings.queue_name,
+            outbox=keys_from(settings).archive_outbox if settings.archive_enabled else None,
         )
+
+    def _archived(self, keys: list[str]) -> list[str]:
+        """A finishing script's keys, plus the outbox when the archive is on."""
+        return keys if self.outbox is None else [*keys, self.outbox]
 
     def _log_args(self, session_id: str, run_id: str, now: float) -> list[ScriptArg]:
         """The ARGV every event-writing script starts with: channel, maxlen, ttl, now, ids."""
@@ -151,15 +159,17 @@ class RunCalls:
         k = self.keys
         return ScriptCall(
             Script.APPEND,
-            [
-                k.run(session_id, run_id),
-                k.seq(session_id),
-                k.log(session_id),
-                k.sessions,
-                k.pending(session_id),
-                k.running,
-                k.lease(session_id),
-            ],
+            self._archived(
+                [
+                    k.run(session_id, run_id),
+                    k.seq(session_id),
+                    k.log(session_id),
+                    k.sessions,
+                    k.pending(session_id),
+                    k.running,
+                    k.lease(session_id),
+                ]
+            ),
             [
                 *self._log_args(session_id, run_id, now),
                 token,
@@ -193,18 +203,20 @@ class RunCalls:
         )
         return ScriptCall(
             Script.FORCE_FINISH,
-            [
-                k.run(session_id, run_id),
-                k.pending(session_id),
-                k.running,
-                k.lease(session_id),
-                k.seq(session_id),
-                k.log(session_id),
-                k.sessions,
-                k.wait_marker(session_id, run_id),
-                k.waiting,
-                k.queued,
-            ],
+            self._archived(
+                [
+                    k.run(session_id, run_id),
+                    k.pending(session_id),
+                    k.running,
+                    k.lease(session_id),
+                    k.seq(session_id),
+                    k.log(session_id),
+                    k.sessions,
+                    k.wait_marker(session_id, run_id),
+                    k.waiting,
+                    k.queued,
+                ]
+            ),
             [
                 *self._log_args(session_id, run_id, now),
                 status.value,
@@ -229,15 +241,17 @@ class RunCalls:
         )
         return ScriptCall(
             Script.CANCEL,
-            [
-                k.run(session_id, run_id),
-                k.cancel_flag(session_id, run_id),
-                k.pending(session_id),
-                k.seq(session_id),
-                k.log(session_id),
-                k.sessions,
-                k.queued,
-            ],
+            self._archived(
+                [
+                    k.run(session_id, run_id),
+                    k.cancel_flag(session_id, run_id),
+                    k.pending(session_id),
+                    k.seq(session_id),
+                    k.log(session_id),
+                    k.sessions,
+                    k.queued,
+                ]
+            ),
             [
                 *self._log_args(session_id, run_id, now),
                 k.control(session_id, run_id),

@@ -21,6 +21,14 @@ local function append(seq_key, log_key, channel, maxlen, body)
   redis.call('PUBLISH', channel, env)
   return seq
 end
+-- With the archive on, the caller passes its outbox stream as the last key: the run
+-- is queued for archiving in the same atomic step that writes its `finished`.
+local function to_archive(outbox, session_id, run_id, seq, now)
+  if outbox then
+    redis.call('XADD', outbox, '*', 'session_id', session_id, 'run_id', run_id,
+      'seq', seq, 'at', now)
+  end
+end
 local function touch(seq_key, log_key, sessions_key, ttl, now, session_id)
   redis.call('EXPIRE', seq_key, ttl)
   redis.call('EXPIRE', log_key, ttl)
@@ -96,6 +104,7 @@ return 1
 """
 
 # KEYS: run, pending, running, lease, seq, log, sessions, wait_marker, waiting, queued_index
+#       [, archive_outbox]
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, final_status, condition, bodies...
 # End a run from outside its own runner, writing its closing events.
 # condition 'lease_gone': the reaper; a running run is lost only if no lease is alive.
@@ -127,13 +136,15 @@ redis.call('ZREM', KEYS[10], ARGV[5] .. ' ' .. ARGV[6])
 redis.call('LREM', KEYS[2], 0, ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[6])
 if run[3] and redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
-for i = 9, #ARGV do append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[i]) end
+local last = 0
+for i = 9, #ARGV do last = append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[i]) end
+to_archive(KEYS[11], ARGV[5], ARGV[6], last, ARGV[4])
 touch(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 )
 
-# KEYS: run, seq, log, sessions, pending, running, lease
+# KEYS: run, seq, log, sessions, pending, running, lease [, archive_outbox]
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, token, first_index, final_status,
 #       touch (1: refresh expiries and the session index), bodies...
 # Idempotent per run: bodies whose run-local index was already written are skipped,
@@ -169,13 +180,14 @@ if ARGV[9] ~= '' then
   redis.call('LREM', KEYS[5], 0, ARGV[6])
   redis.call('HDEL', KEYS[6], ARGV[6])
   redis.call('DEL', KEYS[7])
+  to_archive(KEYS[8], ARGV[5], ARGV[6], redis.call('GET', KEYS[2]), ARGV[4])
 end
 if ARGV[10] == '1' then touch(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5]) end
 return seq
 """
 )
 
-# KEYS: run, cancel_flag, pending, seq, log, sessions, queued_index
+# KEYS: run, cancel_flag, pending, seq, log, sessions, queued_index [, archive_outbox]
 # ARGV: channel, maxlen, ttl, now, session_id, run_id, control_channel, control_msg,
 #       interrupted_body, finished_body, grace_s (the flag's value)
 CANCEL_LUA = (
@@ -191,7 +203,8 @@ if status == 'queued' then
     'finished_at', ARGV[4])
   redis.call('LREM', KEYS[3], 0, ARGV[6])
   append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[9])
-  append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[10])
+  local last = append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[10])
+  to_archive(KEYS[8], ARGV[5], ARGV[6], last, ARGV[4])
   touch(KEYS[4], KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5])
   return 'cancelled_queued'
 end
