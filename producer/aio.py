@@ -13,6 +13,7 @@ import structlog
 
 from producer import streamloop as sl
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
+from producer.archive import AsyncArchiveReader, require_archive, session_filter
 from producer.cancelling import (
     CancelOutcome,
     CancelResult,
@@ -28,6 +29,7 @@ from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
+from shared.archive import SessionPage, TotalsRow
 from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
@@ -48,6 +50,7 @@ class AsyncClient:
         self.keys = self.store.keys
         self._sync = Client(settings)
         self._fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
+        self.archive = AsyncArchiveReader(settings) if settings.archive_enabled else None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
@@ -61,6 +64,8 @@ class AsyncClient:
         await self._fanout.aclose()
         await self.redis.aclose()
         self._sync.close()
+        if self.archive is not None:
+            await self.archive.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -109,7 +114,30 @@ class AsyncClient:
         deleted = await self.store.delete_session(session_id)
         if isinstance(deleted, Busy):
             raise busy_error(session_id, deleting=True)
+        if self.archive is not None:
+            await self.archive.delete_session(session_id)
         return deleted.keys_removed
+
+    async def search_sessions(
+        self,
+        *,
+        since: float | None = None,
+        status: str | None = None,
+        meta: dict[str, str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> SessionPage:
+        """See `Client.search_sessions`."""
+        require_archive(self.settings)
+        query = session_filter(since=since, status=status, meta=meta, limit=limit, offset=offset)
+        assert self.archive is not None
+        return await self.archive.search(query)
+
+    async def archive_totals(self, *, since: float | None = None) -> list[TotalsRow]:
+        """See `Client.archive_totals`."""
+        require_archive(self.settings)
+        assert self.archive is not None
+        return await self.archive.totals(since)
 
     @redis_errors()
     async def status(self) -> QueueStatus:
@@ -131,7 +159,9 @@ class AsyncClient:
         timeout_s: float | None = None,
     ) -> AsyncIterator[Envelope]:
         """Subscribe, replay after `after`, then follow; see `Client.stream`."""
-        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        spec = sl.StreamSpec(
+            session_id, after, follow, stop_at_finish, run_id, timeout_s, self.archive is not None
+        )
         loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
         subscription: Subscription | None = None
         try:
@@ -154,7 +184,7 @@ class AsyncClient:
                             action = loop.send(sl.Subscribed())
                         except (redis.ConnectionError, redis.TimeoutError) as exc:
                             action = loop.send(sl.ConnectionLost(exc))
-                    case sl.ReadReplay() | sl.WaitLive() | sl.ProbeSession():
+                    case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
                         action = loop.send(await self._io(session_id, action, subscription))
                     case sl.Done():
                         return
@@ -166,7 +196,7 @@ class AsyncClient:
     async def _io(
         self,
         session_id: str,
-        action: sl.ReadReplay | sl.WaitLive | sl.ProbeSession,
+        action: sl.ReadReplay | sl.ReadArchive | sl.WaitLive | sl.ProbeSession,
         subscription: Subscription | None,
     ) -> sl.Input:
         """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
@@ -176,6 +206,10 @@ class AsyncClient:
                     return sl.ReplayPage(
                         await self.store.replay_page(session_id, after, upto, count)
                     )
+                case sl.ReadArchive(after, upto, count):
+                    assert self.archive is not None
+                    page = await self.archive.replay_page(session_id, after, upto, count)
+                    return sl.ArchivePage(page or [], available=page is not None)
                 case sl.WaitLive(timeout_s):
                     assert subscription is not None
                     if subscription.lagging:  # live events were dropped: the log has them

@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
+from producer.archive import ArchiveReader, require_archive, session_filter
 from producer.cancelling import (
     CancelOutcome,
     CancelResult,
@@ -28,6 +29,7 @@ from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
+from shared.archive import SessionPage, TotalsRow
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
@@ -47,6 +49,7 @@ class Client:
         self.store = RunStore(self.redis, settings)
         self.keys = self.store.keys
         self.queue = Queue(settings.queue_name, connection=self.redis, serializer=JSONSerializer)
+        self.archive = ArchiveReader(settings) if settings.archive_enabled else None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Client:
@@ -60,6 +63,8 @@ class Client:
 
     def close(self) -> None:
         self.redis.close()
+        if self.archive is not None:
+            self.archive.close()
 
     def __enter__(self) -> Client:
         return self
@@ -109,6 +114,9 @@ class Client:
     def delete_session(self, session_id: str, *, force: bool = False) -> int:
         """Delete a session's log, transcript and state; returns the number of keys removed.
 
+        With the archive on, the session's archived events and runs go too (ArchiveError
+        if PostgreSQL cannot be reached: the Redis keys are gone, the archive is not).
+
         Refuses (SessionBusy) while a run is queued or running, unless force=True,
         which cancels those runs first. An invalid id (e.g. `*`) raises InvalidJobError
         before anything is cancelled or deleted.
@@ -120,7 +128,35 @@ class Client:
         deleted = self.store.delete_session(session_id)
         if isinstance(deleted, Busy):
             raise busy_error(session_id, deleting=True)
+        if self.archive is not None:
+            self.archive.delete_session(session_id)
         return deleted.keys_removed
+
+    def search_sessions(
+        self,
+        *,
+        since: float | None = None,
+        status: str | None = None,
+        meta: dict[str, str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> SessionPage:
+        """Archived sessions with a run that finished since `since` (epoch s), with `status`
+        and whose metadata holds every `meta` pair; newest first, `limit` a page.
+
+        Pass the page's `next_offset` as `offset` for the next page (None: no more).
+        ArchiveError when the archive is off or unreachable.
+        """
+        require_archive(self.settings)
+        query = session_filter(since=since, status=status, meta=meta, limit=limit, offset=offset)
+        assert self.archive is not None
+        return self.archive.search(query)
+
+    def archive_totals(self, *, since: float | None = None) -> list[TotalsRow]:
+        """Archived runs and their cost and tokens, by day (UTC), model and profile."""
+        require_archive(self.settings)
+        assert self.archive is not None
+        return self.archive.totals(since)
 
     # -- read ---------------------------------------------------------------
 
@@ -146,7 +182,9 @@ class Client:
         `run_id`, when given; StreamEnded if the session is deleted first).
         Reconnects by itself if Redis drops. The decisions are `StreamLoop`'s.
         """
-        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        spec = sl.StreamSpec(
+            session_id, after, follow, stop_at_finish, run_id, timeout_s, self.archive is not None
+        )
         loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
         pubsub: PubSub | None = None
         try:
@@ -165,7 +203,7 @@ class Client:
                     case sl.Subscribe():
                         pubsub = self.redis.pubsub()
                         action = loop.send(self._io(session_id, action, pubsub))
-                    case sl.ReadReplay() | sl.WaitLive() | sl.ProbeSession():
+                    case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
                         action = loop.send(self._io(session_id, action, pubsub))
                     case sl.Done():
                         return
@@ -184,6 +222,10 @@ class Client:
                     return sl.Subscribed()
                 case sl.ReadReplay(after, upto, count):
                     return sl.ReplayPage(self.store.replay_page(session_id, after, upto, count))
+                case sl.ReadArchive(after, upto, count):
+                    assert self.archive is not None
+                    page = self.archive.replay_page(session_id, after, upto, count)
+                    return sl.ArchivePage(page or [], available=page is not None)
                 case sl.WaitLive(timeout_s):
                     assert pubsub is not None
                     live = live_envelope(pubsub.get_message(timeout=timeout_s))

@@ -6,6 +6,7 @@ which returns the next action:
 
     Subscribe     subscribe to the session channel      -> Subscribed()
     ReadReplay    read one log page (after, upto]       -> ReplayPage(envelopes)
+    ReadArchive   read one archive page (after, upto]   -> ArchivePage(envelopes, available)
     WaitLive      wait up to timeout_s for a live event -> Live(e) | Lagged() | Idle()
     ProbeSession  read the session's last seq           -> SessionProbed(seq or None)
     Deliver       hand the envelopes to the caller, then call next_action()
@@ -18,6 +19,13 @@ replaying, so nothing published in between is missed; live events the replay alr
 gave are dropped, and a live event that skips ahead is a gap, filled from the log.
 A stream bound to one run (stop_at_finish + run_id) also probes the session when idle,
 so it ends with StreamEnded, not a hang, when the session was deleted or expired.
+
+With the archive on (spec.archive), a log page that does not start right after the
+cursor (trimmed, expired, deleted: none at all) sends the loop to the archive for the
+missing seqs first, in pages; then it reads the log again from where the archive
+ended. So a session whose early runs live only in PostgreSQL replays without a gap at
+the seam, in seq order, with no duplicate. An unavailable archive is asked no more at
+that point: the stream goes on with what Redis has.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class StreamSpec:
     stop_at_finish: bool = False
     run_id: str | None = None
     timeout_s: float | None = None
+    archive: bool = False  # seqs the log no longer has may be read from the archive
 
     @property
     def run_bound(self) -> bool:
@@ -67,6 +76,13 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class ReadReplay:
+    after: int
+    upto: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadArchive:
     after: int
     upto: int | None
     count: int
@@ -103,8 +119,18 @@ class Fail:
     error: Exception
 
 
-Action = Subscribe | ReadReplay | WaitLive | ProbeSession | Deliver | Reconnect | Done | Fail
-IoAction = Subscribe | ReadReplay | WaitLive | ProbeSession
+Action = (
+    Subscribe
+    | ReadReplay
+    | ReadArchive
+    | WaitLive
+    | ProbeSession
+    | Deliver
+    | Reconnect
+    | Done
+    | Fail
+)
+IoAction = Subscribe | ReadReplay | ReadArchive | WaitLive | ProbeSession
 
 # -- inputs (shell -> loop) --------------------------------------------------
 
@@ -117,6 +143,12 @@ class Subscribed:
 @dataclass(frozen=True, slots=True)
 class ReplayPage:
     envelopes: Sequence[Envelope]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    envelopes: Sequence[Envelope]
+    available: bool = True  # False: the archive could not be read (the stream goes on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +176,14 @@ class ConnectionLost:
     error: Exception
 
 
-Input = Subscribed | ReplayPage | Live | Lagged | Idle | SessionProbed | ConnectionLost
+Input = (
+    Subscribed | ReplayPage | ArchivePage | Live | Lagged | Idle | SessionProbed | ConnectionLost
+)
 
 _ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
     Subscribe: (Subscribed,),
     ReadReplay: (ReplayPage,),
+    ReadArchive: (ArchivePage,),
     WaitLive: (Live, Lagged, Idle),
     ProbeSession: (SessionProbed,),
 }
@@ -185,6 +220,9 @@ class StreamLoop:
         self._attempt = 0  # failed connections since the last full replay
         self._probed_at: float | None = None
         self._replaying: ReadReplay | None = None
+        self._archiving: ReadArchive | None = None
+        # The cursor at which the archive last had nothing more: not asked again there.
+        self._archive_ended_at: int | None = None
         self._gap_live: Envelope | None = None  # the live event that revealed a gap
         self._awaiting: IoAction | None = None
         self._pending: deque[Action] = deque(self._open())
@@ -202,7 +240,7 @@ class StreamLoop:
         if isinstance(action, Done | Fail):
             return action
         self._pending.popleft()
-        if isinstance(action, Subscribe | ReadReplay | WaitLive | ProbeSession):
+        if isinstance(action, Subscribe | ReadReplay | ReadArchive | WaitLive | ProbeSession):
             self._awaiting = action
         return action
 
@@ -220,19 +258,23 @@ class StreamLoop:
     # -- transitions ----------------------------------------------------------
 
     def _react(self, event: Input) -> list[Action]:
+        actions: list[Action]
         match event:
             case Subscribed() | Lagged():  # after a lag too: the log has every dropped event
-                return [self._read(self.cursor.last_seq, None)]
+                actions = [self._read(self.cursor.last_seq, None)]
             case ReplayPage(envelopes):
-                return self._on_page(envelopes)
+                actions = self._on_page(envelopes)
+            case ArchivePage(envelopes, available):
+                actions = self._on_archive_page(envelopes, available)
             case Live(envelope):
-                return self._on_live(envelope)
+                actions = self._on_live(envelope)
             case Idle():
-                return self._follow(idle=True)
+                actions = self._follow(idle=True)
             case SessionProbed(last_seq):
-                return self._on_probe(last_seq)
+                actions = self._on_probe(last_seq)
             case ConnectionLost(error):
-                return self._on_lost(error)
+                actions = self._on_lost(error)
+        return actions
 
     def _open(self) -> list[Action]:
         """(Re)start: subscribe first when following, then replay after the cursor."""
@@ -246,6 +288,11 @@ class StreamLoop:
     def _on_page(self, envelopes: Sequence[Envelope]) -> list[Action]:
         request = self._replaying
         assert request is not None
+        if self._archive_due(request, envelopes):
+            first = envelopes[0].seq - 1 if envelopes else request.upto
+            upto = first if request.upto is None or first is None else min(first, request.upto)
+            self._archiving = ReadArchive(request.after, upto, request.count)
+            return [self._archiving]
         actions: list[Action] = []
         fresh = self._take([e for e in envelopes if e.seq > self.cursor.last_seq])
         if fresh:
@@ -264,6 +311,33 @@ class StreamLoop:
             return [*actions, Done()]
         self._attempt = 0  # subscribed and replayed: the connection works again
         return [*actions, *self._follow(idle=False)]
+
+    def _archive_due(self, request: ReadReplay, envelopes: Sequence[Envelope]) -> bool:
+        """The log lacks seqs right after the cursor, and the archive may hold them."""
+        if not self.spec.archive or self._archive_ended_at == request.after:
+            return False
+        if request.upto is not None and request.upto <= request.after:
+            return False
+        return not envelopes or envelopes[0].seq > request.after + 1
+
+    def _on_archive_page(self, envelopes: Sequence[Envelope], available: bool) -> list[Action]:
+        request = self._archiving
+        replaying = self._replaying
+        assert request is not None and replaying is not None
+        actions: list[Action] = []
+        fresh = self._take([e for e in envelopes if e.seq > self.cursor.last_seq])
+        if fresh:
+            actions.append(Deliver(fresh))
+        if self.cursor.done:
+            return [*actions, Done()]
+        more = available and len(envelopes) >= request.count
+        if more and (request.upto is None or envelopes[-1].seq < request.upto):
+            self._archiving = ReadArchive(envelopes[-1].seq, request.upto, request.count)
+            return [*actions, self._archiving]
+        # The archive gave what it has up to the log's start: back to the log from here.
+        self._archiving = None
+        self._archive_ended_at = self.cursor.last_seq
+        return [*actions, self._read(self.cursor.last_seq, replaying.upto)]
 
     def _take(self, envelopes: list[Envelope]) -> tuple[Envelope, ...]:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
