@@ -51,6 +51,7 @@ from shared.rqjobs import (
 from shared.scheduling import served_queue_names
 from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
+from worker.archiver import start_archiver
 from worker.context import WorkerContext
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
@@ -400,6 +401,23 @@ def run_worker(
             "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
         )
         return ExitCode.REDIS_UNREACHABLE
+    # The archive drainer (None when the archive is off): a burst worker drains first.
+    archiver = start_archiver(settings, consumer=rq_worker.name)
+    try:
+        return _work(rq_worker, settings, burst=burst, mode=mode, metrics=metrics)
+    finally:
+        if archiver is not None:
+            archiver.stop(drain_s=settings.shutdown_grace_s if burst else 0.0)
+
+
+def _work(
+    rq_worker: ForkingClaudeWorker | SimpleClaudeWorker,
+    settings: Settings,
+    *,
+    burst: bool,
+    mode: WorkerMode,
+    metrics: WorkerMetrics | None,
+) -> int:
     while True:
         try:
             rq_worker.work(
