@@ -62,6 +62,10 @@ class Archiver:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Make `run` return after its current step (safe from a signal handler)."""
+        self._stop.set()
+
     def stop(self, *, drain_s: float = 0.0) -> None:
         """Stop the thread; with drain_s > 0, first archive what the outbox holds (that long
         at most: what is left stays pending for another drainer)."""
