@@ -44,9 +44,7 @@ def test_high_run_waits_for_a_low_run_of_its_session(
     assert queued_data(client, second)["priority"] == "low"
 
 
-def test_cancel_takes_a_run_out_of_its_priority_list(
-    client: Client, settings: Settings
-) -> None:
+def test_cancel_takes_a_run_out_of_its_priority_list(client: Client, settings: Settings) -> None:
     handle = client.submit(session_id="s", prompt="x", priority="high")
     key = queue_key(f"{settings.queue_name}:high")
     assert client.redis.lrange(key, 0, -1) == [handle.run_id.encode()]
