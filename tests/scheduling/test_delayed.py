@@ -4,6 +4,7 @@ no earlier than their time, cancellable while they wait, keeping their session's
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_a_delayed_run_is_cancelled_while_it_waits(client: Client, settings: Set
     ],
 )
 def test_bad_scheduling_fields_are_refused(
-    client: Client, fields: dict[str, object], problem: str
+    client: Client, fields: dict[str, Any], problem: str
 ) -> None:
     with pytest.raises(InvalidJobError, match=problem):
         client.submit(session_id="bad", prompt="x", **fields)
