@@ -41,9 +41,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the whole run; each test gets its own context."""
+    """One headless Chromium per test module; each test gets its own context. Not per
+    session: while Playwright's sync API is open, its event loop runs in this thread,
+    and other tiers' asyncio.run() would refuse to start."""
     path = chromium_path()
     if path is None:
         message = "no chromium on PATH: the console's browser tests did not run (make chromium)"
