@@ -16,6 +16,7 @@ from redis.client import PubSub
 from shared.connection import subscribe_confirmed
 from shared.runstore import Claimed, Skip
 from worker.context import WorkerContext
+from worker.limits import NOT_HEAD, OK, Slots
 from worker.publisher import Publisher
 from worker.reaper import reap_if_lost
 
@@ -24,8 +25,11 @@ log = structlog.get_logger(__name__)
 _FINISHED_MARK = b'"type":"finished"'
 
 
-def claim_run(ctx: WorkerContext, session_id: str, run_id: str) -> tuple[Publisher, str] | None:
-    """Move the run from queued to running for us, waiting for the session's turn.
+def claim_run(
+    ctx: WorkerContext, session_id: str, run_id: str, slots: Slots | None = None
+) -> tuple[Publisher, str] | None:
+    """Move the run from queued to running for us, waiting for the session's turn and
+    then, with `slots`, for a concurrency-limit slot (worker/limits.py).
 
     Returns the run's publisher and fencing token, or None if this delivery is not
     ours to run (a duplicate, or cancelled while it waited).
@@ -38,9 +42,14 @@ def claim_run(ctx: WorkerContext, session_id: str, run_id: str) -> tuple[Publish
     pubsub = None
     try:
         while True:
+            got = OK if slots is None else slots.acquire()
+            if got not in (OK, NOT_HEAD):
+                continue  # every slot of limit `got` was held: we waited; look again
             claim = store.claim(session_id, run_id, worker=ctx.worker_name, host=ctx.host)
             if isinstance(claim, Claimed):
                 return _publisher(ctx, session_id, run_id, claim.token), claim.token
+            if slots is not None and got == OK:
+                slots.release()  # taken just before the run was cancelled or taken
             if isinstance(claim, Skip):
                 log.info("run_skipped", state=claim.state.value)
                 return None

@@ -33,6 +33,7 @@ from worker.control import ControlListener
 from worker.errors import error_event
 from worker.interaction import Interaction
 from worker.lease import LeaseKeeper
+from worker.limits import Slots
 from worker.outcome import RunObservations, final_events
 from worker.process import CliProcess
 from worker.proctree import enable_subreaper
@@ -77,7 +78,21 @@ def execute_run(
 ) -> RunStatus | None:
     """Run one request to its end. None when this delivery was not ours to run."""
     started = time.monotonic()
-    claimed = claim_run(ctx, request.job.session_id, request.run_id)
+    slots = Slots(ctx, request.job.session_id, request.run_id, request.job.limit_key)
+    try:
+        return _execute_claimed(request, ctx, metrics, slots, started)
+    finally:
+        slots.release()  # frees its concurrency-limit slots at once and wakes waiters
+
+
+def _execute_claimed(
+    request: RunRequest,
+    ctx: WorkerContext,
+    metrics: WorkerMetrics | None,
+    slots: Slots,
+    started: float,
+) -> RunStatus | None:
+    claimed = claim_run(ctx, request.job.session_id, request.run_id, slots)
     if claimed is None:
         return None
     publisher, token = claimed
