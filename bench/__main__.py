@@ -35,6 +35,7 @@ BENCHMARKS = {
     "approvals": "bench.approvals",
     "warm": "bench.warm",
     "gateway": "bench.gateway",
+    "archive": "bench.archive",
 }
 
 
