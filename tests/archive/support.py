@@ -35,7 +35,7 @@ def count(schema: str, query: str, *params: Any) -> int:
     """One number from the test schema (a fresh connection: sees every commit)."""
     with psycopg.connect(PG_DSN) as conn:
         conn.execute("SELECT set_config('search_path', %s, false)", (schema,))
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query, params).fetchone()
         return int(row[0]) if row else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from pydantic import SecretStr
@@ -33,7 +34,7 @@ def test_a_drainer_that_died_mid_copy_leaves_the_run_to_another_and_it_is_archiv
         events = client.history("arch-kill")
     # The dead drainer: it took the entry, copied part of the session, never acknowledged.
     redis_client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
-    taken = redis_client.xreadgroup(OUTBOX_GROUP, "dead-worker", {outbox: ">"}, count=10)
+    taken: Any = redis_client.xreadgroup(OUTBOX_GROUP, "dead-worker", {outbox: ">"}, count=10)
     assert len(taken[0][1]) == 1
     archive.archive_events("arch-kill", events[:2])
     assert _pending(redis_client, settings) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import redis
 
@@ -71,7 +72,7 @@ def test_a_live_session_whose_first_runs_are_only_archived_replays_without_a_gap
         # The log loses its head (MAXLEN trimming): the first run is in PostgreSQL only.
         keep_from = next(e.seq for e in early if e.type == "finished") + 1
         redis_client.xtrim(keys.log("arch-2"), minid=f"{keep_from}-0", approximate=False)
-        head = redis_client.xrange(keys.log("arch-2"), count=1)[0][0]
+        head = cast(list[Any], redis_client.xrange(keys.log("arch-2"), count=1))[0][0]
         assert head == f"{keep_from}-0".encode()
         # A new run, streamed from seq 0 while it is live.
         handle = client.submit(prompt="say late", session_id="arch-2")

@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import redis
 
 from producer.client import Client
-from shared.archive import ArchiveStore
+from shared.archive import ArchiveStore, RunRow
 from shared.settings import Settings
 from tests.archive.support import count, synthetic_run
 from tests.conftest import REPO, worker_env
@@ -21,8 +22,10 @@ DAY_S = 86400
 ARCHIVE_COMMAND = "import sys; from producer.cli_archive import archive; archive(sys.argv[1:])"
 
 
-def _archive_run(store: ArchiveStore, session_id: str, run_id: str, first: int, **kw: object):
-    events = synthetic_run(session_id, run_id, first, **kw)  # type: ignore[arg-type]
+def _archive_run(
+    store: ArchiveStore, session_id: str, run_id: str, first: int, **kw: Any
+) -> RunRow | None:
+    events = synthetic_run(session_id, run_id, first, **kw)
     store.archive_events(session_id, events)
     return store.archive_run(session_id, run_id)
 
