@@ -8,7 +8,7 @@ CLAUDE := $(CLI_DIR)/node_modules/.bin/claude
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-e2e bench lint typecheck fixtures redis chromium clean
+.PHONY: install demo test test-fast test-e2e bench lint typecheck fixtures redis postgres chromium clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,13 +25,16 @@ install: $(STAMP) $(CLAUDE)  ## Python deps in .venv, the pinned claude CLI in d
 redis:  ## make sure a Redis answers (starts a local one if not)
 	@bash .ci/ensure-redis
 
+postgres:  ## make sure a PostgreSQL answers at 127.0.0.1:5432 with a database test (the archive's tests)
+	@bash .ci/ensure-postgres
+
 chromium:  ## make sure Debian's chromium is installed (the web console's browser tests)
 	@bash .ci/ensure-chromium
 
 demo: install redis  ## start a worker, submit a prompt, stream its events
 	$(BIN)/python -m devtools.demo
 
-test: install redis chromium  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
+test: install redis postgres chromium  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: install redis  ## skip slow and e2e tests
