@@ -108,8 +108,9 @@ class SessionRow:
     cost_usd: float | None
 
     def as_dict(self) -> dict[str, Any]:
+        # `run_count`: `runs` is the list of runs in `session show --json`.
         return self.info.as_dict() | {
-            "runs": self.runs,
+            "run_count": self.runs,
             "last_status": self.last_status,
             "cost_usd": self.cost_usd,
         }

@@ -153,7 +153,7 @@ def test_json_is_one_object_per_line_on_every_command(
         assert objects and all(isinstance(o, dict) for o in objects), name
         parsed[name] = objects
     assert [s["session_id"] for s in parsed["sessions"]] == ["j2", "j1"]
-    assert parsed["sessions"][0]["runs"] == 1
+    assert parsed["sessions"][0]["run_count"] == 1
     assert parsed["sessions"][0]["last_status"] == "succeeded"
     assert len(parsed["status"]) == 1 and "failed_last_hour" in parsed["status"][0]
     [show] = parsed["show"]
