@@ -212,6 +212,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%R~{n.session('warm')}",  # submit routes to the worker holding it warm
             f"~{n.prefix}:sessions",
             f"~{n.prefix}:queued",  # SUBMIT_LUA / CANCEL_LUA: the index of unclaimed runs
+            f"%W~{n.prefix}:archive-outbox",  # CANCEL_LUA of a queued run (archive on)
             f"%R~{n.prefix}:running",
             f"%R~{n.prefix}:worker-warm:*",  # status lists warm sessions per worker
             f"%W~{n.rq}:job:*",
