@@ -13,7 +13,7 @@ could be taken before a run of its session still waiting to be taken:
 - if one of them is held by RQ's scheduler (a delayed run), it is held too, due one
   second after the latest of them (RQ's scheduled registry counts whole seconds and
   enqueues due jobs oldest first, so the second keeps the order);
-- it is never routed to a warm worker's own queue while one of them waits.
+- a held run is never routed to a warm worker's own queue.
 """
 
 from __future__ import annotations
@@ -91,4 +91,4 @@ def place(asked: Priority, start_at: float | None, ahead: list[Ahead], *, now: f
         if run.scheduled_for is not None and run.scheduled_for > now:
             behind = math.ceil(run.scheduled_for) + 1
             due = behind if due is None else max(due, behind)
-    return Placement(priority=priority, enqueue_at=due, may_route=not ahead and due is None)
+    return Placement(priority=priority, enqueue_at=due, may_route=due is None)

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     )
     scheduler: bool = Field(
         default=True,
-        description="Run RQ's scheduler in the worker (delayed runs, retries' backoff, cron).",
+        description="Run RQ's scheduler in the worker (delayed runs); with none, they wait.",
     )
     concurrency_limits: dict[str, int] = Field(
         default_factory=dict,

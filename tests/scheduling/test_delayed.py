@@ -20,7 +20,7 @@ from tests.scheduling.support import queued_data, run_events, started_at
 def test_a_delayed_run_starts_no_earlier_than_its_time(
     client: Client, settings: Settings, start_worker: WorkerFactory
 ) -> None:
-    start_worker()
+    start_worker(settings_override=settings.model_copy(update={"scheduler": True}))
     handle = client.submit(session_id="later", prompt="hello", delay_s=2)
     queued = queued_data(client, handle)
     scheduled_for = queued["scheduled_for"]
@@ -38,7 +38,7 @@ def test_a_delayed_run_starts_no_earlier_than_its_time(
 
 
 def test_run_at_in_the_past_runs_at_once(client: Client, start_worker: WorkerFactory) -> None:
-    start_worker()
+    start_worker()  # no scheduler needed: a time already past is no delay
     past = datetime.now(UTC) - timedelta(minutes=5)
     handle = client.submit(session_id="now", prompt="hello", run_at=past)
     assert handle.wait(timeout_s=60).status is RunStatus.SUCCEEDED
