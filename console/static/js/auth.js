@@ -23,7 +23,7 @@ export class Credentials {
   constructor(storage, hash) {
     this.storage = storage;
     const match = /(?:^#|&)token=([^&]+)/.exec(hash);
-    if (match) storage.setItem(TOKEN_ITEM, decodeURIComponent(match[1]));
+    if (match) storage.setItem(TOKEN_ITEM, safeDecode(match[1]));
     this.token = storage.getItem(TOKEN_ITEM);
     this.claims = this.token ? tokenClaims(this.token) : null;
     this.apiKey = this.token ? null : storage.getItem(KEY_ITEM);
@@ -61,5 +61,13 @@ export class Credentials {
     if (this.claims) return `session token for ${this.claims.sessionId}`;
     if (this.apiKey) return "API key";
     return "";
+  }
+}
+
+function safeDecode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // not percent-encoded after all: the gateway judges it
   }
 }

@@ -25,7 +25,7 @@ export function conversationPage(main, api, credentials, sessionId, onAuthError)
   const position = el("span", { id: "queue-position" });
   const events = el("span", { id: "event-count", class: "muted" });
   const problem = el("p", { id: "problem", class: "problem", role: "alert", hidden: true });
-  const requests = el("div", { id: "requests", class: "requests" });
+  const requests = el("div", { id: "requests", class: "requests", role: "region", "aria-label": "Pending permission requests", "aria-live": "polite" });
   const answered = outcomeLine("answer");
   const streaming = el("div", { id: "streaming", class: "streaming", "aria-live": "off", hidden: true });
   const follow = el("label", { class: "follow" }, el("input", { type: "checkbox", id: "follow", checked: true }), " Follow new events");

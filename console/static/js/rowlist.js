@@ -1,6 +1,6 @@
 // The conversation's rows, windowed: only the last `limit` rows are in the DOM (a
 // button shows earlier ones, a page at a time), so 10,000 events keep the page light.
-// Changes are applied once per animation frame, however many events arrived.
+// The page calls flush() once per animation frame, however many events arrived.
 
 import { el } from "./dom.js";
 import { renderRow } from "./rows.js";
@@ -14,22 +14,9 @@ export class RowList {
     this.from = 0; // rows[from, to) are rendered
     this.to = 0;
     this.nodes = new Map(); // row -> node
-    this.scheduled = false;
     this.earlier = el("button", { type: "button", class: "earlier", hidden: true, onclick: () => this.showEarlier() }, "");
     this.list = el("div", { class: "rows" });
     this.element = el("div", { class: "conversation" }, this.earlier, this.list);
-  }
-
-  /** Redraw on the next frame (once, however often this is called). */
-  schedule(after) {
-    this.after = after;
-    if (this.scheduled) return;
-    this.scheduled = true;
-    requestAnimationFrame(() => {
-      this.scheduled = false;
-      this.flush();
-      if (this.after) this.after();
-    });
   }
 
   showEarlier() {
