@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +42,7 @@ def running_worker(
     try:
         yield proc
     finally:
+        members = _children(proc.pid)  # a pool's members, so none outlives the test
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -46,6 +50,17 @@ def running_worker(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid in members | _children(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(child) for child in listed.split()}
 
 
 def scrape(port: int) -> Samples:
