@@ -104,6 +104,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
     death_penalty_class: Any
     default_result_ttl: int
     _stop_requested: bool
+    pubsub: Any  # RQ's: a PubSub, or None before subscribe()
+    pubsub_thread: Any  # RQ's: a PubSubWorkerThread, or None
 
     def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
         if kwargs.get("connection") is None:
@@ -198,6 +200,20 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
                 self._context.warm.close_all()
             self._become_busy()  # nothing advertised, nothing left waiting on our queue
         super().teardown()  # type: ignore[misc]
+
+    def unsubscribe(self) -> None:
+        # RQ's own unsubscribes, then stops its pubsub thread; with redis-py >= 8.2,
+        # whose stop() joins, a thread that read the UNSUBSCRIBE reply first sat out its
+        # 60 s wait for a subscription: burst workers took a minute to exit. So the
+        # thread's flag goes first, and the reply then ends its loop.
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        thread.stop(timeout=0)
+        with contextlib.suppress(redis.RedisError):
+            if self.pubsub is not None:
+                self.pubsub.unsubscribe()
+        thread.join(timeout=1)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]
