@@ -46,6 +46,7 @@ class EventType(StrEnum):
     INTERRUPTED = "interrupted"
     PERMISSION_REQUEST = "permission_request"
     PERMISSION_DECISION = "permission_decision"
+    WAITING = "waiting"
     FINISHED = "finished"
 
 
@@ -240,6 +241,14 @@ class RateLimitData(EventData):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class WaitingData(EventData):
+    """A run at the head of its session is held back (once per hold): `concurrency_limit`,
+    with the limit `key` that is full."""
+
+    reason: str
+    key: str | None = None
+
+
 class RetryData(EventData):
     """The CLI is retrying a failed model request (it says so before waiting)."""
 
@@ -314,6 +323,7 @@ TypedEventData = (
     | InterruptedData
     | PermissionRequestData
     | PermissionDecisionData
+    | WaitingData
     | FinishedData
     | UnknownEventData
 )
@@ -332,6 +342,7 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.INTERRUPTED: InterruptedData,
     EventType.PERMISSION_REQUEST: PermissionRequestData,
     EventType.PERMISSION_DECISION: PermissionDecisionData,
+    EventType.WAITING: WaitingData,
     EventType.FINISHED: FinishedData,
 }
 

@@ -37,6 +37,7 @@ from shared.events import (
     StreamEventData,
     TextData,
     UnknownEventData,
+    WaitingData,
 )
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -60,6 +61,7 @@ SAMPLES: dict[EventType, EventData] = {
     EventType.PERMISSION_DECISION: PermissionDecisionData(
         request_id="r1", behavior="deny", reason=DecisionReason.TIMED_OUT
     ),
+    EventType.WAITING: WaitingData(reason="concurrency_limit", key="tenant-a"),
     EventType.FINISHED: FinishedData(status=RunStatus.SUCCEEDED, exit_code=0, duration_s=1.5),
 }
 
