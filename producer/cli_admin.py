@@ -22,7 +22,7 @@ def reap(as_json: bool) -> None:
     if as_json:
         echo_json({"lost_runs": lost})
     else:
-        click.echo(f"{lost} {'run' if lost == 1 else 'runs'} declared lost")
+        click.echo(f"{lost} run(s) declared lost")
 
 
 @click.command()

@@ -19,6 +19,7 @@ from producer.render_runs import (
     summarize_runs,
     workers_table,
 )
+from producer.status import with_activity
 from shared.exitcodes import ExitCode
 
 _JSON_LINES_HELP = "Print one JSON object per line."
@@ -124,7 +125,8 @@ def session_delete(session_id: str, force: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def status(as_json: bool) -> None:
     """Queue depth, workers with their current run, failed runs in the last hour."""
-    info = connect().status()
+    client = connect()
+    info = with_activity(client.redis, client.settings, client.status())
     if as_json:
         echo_json(info.as_dict())
         return

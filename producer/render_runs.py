@@ -167,10 +167,15 @@ def workers_table(info: QueueStatus, now: float) -> Table:
 def status_summary(info: QueueStatus) -> Text:
     """`queue q: 3 queued · 2 running · 1 worker · 0 failed in the last hour`."""
     failed = info.failed_last_hour
+    failed_text = (
+        f"{failed} failed in the last hour"
+        if failed is not None
+        else "failed runs unknown (this Redis user may not read RQ's failed jobs)"
+    )
     return Text.assemble(
         ("queue ", "dim"),
         (info.queue, "bold"),
         f": {info.queued} queued · {len(info.running)} running · "
         f"{plural(len(info.workers), 'worker')} · ",
-        (f"{failed} failed in the last hour", "red" if failed else ""),
+        (failed_text, "red" if failed else ""),
     )

@@ -5,7 +5,7 @@ the runs in progress with their start times, and the runs that failed in the las
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, cast
 
@@ -59,9 +59,11 @@ class QueueStatus:
     queued: int  # jobs waiting in the RQ queue
     workers: list[WorkerInfo]
     running: dict[str, str] = field(default_factory=dict)  # run id -> session id
-    # run id -> epoch seconds it started (RQ's started_at of its job), when known
+    # run id -> epoch seconds it started (RQ's started_at of its job): with_activity
     started_at: dict[str, float] = field(default_factory=dict)
-    failed_last_hour: int = 0  # runs RQ holds as failed that ended in the last hour
+    # Runs RQ holds as failed that ended in the last hour (with_activity); None: not
+    # read, or this Redis user may not read RQ's failed registry or jobs.
+    failed_last_hour: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -149,11 +151,21 @@ def read_status(connection: redis.Redis, settings: Settings, keys: Keys) -> Queu
     raw_running = cast(dict[bytes, bytes], connection.hgetall(keys.running))
     running = {run.decode(): session.decode() for run, session in raw_running.items()}
     return QueueStatus(
-        queue=settings.queue_name,
-        queued=queue.count,
-        workers=workers,
-        running=running,
-        started_at=_started_at(connection, list(running)),
+        queue=settings.queue_name, queued=queue.count, workers=workers, running=running
+    )
+
+
+def with_activity(connection: redis.Redis, settings: Settings, status: QueueStatus) -> QueueStatus:
+    """`status` plus when each running run started and how many runs failed in the last
+    hour, read from RQ's jobs and failed registry (`claude-queue status`).
+
+    Kept apart from read_status: a producer ACL role made before these reads is refused
+    them (and Redis logs each refusal), so only the command that shows them asks.
+    """
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    return replace(
+        status,
+        started_at=_started_at(connection, list(status.running)),
         failed_last_hour=_failed_since(connection, queue, time.time() - FAILED_WINDOW_S),
     )
 
@@ -167,24 +179,25 @@ def _jobs(connection: redis.Redis, job_ids: list[str]) -> list[Job]:
 
 
 def _started_at(connection: redis.Redis, run_ids: list[str]) -> dict[str, float]:
-    return {
-        job.id: job.started_at.timestamp()
-        for job in _jobs(connection, run_ids)
-        if job.started_at is not None
-    }
+    """When each run's RQ job started; none when this role may not read jobs."""
+    try:
+        jobs = _jobs(connection, run_ids)
+    except redis.exceptions.NoPermissionError:
+        return {}
+    return {job.id: job.started_at.timestamp() for job in jobs if job.started_at is not None}
 
 
-def _failed_since(connection: redis.Redis, queue: Queue, since: float) -> int:
-    """Failed jobs of the queue that ended after `since` (the newest _FAILED_SCAN only)."""
+def _failed_since(connection: redis.Redis, queue: Queue, since: float) -> int | None:
+    """Failed jobs of the queue that ended after `since` (the newest _FAILED_SCAN only);
+    None when this role may not read them."""
     registry = FailedJobRegistry(queue=queue)
-    # Scored by expiry (end + failure TTL): the newest failures have the highest scores.
-    newest = cast(list[bytes], connection.zrevrange(registry.key, 0, _FAILED_SCAN - 1))
-    job_ids = [member.decode(errors="replace") for member in newest]
-    return sum(
-        1
-        for job in _jobs(connection, job_ids)
-        if job.ended_at is not None and job.ended_at.timestamp() >= since
-    )
+    try:
+        # Scored by expiry (end + failure TTL): the newest failures have the highest scores.
+        newest = cast(list[bytes], connection.zrevrange(registry.key, 0, _FAILED_SCAN - 1))
+        jobs = _jobs(connection, [member.decode(errors="replace") for member in newest])
+    except redis.exceptions.NoPermissionError:
+        return None
+    return sum(1 for job in jobs if job.ended_at is not None and job.ended_at.timestamp() >= since)
 
 
 def read_position(
@@ -193,10 +206,13 @@ def read_position(
     """Where `run_id` waits: its place in the shared queue, the workers, its session."""
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     pipe = connection.pipeline(transaction=False)
-    pipe.lpos(queue_key(settings.queue_name), run_id)
     pipe.llen(queue_key(settings.queue_name))
     pipe.lrange(keys.pending(session_id), 0, -1)
-    index, length, pending = pipe.execute()
+    length, pending = pipe.execute()
+    try:
+        index = cast(int | None, connection.lpos(queue_key(settings.queue_name), run_id))
+    except redis.exceptions.NoPermissionError:  # LPOS not granted (ACL role before issue 17)
+        index = None
     pending_ids = [member.decode(errors="replace") for member in cast(list[bytes], pending)]
     ahead = pending_ids.index(run_id) if run_id in pending_ids else 0
     states = [str(worker.get_state()) for worker in Worker.all(queue=queue)]
