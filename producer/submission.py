@@ -49,9 +49,20 @@ def validate_job(settings: Settings, job: PromptJob | None, fields: dict[str, An
     return validated
 
 
-def prepare(settings: Settings, job: PromptJob) -> NewRun:
-    """A new run id, the run's `queued` event and RQ's limits for it."""
-    request = RunRequest(run_id=new_run_id(), submitted_at=time.time(), job=job)
+def prepare(
+    settings: Settings, job: PromptJob, *, retry_of: str | None = None, attempt: int = 0
+) -> NewRun:
+    """A new run id, the run's `queued` event and RQ's limits for it.
+
+    `retry_of` and `attempt` name the run this one submits again (worker/retries.py).
+    """
+    request = RunRequest(
+        run_id=new_run_id(),
+        submitted_at=time.time(),
+        job=job,
+        retry_of=retry_of,
+        attempt=attempt,
+    )
     queued = Event(
         type=EventType.QUEUED,
         data=QueuedData(

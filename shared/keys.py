@@ -85,6 +85,11 @@ class Keys:
         """String: set when a cancel was requested, so a late spawn still sees it."""
         return f"{self._session(session_id)}:run:{run_id}:cancel"
 
+    def retried(self, session_id: str, run_id: str) -> str:
+        """String (EX): the run submitted again in place of this one (retry_lost, retry_on);
+        set once (NX), so a run is retried at most once however many see it end."""
+        return f"{self._session(session_id)}:run:{run_id}:retried"
+
     def approvals(self, session_id: str, run_id: str) -> str:
         """Hash: a run's permission requests (`<request_id>` -> request JSON) and their
         decisions (`<request_id>:decision` -> decision JSON, set once)."""
@@ -135,6 +140,19 @@ class Keys:
     def first_seen_stranded(self, run_id: str) -> str:
         """String (EX): when the reaper first saw a started RQ job whose run never began."""
         return f"{self.prefix}:stranded:{run_id}"
+
+    @property
+    def crons(self) -> str:
+        """Hash: cron name -> its definition (JSON, shared/cron.py)."""
+        return f"{self.prefix}:crons"
+
+    def cron_state(self, name: str) -> str:
+        """Hash: a cron's last tick handled, and the session and run of its last firing."""
+        return f"{self.prefix}:cron:{name}:state"
+
+    def cron_tick(self, name: str, tick: int) -> str:
+        """String (EX): the scheduler that fires cron `name` for this tick (SET NX claim)."""
+        return f"{self.prefix}:cron:{name}:tick:{tick}"
 
     @property
     def waiting(self) -> str:

@@ -157,6 +157,17 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='JSON object: limit key -> most runs with it at once ("*": all runs).',
     )
+    retry_first_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait before a run's first retry (retry_lost, retry_on); doubles.",
+    )
+    retry_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait before any retry of a run."
+    )
+    retry_on_max: int = Field(
+        default=3, ge=0, le=10, description="Retries of a run after the API errors in retry_on."
+    )
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="How often a worker looks for runs whose owner died."
     )
@@ -299,6 +310,12 @@ class Settings(BaseSettings):
             if name.startswith(ENV_PREFIX):
                 raise ValueError(f"{name} is a worker setting and is never passed to the CLI")
         return value
+
+    @model_validator(mode="after")
+    def _retry_waits_ordered(self) -> Settings:
+        if self.retry_first_s > self.retry_max_s:
+            raise ValueError("retry_first_s must be at most retry_max_s")
+        return self
 
     @model_validator(mode="after")
     def _lease_renewed_in_time(self) -> Settings:

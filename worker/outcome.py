@@ -14,7 +14,9 @@ from shared.events import (
     ResultData,
     RunStatus,
 )
+from shared.jobs import RetryableError
 from worker.errors import error_event
+from worker.retries import api_error_of
 
 
 @dataclass(slots=True)
@@ -30,9 +32,14 @@ class RunObservations:
     killed_after_result: bool = False
     # The CLI did not exit: it was kept warm, idle, for the session's next run.
     kept_warm: bool = False
+    # The last retryable API error the CLI reported (after its own retries gave up).
+    api_error: RetryableError | None = None
 
     def observe(self, event: Event) -> None:
         data = event.data
+        api_error = api_error_of(event)
+        if api_error is not None:
+            self.api_error = api_error
         if isinstance(data, InitData) and data.claude_session_id:
             self.claude_session_id = data.claude_session_id
         elif isinstance(data, ResultData):

@@ -2,7 +2,8 @@
 
 - `reap_all`: a run whose session lease expired has no live owner: it is declared
   `lost` (error + finished{lost}); its RQ job is moved from the started registry
-  to the failed one, so `rq info` shows no ghost.
+  to the failed one, so `rq info` shows no ghost; a job with retry_lost is submitted
+  again (worker/retries.py).
 - `finish_for_worker`: a worker's main process ends the run of a work horse that
   died under it (cold shutdown, crash) with `interrupted`.
 - `kill_orphans`: at worker start, kill processes of runs that are no longer
@@ -45,6 +46,7 @@ from shared.runstore import Condition, OwnedBy, RunState, RunStore
 from shared.runstore.replies import text
 from shared.settings import Settings
 from worker.proctree import is_alive, kill_run_tree, marked_runs
+from worker.retries import retry_lost
 from worker.webhooks import enqueue_for_run
 
 log = structlog.get_logger(__name__)
@@ -81,6 +83,7 @@ def reap_if_lost(store: RunStore, session_id: str, run_id: str, *, waiting: bool
         log.warning("run_lost", session_id=session_id, run_id=run_id)
         fail_rq_job(store.redis, store.settings, run_id, message)
         enqueue_for_run(store.redis, store.settings, run_id)  # its webhook, if any
+        retry_lost(store, session_id, run_id)  # submitted again, if its job asks (retry_lost)
     return lost
 
 

@@ -24,7 +24,7 @@ from shared.events import (
     StartedData,
 )
 from shared.jobs import PromptJob, RunRequest
-from worker import reuse, session, workdir
+from worker import retries, reuse, session, workdir
 from worker.claim import claim_run
 from worker.cli_env import cli_environment
 from worker.command import CliCommand, UnknownProfileError, build_command
@@ -319,6 +319,10 @@ def _conclude(
     )
     publisher.publish(*closing, *events, final_status=status)
     log.info("run_finished", status=status.value, exit_code=exit_code, events=publisher.published)
+    try:
+        retries.retry_failed(ctx.store, request, status, seen.api_error)  # retry_on
+    except redis.RedisError as exc:
+        log.warning("retry_not_submitted", error=str(exc))
     return status
 
 
