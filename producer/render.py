@@ -48,6 +48,7 @@ from shared.events import (
     StartedData,
     StreamEventData,
     TextData,
+    WaitingData,
 )
 
 __all__ = ["Renderer", "Verbosity"]
@@ -110,6 +111,7 @@ class Renderer:
             PermissionRequestData: self._on_permission_request,
             PermissionDecisionData: self._on_permission_decision,
             FinishedData: self._on_finished,
+            WaitingData: self._on_waiting,
         }
 
     @property
@@ -151,6 +153,10 @@ class Renderer:
             self._print(Text.assemble(("> ", "bold"), (asked, "bold")))
         if self.verbose and data.metadata:
             self._print(Text(f"  metadata {json.dumps(data.metadata)}", style="dim"))
+
+    def _on_waiting(self, data: WaitingData, env: Envelope) -> None:
+        held = data.reason.replace("_", " ")
+        self._print(_meta(env.ts, f"waiting: {held}", f"limit {data.key}" if data.key else ""))
 
     def _on_started(self, data: StartedData, env: Envelope) -> None:
         how = "warm CLI" if data.warm else "new CLI"

@@ -109,6 +109,7 @@ def _envelope(seq: int, event_type: str, data: dict[str, Any], run_id: str = RUN
 
 RUN_LOG = [
     _envelope(1, "queued", {"profile": "readonly", "prompt": "[bold]hi[/bold]"}),
+    _envelope(2, "waiting", {"reason": "concurrency_limit", "key": "team-a"}),
     _envelope(2, "started", {"worker": "w1", "host": "h", "pid": 7}),
     _envelope(
         3,
@@ -167,6 +168,7 @@ def test_normal_rendering_reads_like_a_run() -> None:
     text, errors = _shown(Verbosity.NORMAL)
     lines = text.splitlines()
     assert "> [bold]hi[/bold]" in lines  # markup in data stays text
+    assert any(line.endswith(" · waiting: concurrency limit · limit team-a") for line in lines)
     assert "thinking: hmm" in lines
     assert "→ Bash  ls" in lines
     assert "← a (+1 line)" in lines
