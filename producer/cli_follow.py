@@ -129,8 +129,8 @@ class Follower:
                     self.answers.offer(envelope)
                 if envelope.is_terminal:
                     status = run_status(envelope)
-                elif envelope.type is EventType.QUEUED:
-                    self._waiting(envelope)
+                elif envelope.type in (EventType.QUEUED, EventType.WAITING):
+                    self._waiting(envelope)  # until its next event: started, most often
         finally:
             self._stop_spinner()
         return status
