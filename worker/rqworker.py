@@ -53,6 +53,7 @@ from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
 from worker.archiver import start_archiver
 from worker.context import WorkerContext
+from worker.cron import start_cron_ticker
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
@@ -419,9 +420,13 @@ def run_worker(
         return ExitCode.REDIS_UNREACHABLE
     # The archive drainer (None when the archive is off): a burst worker drains first.
     archiver = start_archiver(settings, consumer=rq_worker.name)
+    # With RQ's scheduler (delayed runs), the cron ticker (None without the scheduler).
+    ticker = None if burst else start_cron_ticker(settings)
     try:
         return _work(rq_worker, settings, burst=burst, mode=mode, metrics=metrics)
     finally:
+        if ticker is not None:
+            ticker.stop()
         if archiver is not None:
             archiver.stop(drain_s=settings.shutdown_grace_s if burst else 0.0)
 
