@@ -217,6 +217,9 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%R~{n.prefix}:worker-warm:*",  # status lists warm sessions per worker
             f"%W~{n.rq}:job:*",
             f"~{n.rq}:queue:{n.queue}",
+            f"~{n.rq}:queue:{n.queue}:high",  # priorities: submit pushes, cancel removes
+            f"~{n.rq}:queue:{n.queue}:low",
+            f"~{n.rq}:scheduled:{n.queue}",  # delayed runs: submit adds, cancel removes
             f"~{n.rq}:queue:{n.queue}:worker:*",  # a worker's own queue (warm routing)
             f"%W~{n.rq}:canceled:{n.queue}",  # a cancelled queued job is recorded canceled
             f"%W~{n.rq}:queues",
@@ -268,6 +271,7 @@ def _worker(n: _Names, select: str) -> AclRules:
         channels=(
             n.channel("events"),
             n.channel("run:*:control"),
+            f"&{n.prefix}:limits@{n.db}",  # a concurrency slot freed (shared/limits.py)
             f"&{n.rq}:pubsub:*",
         ),
     )
