@@ -206,8 +206,10 @@ def fire(store: RunStore, spec: CronSpec, tick: float) -> CronFiring:
 
 def claim_tick(store: RunStore, name: str, tick: float) -> bool:
     """Claim the cron's `tick` for this caller; False if it was claimed (or the cron is gone)."""
+    # EVALSHA (LOAD on first use): the worker's ACL allows scripts only that way.
+    claim = store.redis.register_script(CLAIM_TICK_LUA)
     keys = [store.keys.cron_state(name), store.keys.crons]
-    return bool(store.redis.eval(CLAIM_TICK_LUA, 2, *keys, name, repr(tick)) == 1)
+    return bool(claim(keys=keys, args=[name, repr(tick)]) == 1)
 
 
 def tick_crons(store: RunStore, now: float) -> list[CronFiring]:

@@ -10,8 +10,8 @@ after the session's waiting runs and held back by a capped, jittered backoff
 
 At most once per ended run: the `retried` marker (SET NX, in the session's key space)
 is taken before the new run is submitted, so two reapers that both saw a run end, or
-a delivery run twice, submit one retry. A process that dies between the marker and
-the submit leaves the run without its retry; never with two.
+a delivery run twice, submit one retry. A process that dies (or loses Redis) between
+the marker and the submit leaves the run without its retry; never with two.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from shared.events import RunStatus
 from shared.runstore import RunState, RunStore
 from shared.settings import Settings
 from tests.conftest import WorkerFactory, worker_env
+from tests.integration.test_acl import RoleClient, role_client, role_url  # noqa: F401
 
 EVERY_SECOND = "* * * * * *"
 # 2030-01-07 09:00:00 UTC, a Monday.
@@ -201,3 +202,14 @@ def test_cli_add_list_run_remove(client: Client, settings: Settings) -> None:
     assert runner.invoke(cron, ["run", "triage"]).exit_code == 4
     bad = runner.invoke(cron, ["add", "x", "--schedule", "bad", "--session", "s", "--prompt", "p"])
     assert bad.exit_code == 2 and "schedule" in bad.output
+
+
+def test_a_worker_acl_user_claims_and_fires_ticks(
+    client: Client,
+    role_client: RoleClient,  # noqa: F811
+) -> None:
+    worker = role_client("worker")
+    spec = add_cron(client, "acl", schedule=EVERY_SECOND, session_id="acl", prompt="hi")
+    fired = tick_crons(worker.store, float(int(spec.created_at)) + 1.5)
+    assert [f.run_id for f in fired] == client.store.pending_runs("acl")
+    assert len(fired) == 1

@@ -19,8 +19,9 @@ from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory
 from tests.helpers import texts
+from tests.integration.test_acl import RoleClient, role_client, role_url  # noqa: F401
 from tests.scheduling.support import first, queued_data, run_events
-from worker.retries import resubmit, retry_job
+from worker.retries import resubmit, retry_job, stored_request
 
 FAULTY_CLI = REPO / "tests" / "fakecli" / "faults.py"
 
@@ -206,3 +207,17 @@ def test_the_retry_waits_a_backoff_that_grows_with_its_attempt(retrying: Setting
         assert retried.run_at is None
         waits.append(retried.delay_s)
     assert waits == [0.2, 0.4, 0.5, 0.5, 0.5]
+
+
+def test_a_worker_acl_user_submits_the_retry(
+    client: Client,
+    role_client: RoleClient,  # noqa: F811
+) -> None:
+    lost = client.submit(session_id="acl", prompt="hello", retry_lost=1)
+    worker = role_client("worker")
+    request = stored_request(worker.store, "acl", lost.run_id)
+    assert request is not None and request.job.retry_lost == 1
+    retry = resubmit(worker.store, request, "lost")
+    assert retry is not None
+    assert resubmit(worker.store, request, "lost") is None  # once
+    assert client.store.pending_runs("acl") == [lost.run_id, retry]
