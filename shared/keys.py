@@ -147,12 +147,9 @@ class Keys:
         return f"{self.prefix}:crons"
 
     def cron_state(self, name: str) -> str:
-        """Hash: a cron's last tick handled, and the session and run of its last firing."""
+        """Hash: a cron's last tick claimed (`last_tick`, compare-and-set by the tickers)
+        and the session and run of its last firing."""
         return f"{self.prefix}:cron:{name}:state"
-
-    def cron_tick(self, name: str, tick: int) -> str:
-        """String (EX): the scheduler that fires cron `name` for this tick (SET NX claim)."""
-        return f"{self.prefix}:cron:{name}:tick:{tick}"
 
     @property
     def waiting(self) -> str:
