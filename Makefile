@@ -51,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict shared producer worker gateway devtools bench tests
+	$(BIN)/mypy --strict shared producer worker gateway console devtools bench tests
 
 fixtures: install  ## re-record real CLI output into tests/fixtures/cli
 	$(BIN)/python -m devtools.capture --out tests/fixtures/cli
