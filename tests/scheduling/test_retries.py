@@ -21,6 +21,8 @@ from tests.conftest import REPO, WorkerFactory
 from tests.helpers import texts
 from tests.integration.test_acl import RoleClient, role_client, role_url  # noqa: F401
 from tests.scheduling.support import first, queued_data, run_events
+from worker.outcome import RunObservations
+from worker.parser import parse_line
 from worker.retries import resubmit, retry_job, stored_request
 
 FAULTY_CLI = REPO / "tests" / "fakecli" / "faults.py"
@@ -221,3 +223,23 @@ def test_a_worker_acl_user_submits_the_retry(
     assert retry is not None
     assert resubmit(worker.store, request, "lost") is None  # once
     assert client.store.pending_runs("acl") == [lost.run_id, retry]
+
+
+@pytest.mark.parametrize(
+    ("capture", "expected"),
+    [
+        ("error-529", "overloaded"),
+        ("error-529-retried", "overloaded"),
+        ("error-429", "rate_limited"),
+        ("error-500", None),
+        ("error-401", None),
+        ("text", None),
+    ],
+)
+def test_the_real_clis_give_up_lines_are_classified(capture: str, expected: str | None) -> None:
+    """Captures of the real CLI (tests/fixtures/cli) through the parser: what retry_on sees."""
+    seen = RunObservations()
+    for raw in (REPO / "tests" / "fixtures" / "cli" / f"{capture}.jsonl").read_bytes().splitlines():
+        for event in parse_line(raw).events:
+            seen.observe(event)
+    assert seen.api_error == expected
