@@ -38,11 +38,11 @@ def running_worker(
             env=worker_env(settings, {"TMPDIR": str(log_path.parent), **(env or {})}),
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield proc
     finally:
-        members = _children(proc.pid)  # a pool's members, so none outlives the test
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -50,17 +50,9 @@ def running_worker(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pid in members | _children(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _children(pid: int) -> set[int]:
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return set()
-    return {int(child) for child in listed.split()}
+        # A pool's members share its process group (its own session): none outlives the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def scrape(port: int) -> Samples:
