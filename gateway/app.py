@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from console import console_app
 from gateway.errors import install_error_handlers
 from gateway.routes_events import events_router
+from gateway.routes_metrics import metrics_router
 from gateway.routes_runs import runs_router
 from gateway.routes_sessions import sessions_router
 from gateway.routes_system import system_router
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         events_router(gateway),
         sessions_router(gateway),
         system_router(gateway),
+        metrics_router(gateway),
     ):
         app.include_router(router)
     # The web console (static files; a client of the routes above, nothing more).

@@ -12,9 +12,13 @@ import click
 from producer.cancelling import CancelOutcome
 from producer.cli_admin import acl, reap, worker
 from producer.cli_approvals import approve, deny, requests_command
+from producer.cli_archive import archive, archiver
 from producer.cli_common import Group, connect, echo_json, fail, known_session, make_console
 from producer.cli_completion import completion, session_argument
+from producer.cli_cron import cron
+from producer.cli_doctor import doctor
 from producer.cli_follow import SECOND_INTERRUPT_S, Follower
+from producer.cli_scheduling import parse_when, scheduling_options
 from producer.cli_serve import serve
 from producer.cli_sessions import session, sessions, status
 from producer.errors import InvalidJobError, SessionBusy
@@ -137,6 +141,7 @@ def main() -> None:
     show_default=True,
     help="If the conversation cannot be resumed: fail the run, or start fresh.",
 )
+@scheduling_options
 @click.option("--follow", is_flag=True, help="Stream the run's events until it finishes.")
 @_verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print envelopes as JSON lines.")
@@ -155,6 +160,12 @@ def submit(
     new_conversation: bool,
     on_busy: str,
     resume_policy: str,
+    run_at: str | None,
+    delay_s: float | None,
+    priority: str,
+    limit_key: str | None,
+    retry_lost: int,
+    retry_on: tuple[str, ...],
     follow: bool,
     verbose: bool,
     quiet: bool,
@@ -187,12 +198,18 @@ def submit(
         "profile": profile,
         "max_turns": max_turns,
         "timeout_s": timeout_s,
+        "run_at": parse_when(run_at),
+        "delay_s": delay_s,
+        "limit_key": limit_key,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
     if partial:
         fields["include_partial_messages"] = True
     fields["new_conversation"] = new_conversation
     fields["resume_policy"] = resume_policy
+    fields["priority"] = priority
+    fields["retry_lost"] = retry_lost
+    fields["retry_on"] = retry_on
     client = connect()
     try:
         handle = client.submit(on_busy=cast(OnBusy, on_busy), **fields)
@@ -340,6 +357,10 @@ main.add_command(deny)
 main.add_command(requests_command)
 main.add_command(serve)
 main.add_command(completion)
+main.add_command(doctor)
+main.add_command(archiver)
+main.add_command(archive)
+main.add_command(cron)
 
 if __name__ == "__main__":
     main()

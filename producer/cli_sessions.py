@@ -8,6 +8,7 @@ import time
 import click
 
 from producer.cli_approvals import request_summary
+from producer.cli_archive import print_archived
 from producer.cli_common import connect, echo_json, fail, known_session, make_console
 from producer.cli_completion import session_argument
 from producer.errors import InvalidJobError, SessionBusy
@@ -34,12 +35,42 @@ _JSON_HELP = "Print one JSON object."
     show_default=True,
     help="At most this many.",
 )
+@click.option(
+    "--archived",
+    is_flag=True,
+    help="Search the PostgreSQL archive instead (CLAUDE_QUEUE_ARCHIVE_DSN; at most 1000).",
+)
+@click.option("--since", help="--archived: finished within this long: 7d, 12h, 30m, 2w.")
+@click.option("--status", "run_status", help="--archived: with a run of this final status.")
+@click.option("--meta", multiple=True, help="--archived: metadata key=value (repeatable).")
+@click.option("--offset", type=click.IntRange(0), default=0, help="--archived: skip this many.")
 @click.option("--json", "as_json", is_flag=True, help=_JSON_LINES_HELP)
-def sessions(limit: int, as_json: bool) -> None:
+def sessions(
+    limit: int,
+    archived: bool,
+    since: str | None,
+    run_status: str | None,
+    meta: tuple[str, ...],
+    offset: int,
+    as_json: bool,
+) -> None:
     """List sessions, most recently active first: state, runs, last status, cost.
 
-    Runs, last status and cost are read from each session's event log.
+    Runs, last status and cost are read from each session's event log. With
+    --archived, the sessions kept in the PostgreSQL archive that match the filters.
     """
+    if archived:
+        print_archived(
+            since=since,
+            status=run_status,
+            meta=meta,
+            limit=min(limit, 1000),
+            offset=offset,
+            as_json=as_json,
+        )
+        return
+    if since is not None or run_status is not None or meta or offset:
+        fail("--since, --status, --meta and --offset go with --archived", ExitCode.USAGE)
     client = connect()
     rows = [
         session_row(info, summarize_runs(client.history(info.session_id)))
@@ -110,7 +141,8 @@ def session_delete(session_id: str, force: bool, as_json: bool) -> None:
     Exits 4 if there is no such session, 2 if it has runs pending (without --force).
     """
     client = connect()
-    known_session(client, session_id)
+    if not client.settings.archive_dsn.get_secret_value():  # else it may be archived only
+        known_session(client, session_id)
     try:
         removed = client.delete_session(session_id, force=force)
     except (InvalidJobError, SessionBusy) as exc:  # a bad id is refused before any delete

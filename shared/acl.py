@@ -200,6 +200,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             "+zremrangebyscore",
             "+xadd",
             "+hexists",  # DECIDE_LUA: is there such a request?
+            "+lpos",  # a queued run's place in the queue
         ),
         keys=(
             f"~{n.session('run:' + _RUN_ID)}",
@@ -215,7 +216,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%W~{n.prefix}:archive-outbox",  # CANCEL_LUA of a queued run (archive on)
             f"%R~{n.prefix}:running",
             f"%R~{n.prefix}:worker-warm:*",  # status lists warm sessions per worker
-            f"%W~{n.rq}:job:*",
+            f"%W~{n.rq}:job:*",  # write only: a job holds its prompt (status shows no start times)
             f"~{n.rq}:queue:{n.queue}",
             f"~{n.rq}:queue:{n.queue}:high",  # priorities: submit pushes, cancel removes
             f"~{n.rq}:queue:{n.queue}:low",
@@ -227,6 +228,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             f"%W~{n.rq}:workers",  # RQ drops a vanished worker from the set while listing
             f"%R~{n.rq}:worker:*",
             f"%R~{n.rq}:execution:*",
+            f"%R~{n.rq}:failed:{n.queue}",  # status: runs failed in the last hour
         ),
         channels=(n.channel("events"), n.channel("run:*:control")),
         # Deleting a session removes all its keys; only UNLINK may touch the others.

@@ -24,6 +24,9 @@ def summary_block(text: str) -> str:
     return found[0]
 
 
+GROUPS = ("session", "cron", "archive")  # commands with subcommands
+
+
 def summary_entries(block: str) -> dict[str, str]:
     """`submit` / `session show` -> the text of its lines (indented lines continue one)."""
     entries: dict[str, str] = {}
@@ -32,7 +35,7 @@ def summary_entries(block: str) -> dict[str, str]:
         line = raw.split("  #")[0]
         if line.startswith("claude-queue "):
             words = line.split()[1:]
-            key = " ".join(words[:2]) if words[0] == "session" else words[0]
+            key = " ".join(words[:2]) if words[0] in GROUPS else words[0]
             entries[key] = entries.get(key, "") + " " + line
         elif line.startswith(" ") and key:
             entries[key] += " " + line

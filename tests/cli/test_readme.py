@@ -6,10 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from shared.settings import Settings
 from tests.cli.readme import (
+    GROUPS,
     README,
     code_blocks,
     help_options,
@@ -20,11 +19,6 @@ from tests.cli.readme import (
 )
 from tests.conftest import REPO, WorkerFactory, worker_env
 
-# Until the lead puts the new command summary and snippets in README.md (the text is in
-# the issue-17 report); strict, so the README fix makes these fail until the marks go.
-PENDING_README = pytest.mark.xfail(
-    strict=True, reason="README.md awaits the issue-17 command summary and snippets"
-)
 README_URL = "redis://localhost:6379/0"
 
 
@@ -32,8 +26,9 @@ def summary_problems(text: str) -> list[str]:
     """Every command and option --help shows that the README's summary leaves out."""
     entries = summary_entries(summary_block(text))
     top = help_text()
-    commands = [c for c in listed_commands(top) if c != "session"]
-    commands += [f"session {c}" for c in listed_commands(help_text("session"))]
+    commands = [c for c in listed_commands(top) if c not in GROUPS]
+    for group in GROUPS:
+        commands += [f"{group} {c}" for c in listed_commands(help_text(group))]
     problems = [f"command {c!r} is missing" for c in commands if c not in entries]
     problems += [f"{c!r} is in the README but not a command" for c in entries if c not in commands]
     for command in commands:
@@ -58,7 +53,6 @@ def test_the_summary_check_finds_what_is_left_out() -> None:
     assert "'nosuch' is in the README but not a command" in problems
 
 
-@PENDING_README
 def test_the_readme_command_summary_matches_every_help() -> None:
     assert summary_problems(README.read_text()) == []
 
@@ -83,7 +77,6 @@ def run_snippets(text: str, settings: Settings) -> list[subprocess.CompletedProc
     return done
 
 
-@PENDING_README
 def test_the_readme_snippets_run_against_a_real_worker(
     settings: Settings, start_worker: WorkerFactory
 ) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +14,7 @@ from producer.client import Client
 from shared.events import Envelope, EventType
 from shared.jobs import JOB_FUNCTION
 from shared.settings import Settings
-from tests.conftest import WorkerFactory
+from tests.conftest import FAKE_CLI, WorkerFactory
 from tests.helpers import texts
 from worker.proctree import is_alive
 
@@ -30,9 +33,17 @@ def _errors(events: list[Envelope]) -> list[dict[str, object]]:
 
 
 def test_cli_not_installed_names_the_setting(
-    client: Client, settings: Settings, start_worker: WorkerFactory
+    client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
-    start_worker(settings_override=settings.model_copy(update={"claude_bin": "/nonexistent/cl"}))
+    # A worker refuses to start without its CLI (see tests/ops/test_doctor.py), so the
+    # CLI goes missing after the worker started: the run still ends, and says why.
+    cli = tmp_path / "claude"
+    shutil.copy(FAKE_CLI, cli)
+    proc = start_worker(settings_override=settings.model_copy(update={"claude_bin": str(cli)}))
+    while not client.status().workers:  # past its start-up check of the CLI
+        assert proc.poll() is None, "the worker did not start"
+        time.sleep(0.05)
+    cli.unlink()
     events = _run(client, "nocli", "hi")
     assert events[-1].data["status"] == "failed"
     (error,) = _errors(events)

@@ -246,11 +246,11 @@ def test_sessions_cli(settings: Settings, client: Client, start_worker: WorkerFa
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["session_id"] for r in rows] == ["cli-s"]
     assert rows[0]["state"] == "idle"
-    shown = cli("session", "show", "cli-s")
+    shown = cli("session", "show", "cli-s", "--json")
     assert json.loads(shown.stdout)["claude_session_id"] == rows[0]["claude_session_id"]
     deleted = cli("session", "delete", "cli-s")
     assert deleted.returncode == 0
-    assert cli("session", "show", "cli-s").returncode == 1
+    assert cli("session", "show", "cli-s").returncode == 4  # no such session
 
 
 @pytest.mark.parametrize("policy", ["fail", "start_fresh"])
