@@ -1,5 +1,5 @@
 # Worker image: Python + Node (for the claude CLI) + the claude-queue wheel.
-# Only the wheel goes in (shared, producer, worker); devtools, bench and tests never
+# Only the wheel goes in (shared, producer, worker, gateway, console); devtools, bench and tests never
 # reach the image (.dockerignore keeps them out of the build context too).
 
 FROM python:3.11-slim AS wheel
@@ -8,6 +8,8 @@ COPY pyproject.toml README.md ./
 COPY shared shared
 COPY producer producer
 COPY worker worker
+COPY gateway gateway
+COPY console console
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
