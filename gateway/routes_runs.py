@@ -1,5 +1,6 @@
 """Runs of a session: submit, cancel, answer permission requests."""
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -46,7 +47,11 @@ def job_of(session_id: str, body: RunCreate) -> tuple[PromptJob, OnBusy]:
         del fields["session_id"]
         problems["session_id"] = "not a body field: the path names the session"
     try:
-        job = PromptJob.model_validate({**fields, "session_id": session_id}, strict=True)
+        # JSON's own strictness (the body was JSON): an ISO 8601 string is a run_at, an
+        # array a retry_on; a number is still not a string, nor a string a number.
+        job = PromptJob.model_validate_json(
+            json.dumps({**fields, "session_id": session_id}), strict=True
+        )
     except ValidationError as exc:
         problems.update(fields_of_errors(exc.errors()))
     if problems:

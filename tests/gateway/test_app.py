@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 
 import httpx
+from httpx_sse import connect_sse
 
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.server import API_KEY, Server, start_server
-from tests.gateway.sse import read_frames, until_finished
+from tests.gateway.sse import events_url, frames_of, read_frames, until_finished
 from tests.gateway.support import assert_error, bearer
 
 ROUTES = {
@@ -25,6 +26,7 @@ ROUTES = {
     ("get", "/v1/status"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
 }
 
 MOUNTED = """
@@ -65,6 +67,8 @@ def test_every_route_is_in_the_openapi_schema_with_the_error_shape(api: httpx.Cl
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     run_fields = schema["components"]["schemas"]["RunCreate"]["properties"]
     assert {"prompt", "webhook", "on_busy"} <= set(run_fields)
+    scheduling = {"priority", "run_at", "delay_s", "limit_key", "retry_lost", "retry_on"}
+    assert scheduling <= set(run_fields)
     assert "session_id" not in run_fields
 
 
@@ -117,3 +121,29 @@ def test_the_app_mounted_inside_another(
         assert frames[-1].event == "finished"
     finally:
         server.stop()
+
+
+def test_scheduling_fields_over_http_as_json_gives_them(api: httpx.Client) -> None:
+    """run_at is an ISO 8601 string and retry_on an array in JSON: both accepted; the
+    run waits (no worker here), carries them, and is cancelled while it waits."""
+    later = "2099-01-01T09:00:00+00:00"
+    body: dict[str, object] = {
+        "prompt": "hi",
+        "run_at": later,
+        "priority": "high",
+        "retry_on": ["overloaded"],
+    }
+    refused = api.post("/v1/sessions/sched/runs", json=body)  # 2099 is over a year away
+    assert_error(refused, 422, "invalid_request")
+    assert "run_at" in refused.json()["error"]["fields"]
+    body["run_at"] = None
+    body["delay_s"] = 3600
+    accepted = api.post("/v1/sessions/sched/runs", json=body)
+    assert accepted.status_code == 202, accepted.text
+    with connect_sse(api, "GET", events_url("sched")) as source:
+        queued = next(frames_of(source))
+    assert queued.event == "queued"
+    data = queued.envelope["data"]
+    assert data["priority"] == "high" and data["scheduled_for"] is not None
+    cancelled = api.post("/v1/sessions/sched/cancel", json={}).json()
+    assert cancelled["outcome"] == "cancelled_queued"
