@@ -48,6 +48,15 @@ def _start(
     return {f"w{i}": start_worker(f"w{i}", settings_override=settings) for i in range(count)}
 
 
+def _doomed_worker(start_worker: WorkerFactory, settings: Settings) -> subprocess.Popen[bytes]:
+    """The worker a test SIGKILLs, without RQ's scheduler: RQ forks the scheduler into a
+    process of its own, which a SIGKILL of the worker would leave behind (holding the
+    scheduler lock and a subscribed connection into later tests)."""
+    return start_worker(
+        "doomed", settings_override=settings.model_copy(update={"scheduler": False})
+    )
+
+
 def _hanging_on(handle: RunHandle) -> str:
     """The worker of a `hang_once` run, once its CLI hangs (its marker is made)."""
     worker = None
@@ -82,13 +91,14 @@ def _turn(events: list[Envelope]) -> int | None:
 def test_retry_lost_after_a_worker_sigkill_continues_the_conversation(
     client: Client, retrying: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
-    workers = _start(start_worker, retrying, 2)
+    victim = _doomed_worker(start_worker, retrying)
     opening = client.submit(session_id="s", prompt="remember the word kiwi")
     first_end = opening.wait(timeout_s=60)
     assert first_end.status is RunStatus.SUCCEEDED
     prompt = f"FAKE: hang_once marker={tmp_path / 'hung'}"
     doomed = client.submit(session_id="s", prompt=prompt, retry_lost=1)
-    victim = workers[_hanging_on(doomed)]
+    assert _hanging_on(doomed) == "doomed"
+    _start(start_worker, retrying, 1)  # the survivor: reaps, schedules and runs the retry
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert doomed.wait(timeout_s=60).status is RunStatus.LOST
@@ -114,9 +124,10 @@ def test_retry_lost_after_a_worker_sigkill_continues_the_conversation(
 def test_a_lost_run_without_retry_lost_is_not_submitted_again(
     client: Client, retrying: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
-    workers = _start(start_worker, retrying, 2)
+    victim = _doomed_worker(start_worker, retrying)
     doomed = client.submit(session_id="n", prompt=f"FAKE: hang_once marker={tmp_path / 'm'}")
-    victim = workers[_hanging_on(doomed)]
+    assert _hanging_on(doomed) == "doomed"
+    _start(start_worker, retrying, 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert doomed.wait(timeout_s=60).status is RunStatus.LOST
