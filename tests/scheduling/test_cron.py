@@ -131,7 +131,6 @@ def test_a_cron_fires_once_per_tick_with_three_workers_ticking(
     ticks = [e.data["metadata"]["cron_tick"] for e in client.history("every") if e.type == "queued"]
     assert len(ticks) >= 4
     assert len(set(ticks)) == len(ticks), f"a tick fired twice: {ticks}"
-    assert ticks == sorted(ticks)
 
 
 def test_each_firing_from_a_template_gets_its_own_session(
