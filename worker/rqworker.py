@@ -60,6 +60,7 @@ from worker.maintenance import Maintenance
 from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
 from worker.reaper import finish_for_worker, kill_orphans
 from worker.routing import OwnQueueMixin, warm_pool
+from worker.scheduler import start_scheduler
 from worker.webhooks import enqueue_for_run
 
 if TYPE_CHECKING:
@@ -201,6 +202,22 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
                 self._context.warm.close_all()
             self._become_busy()  # nothing advertised, nothing left waiting on our queue
         super().teardown()  # type: ignore[misc]
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = "%H:%M:%S",
+        log_format: str = "%(asctime)s %(message)s",
+    ) -> None:
+        # RQ's, with a scheduler process that dies with this worker (worker/scheduler.py).
+        start_scheduler(
+            self,
+            burst=burst,
+            logging_level=logging_level,
+            date_format=date_format,
+            log_format=log_format,
+        )
 
     def unsubscribe(self) -> None:
         # RQ's own unsubscribes, then stops its pubsub thread; with redis-py >= 8.2,
