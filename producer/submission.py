@@ -17,12 +17,15 @@ from shared.webhooks import submit_refusal
 # RQ's own limit sits past ours, so the worker's timeout always acts first.
 _RQ_TIMEOUT_MARGIN_S = 120
 _RESULT_TTL_S = 24 * 3600
-# The queued event carries the prompt cut to this many characters (the job keeps it whole).
+# The queued event's prompt preview by default (CLAUDE_QUEUE_PROMPT_PREVIEW_CHARS).
 QUEUED_PROMPT_PREVIEW_CHARS = 2000
 
 
-def prompt_preview(prompt: str, limit: int = QUEUED_PROMPT_PREVIEW_CHARS) -> str:
-    """The prompt as the queued event shows it: its beginning, and how much was cut."""
+def prompt_preview(prompt: str, limit: int = QUEUED_PROMPT_PREVIEW_CHARS) -> str | None:
+    """The prompt as the queued event shows it: its beginning, and how much was cut;
+    None with a limit of 0 (the job keeps the whole prompt either way)."""
+    if limit == 0:
+        return None
     if len(prompt) <= limit:
         return prompt
     return f"{prompt[:limit]}…[truncated {len(prompt) - limit} chars]"
@@ -69,7 +72,7 @@ def prepare(
             profile=job.profile or settings.default_profile,
             model=job.model,
             metadata=job.metadata,
-            prompt=prompt_preview(job.prompt),
+            prompt=prompt_preview(job.prompt, settings.prompt_preview_chars),
         ),
     )
     return NewRun(

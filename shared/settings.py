@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         default=16 * MiB, ge=64 * 1024, description="Longest CLI output line accepted."
     )
+    prompt_preview_chars: int = Field(
+        default=2000,
+        ge=0,
+        le=100_000,
+        description="The queued event shows the prompt cut to this many characters (0: none).",
+    )
     max_event_bytes: int = Field(
         default=1 * MiB,
         ge=64 * 1024,

@@ -98,7 +98,23 @@ def test_queue_position_sentences() -> None:
 def test_prompt_preview_is_bounded() -> None:
     assert prompt_preview("short") == "short"
     cut = prompt_preview("x" * 2500)
+    assert cut is not None
     assert cut.startswith("x" * 2000) and cut.endswith("…[truncated 500 chars]")
+    assert prompt_preview("abcdef", 4) == "abcd…[truncated 2 chars]"
+    assert prompt_preview("abcdef", 0) is None  # CLAUDE_QUEUE_PROMPT_PREVIEW_CHARS=0: none
+
+
+def test_the_queued_event_cuts_the_prompt_to_the_setting() -> None:
+    from producer.submission import prepare
+    from shared.events import QueuedData
+    from shared.jobs import PromptJob
+    from shared.settings import Settings
+
+    job = PromptJob(session_id="s1", prompt="y" * 50)
+    short, none = (prepare(Settings(prompt_preview_chars=n), job).queued.data for n in (10, 0))
+    assert isinstance(short, QueuedData) and isinstance(none, QueuedData)
+    assert short.prompt == "y" * 10 + "…[truncated 40 chars]"
+    assert none.prompt is None
 
 
 def _envelope(seq: int, event_type: str, data: dict[str, Any], run_id: str = RUN) -> Envelope:
