@@ -176,6 +176,7 @@ def _producer(n: _Names, select: str) -> AclRules:
             "+exists",
             "+hget",
             "+hgetall",
+            "+hmget",  # submit's placement reads the session's pending run records
             "+lindex",
             "+lrange",
             "+llen",
@@ -243,6 +244,17 @@ def _producer(n: _Names, select: str) -> AclRules:
                 "+hsetnx",
                 f"~{n.session('run:' + _RUN_ID)}",
                 f"~{_approvals(n)}",
+            ),
+            # Crons (producer/cron.py): add, list, run, remove.
+            (
+                "+hget",
+                "+hgetall",
+                "+hset",
+                "+hsetnx",
+                "+hdel",
+                "+del",
+                f"~{n.prefix}:crons",
+                f"~{n.prefix}:cron:*",
             ),
         ),
     )
