@@ -106,6 +106,7 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
     death_penalty_class: Any
     default_result_ttl: int
     _stop_requested: bool
+    _shutdown_requested_date: Any  # RQ's: when a warm shutdown was asked for, else None
     pubsub: Any  # RQ's: a PubSub, or None before subscribe()
     pubsub_thread: Any  # RQ's: a PubSubWorkerThread, or None
 
@@ -463,15 +464,21 @@ def _work(
                 with_scheduler=settings.scheduler,
                 logging_level=settings.log_level.upper(),
             )
-            return ExitCode.OK
+            # Outside burst mode RQ's loop returns only when asked to stop, or when it
+            # "found an unhandled exception, quitting" (it logs it and returns): e.g.
+            # Redis reset during its heartbeat right after a dequeue. Work on.
+            asked = rq_worker._stop_requested or rq_worker._shutdown_requested_date is not None
+            if burst or asked:  # RQ's SIGTERM handler notes the date, idle or busy
+                return ExitCode.OK
+            log.warning("worker_loop_quit_unasked", note="waiting for Redis, then working again")
         except redis.ConnectionError as exc:
             # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
             # checking a job whose horse died). Wait for Redis, then work again.
             log.warning("worker_loop_lost_redis", error=str(exc))
-            _await_redis(rq_worker, reconnect_backoff(settings))
-            with contextlib.suppress(redis.RedisError):
-                rq_worker.register_death()  # type: ignore[no-untyped-call]
-            rq_worker = build_worker(settings, name=rq_worker.name, mode=mode, metrics=metrics)
+        _await_redis(rq_worker, reconnect_backoff(settings))
+        with contextlib.suppress(redis.RedisError):
+            rq_worker.register_death()  # type: ignore[no-untyped-call]
+        rq_worker = build_worker(settings, name=rq_worker.name, mode=mode, metrics=metrics)
 
 
 def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker, backoff: Backoff) -> None:
