@@ -212,8 +212,10 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         log_format: str = "%(asctime)s %(message)s",
     ) -> None:
         # RQ's, with a scheduler process that dies with this worker (worker/scheduler.py).
+        settings = self.context.settings
         start_scheduler(
             self,
+            connect=lambda: sync_redis(settings),
             burst=burst,
             logging_level=logging_level,
             date_format=date_format,

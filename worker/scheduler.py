@@ -9,8 +9,10 @@ the kernel for SIGKILL when its worker dies (PR_SET_PDEATHSIG), as work horses a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from rq.scheduler import RQScheduler
 
 from worker.proctree import die_with_parent
@@ -20,6 +22,15 @@ class WorkerBoundScheduler(RQScheduler):
     """An RQScheduler whose process goes when its worker goes."""
 
     _worker_pid = 0
+    # RQ rebuilds the scheduler's connection from the worker's pool kwargs, which
+    # cannot describe a Sentinel-managed pool; the worker hands its own factory instead.
+    connect: Callable[[], redis.Redis] | None = None
+
+    @property
+    def connection(self) -> Any:
+        if self._connection is None and self.connect is not None:
+            self._connection: Any = self.connect()
+        return super().connection
 
     def start(self) -> Any:
         self._worker_pid = os.getpid()  # the forking process, before the fork
@@ -33,7 +44,13 @@ class WorkerBoundScheduler(RQScheduler):
 
 
 def start_scheduler(
-    worker: Any, *, burst: bool, logging_level: str | None, date_format: str, log_format: str
+    worker: Any,
+    *,
+    connect: Callable[[], redis.Redis],
+    burst: bool,
+    logging_level: str | None,
+    date_format: str,
+    log_format: str,
 ) -> None:
     """RQ's BaseWorker._start_scheduler, with WorkerBoundScheduler: take the scheduler
     lock if free; a burst worker enqueues what is due and lets go, any other starts the
@@ -46,6 +63,7 @@ def start_scheduler(
         log_format=log_format,
         serializer=worker.serializer,
     )
+    scheduler.connect = connect
     worker.scheduler = scheduler
     scheduler.acquire_locks()
     if not scheduler.acquired_locks:
