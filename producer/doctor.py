@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from shared.connection import sync_redis
 from shared.settings import Settings
 
 # The CLI version the test suite runs against (devtools/claude-cli/package.json).
@@ -114,6 +115,29 @@ def judge_eviction(policy: str | None) -> Check:
         f"maxmemory-policy is {policy or 'unknown'}: Redis may evict keys, silently losing runs",
         "CONFIG SET maxmemory-policy noeviction (and in redis.conf)",
     )
+
+
+def judge_replicas(connected: int | None, wanted: int, *, sentinels: bool) -> Check | None:
+    """Replicas the master has, against CLAUDE_QUEUE_REDIS_MIN_REPLICAS; None: not asked."""
+    if wanted == 0 and not sentinels:
+        return None
+    have = "unknown" if connected is None else str(connected)
+    if connected is None or connected < wanted:
+        return Check(
+            "replicas",
+            Status.FAIL,
+            f"{have} replicas connected, {wanted} required: every event write waits for "
+            "them and runs stall",
+            "start or repair the replicas, or lower CLAUDE_QUEUE_REDIS_MIN_REPLICAS",
+        )
+    if connected == 0:
+        return Check(
+            "replicas",
+            Status.WARN,
+            "no replica connected: a failover has nothing to promote",
+            "start a replica of the master (replicaof) that the sentinels can see",
+        )
+    return Check("replicas", Status.OK, f"{connected} connected, {wanted} required per write")
 
 
 def judge_cli(path: str | None, name: str, output: str | None, error: str | None) -> Check:
@@ -281,12 +305,7 @@ def _last_result(lines: Iterable[str]) -> tuple[dict[str, Any] | None, str | Non
 
 
 def check_redis(settings: Settings, now: float) -> list[Check]:
-    connection = redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        driver_info=None,
-    )
+    connection = sync_redis(settings, timeout_s=REDIS_TIMEOUT_S)
     with connection:
         try:
             info: dict[str, Any] = connection.info()
@@ -297,6 +316,13 @@ def check_redis(settings: Settings, now: float) -> list[Check]:
             judge_appendonly(_text(info.get("aof_enabled"))),
             judge_eviction(_text(info.get("maxmemory_policy"))),
         ]
+        replicas = judge_replicas(
+            _count(info.get("connected_slaves")),
+            settings.redis_min_replicas,
+            sentinels=bool(settings.redis_sentinels),
+        )
+        if replicas is not None:
+            checks.append(replicas)
         try:
             seconds, micros = connection.time()
             checks.append(judge_clock(now - (seconds + micros / 1e6)))
@@ -305,6 +331,10 @@ def check_redis(settings: Settings, now: float) -> list[Check]:
             return [*checks, Check("workers", Status.FAIL, f"cannot read workers: {exc}", None)]
     checks.append(judge_workers(beats, now))
     return checks
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _heartbeats(connection: redis.Redis, queue_name: str) -> dict[str, float | None]:

@@ -1,4 +1,10 @@
-"""Redis connections built from settings (sync and asyncio)."""
+"""Redis connections built from settings (sync and asyncio).
+
+With CLAUDE_QUEUE_REDIS_SENTINELS set, every client is Sentinel-managed: each new
+connection asks the sentinels where the master is, and one that finds a demoted
+master drops itself. So producers, workers, RQ's scheduler and the gateway all follow
+a failover by reconnecting, as they already do after any Redis outage.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 from redis.client import PubSub
 
 from shared.settings import Settings
@@ -20,14 +28,71 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-def sync_redis(settings: Settings) -> redis.Redis:
-    """A sync client; bytes responses, because RQ needs them."""
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS)
+# Sentinels answer in microseconds; one that does not is skipped for the next.
+_SENTINEL_TIMEOUT_S = 0.5
+
+
+class ReplicasBehind(redis.ConnectionError):
+    """A write was not confirmed by CLAUDE_QUEUE_REDIS_MIN_REPLICAS replicas in time.
+
+    A ConnectionError, so that every writer retries it as it retries an outage: the
+    store's event writes are idempotent, so a retry either adds them or finds them.
+    """
+
+
+def sync_redis(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
+    """A sync client; bytes responses, because RQ needs them.
+
+    `timeout_s` bounds each connect and reply (health checks, scrapes); None: no bound.
+    """
+    extra: dict[str, Any] = {} if timeout_s is None else _timeouts(timeout_s)
+    if settings.redis_sentinels:
+        sentinel = redis.sentinel.Sentinel(
+            settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
+        )
+        client: redis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master,
+            redis_class=redis.Redis,
+            **_master_options(settings),
+            **extra,
+        )
+        return client
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS, **extra)
+
+
+def _timeouts(seconds: float) -> dict[str, float]:
+    return {"socket_timeout": seconds, "socket_connect_timeout": seconds}
 
 
 def async_redis(settings: Settings) -> aioredis.Redis:
     """An asyncio client, for web backends."""
+    if settings.redis_sentinels:
+        sentinel = aiosentinel.Sentinel(
+            settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
+        )
+        aclient: aioredis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master,
+            redis_class=aioredis.Redis,
+            **_master_options(settings),
+        )
+        return aclient
     return aioredis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS)
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    password = settings.redis_sentinel_password.get_secret_value()
+    return {**_timeouts(_SENTINEL_TIMEOUT_S), **({"password": password} if password else {})}
+
+
+def _master_options(settings: Settings) -> dict[str, Any]:
+    """What redis_url says beyond its host: db, credentials, TLS and URL options."""
+    url = settings.redis_url.get_secret_value()
+    options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    for server_only in ("host", "port", "connection_class"):
+        options.pop(server_only, None)
+    if url.startswith("rediss://"):
+        options["ssl"] = True  # redis-py then makes its connections Sentinel-managed SSL ones
+    return {**_OPTIONS, **options}
 
 
 def subscribe_confirmed(pubsub: PubSub, channel: str, timeout_s: float = 10.0) -> None:

@@ -93,6 +93,31 @@ class Settings(BaseSettings):
         default=SecretStr("redis://localhost:6379/0"),
         description="Redis connection URL; redis://, rediss:// and passwords are supported.",
     )
+    redis_sentinels: tuple[str, ...] = Field(
+        default=(),
+        description="Redis Sentinel addresses (JSON list of host:port); when set, the master is "
+        "found through them (redis_url then gives only db, user, password and TLS).",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="The master name the sentinels monitor.",
+    )
+    redis_sentinel_password: SecretStr = Field(
+        default=SecretStr(""), description="Password of the sentinels themselves; empty: none."
+    )
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Replicas that must hold a run's events before they count as written (WAIT).",
+    )
+    redis_replica_wait_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=60_000,
+        description="How long one write waits for those replicas before it is retried.",
+    )
     queue_name: str = Field(
         default="claude-queue",
         # No ':': a worker's own queue is `<queue>:worker:<name>` (shared/rqjobs.py),
@@ -274,6 +299,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            sentinel_address(address)
+        return value
+
     @field_validator("concurrency_limits")
     @classmethod
     def _limits(cls, value: dict[str, int]) -> dict[str, int]:
@@ -324,6 +356,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _sentinel_needs_tcp(self) -> Settings:
+        if self.redis_sentinels and self.redis_url.get_secret_value().startswith("unix://"):
+            raise ValueError("redis_sentinels need a redis:// or rediss:// redis_url, not unix://")
+        return self
+
+    @model_validator(mode="after")
     def _lease_renewed_in_time(self) -> Settings:
         if self.lease_renew_s * 2 > self.lease_ttl_s:
             raise ValueError("lease_renew_s must be at most half of lease_ttl_s")
@@ -337,6 +375,11 @@ class Settings(BaseSettings):
                 f"{sorted(self.profiles)}"
             )
         return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs; empty when Redis is reached directly."""
+        return [sentinel_address(address) for address in self.redis_sentinels]
 
     @property
     def redis_url_redacted(self) -> str:
@@ -357,7 +400,10 @@ class Settings(BaseSettings):
     def scope(self) -> str:
         """Identifies this deployment (Redis database + key prefix) on a host."""
         parts = urlsplit(self.redis_url.get_secret_value())
-        where = f"{parts.hostname}:{parts.port}{parts.path}/{self.key_prefix}"
+        server = f"{parts.hostname}:{parts.port}"
+        if self.redis_sentinels:  # the master moves; its name does not
+            server = f"sentinel:{self.redis_sentinel_master}"
+        where = f"{server}{parts.path}/{self.key_prefix}"
         return hashlib.sha256(where.encode()).hexdigest()[:16]
 
     @property
@@ -424,6 +470,22 @@ _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:[^=&#;]*(?:pass|token|secret|auth|key|cred)[^=&#;]*)=)[^&#;]*"
 )
 _HIDDEN = r"\1***"
+
+
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+
+def sentinel_address(address: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as a pair; ValueError naming what is wrong."""
+    host, colon, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = bool(host) and all(c in "0123456789abcdefABCDEF:." for c in host)
+    else:
+        valid_host = bool(_HOST.fullmatch(host))
+    if not colon or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a sentinel address must be host:port; got {address!r}")
+    return host, int(port)
 
 
 def redact_url(url: str) -> str:

@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from rq.job import Job
 
+from shared.connection import sync_redis
 from shared.events import (
     ErrorCode,
     ErrorData,
@@ -299,12 +300,7 @@ class QueueCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._redis = redis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
-            socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S,
-            driver_info=None,
-        )
+        self._redis = sync_redis(settings, timeout_s=SCRAPE_REDIS_TIMEOUT_S)
 
     def collect(self) -> Iterable[Metric]:
         from producer.status import read_status

@@ -185,7 +185,9 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         if settings.queue_name not in names:
             # Jobs still run; lost runs of these queues are reaped only by a worker of theirs.
             log.warning("queue_not_configured", queues=names, configured=settings.queue_name)
-        if _server(self.connection.connection_pool.connection_kwargs) != _server(
+        if not settings.redis_sentinels and _server(
+            self.connection.connection_pool.connection_kwargs
+        ) != _server(
             redis.connection.parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
         ):
             log.warning(

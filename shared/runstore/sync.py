@@ -10,6 +10,7 @@ import redis
 from redis.commands.core import Script as RedisScript
 
 from shared import rqjobs
+from shared.connection import ReplicasBehind
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.ids import is_run_id
 from shared.rqjobs import SubmitQueues
@@ -51,6 +52,29 @@ class RunStore:
             # On first use: a stand-in client (tests) needs no scripts it never runs.
             script = self._scripts[call.script] = self.redis.register_script(call.script.value)
         return script(keys=call.keys, args=call.args, client=pipe)
+
+    def _run_replicated(self, call: ScriptCall) -> Any:
+        """Run an event-writing script; with redis_min_replicas, acknowledged only once
+        that many replicas hold it (WAIT on the same connection, in one round trip).
+
+        Raises ReplicasBehind (a ConnectionError) when they do not confirm in time:
+        the write stays on the master, and its writer retries it as after an outage.
+        """
+        wanted = self.settings.redis_min_replicas
+        if wanted == 0:
+            return self._run(call)
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._run(call, pipe)
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "WAIT", wanted, self.settings.redis_replica_wait_ms
+            )
+            reply, acknowledged = pipe.execute()
+        if int(acknowledged) < wanted:
+            raise ReplicasBehind(
+                f"{acknowledged} of {wanted} replicas confirmed the write within "
+                f"{self.settings.redis_replica_wait_ms} ms (CLAUDE_QUEUE_REDIS_MIN_REPLICAS)"
+            )
+        return reply
 
     # -- producers ---------------------------------------------------------
 
@@ -243,7 +267,7 @@ class RunStore:
             touch=touch,
             now=time.time() if now is None else now,
         )
-        return replies.appended(self._run(call))
+        return replies.appended(self._run_replicated(call))
 
     def force_finish(
         self,
@@ -270,7 +294,7 @@ class RunStore:
             now=time.time(),
             open_requests=[o.request.request_id for o in open_requests],
         )
-        return bool(self._run(call) == 1)
+        return bool(self._run_replicated(call) == 1)
 
     def run_record(self, session_id: str, run_id: str) -> RunRecord:
         values = self.redis.hmget(self.keys.run(session_id, run_id), list(calls.RUN_RECORD_FIELDS))

@@ -22,6 +22,7 @@ from producer.doctor import (
     judge_clock,
     judge_eviction,
     judge_profiles,
+    judge_replicas,
     judge_workers,
 )
 from shared.settings import PermissionProfile, Settings
@@ -162,6 +163,16 @@ def test_a_live_worker_is_seen_with_its_heartbeat(
 def test_every_evicting_policy_fails(policy: str | None) -> None:
     assert judge_eviction(policy).status is Status.FAIL
     assert judge_eviction("noeviction").status is Status.OK
+
+
+def test_replicas_against_the_minimum() -> None:
+    assert judge_replicas(0, 0, sentinels=False) is None  # nothing asked of replicas
+    assert judge_replicas(1, 1, sentinels=False).status is Status.OK  # type: ignore[union-attr]
+    short = judge_replicas(0, 1, sentinels=False)
+    assert short is not None and short.status is Status.FAIL and "stall" in short.detail
+    assert judge_replicas(None, 1, sentinels=True).status is Status.FAIL  # type: ignore[union-attr]
+    lonely = judge_replicas(0, 0, sentinels=True)
+    assert lonely is not None and lonely.status is Status.WARN
 
 
 def test_cli_versions() -> None:
