@@ -36,6 +36,7 @@ BENCHMARKS = {
     "warm": "bench.warm",
     "gateway": "bench.gateway",
     "archive": "bench.archive",
+    "sentinel": "bench.sentinel",
 }
 
 
