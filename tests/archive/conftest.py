@@ -1,9 +1,9 @@
-"""Archive fixtures: a PostgreSQL schema of our own (per xdist worker), emptied per test."""
+"""Archive fixtures: a PostgreSQL schema of our own (per test Redis db), emptied per test."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -12,12 +12,16 @@ from pydantic import SecretStr
 from shared.archive import ArchiveStore
 from shared.settings import Settings
 from tests.archive.support import PG_DSN
+from tests.conftest import TEST_REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def archive_schema() -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"cqtest_{worker}" if worker else "cqtest"
+    """Named after the test Redis db, which is already one per xdist worker and one per
+    person sharing the machine (CLAUDE_QUEUE_TEST_REDIS_URL): two suites running at once
+    never truncate or lock each other's tables."""
+    db = urlsplit(TEST_REDIS_URL).path.strip("/") or "0"
+    return f"cqtest_db{db}"
 
 
 @pytest.fixture
