@@ -32,7 +32,8 @@ def test_a_drainer_that_died_mid_copy_leaves_the_run_to_another_and_it_is_archiv
         handle = client.submit(prompt="never runs", session_id="arch-kill")
         client.cancel("arch-kill", run_id=handle.run_id)  # finished: queued for archiving
         events = client.history("arch-kill")
-    # The dead drainer: it took the entry, copied part of the session, never acknowledged.
+    # The dead drainer's state, built by hand: it took the entry, copied part of the session,
+    # never acknowledged (test_kill.py reaches that state with a real SIGKILL).
     redis_client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
     taken: Any = redis_client.xreadgroup(OUTBOX_GROUP, "dead-worker", {outbox: ">"}, count=10)
     assert len(taken[0][1]) == 1
