@@ -40,6 +40,26 @@ class ReplicasBehind(redis.ConnectionError):
     """
 
 
+class _SentinelManaged(redis.Redis):
+    """A master client that also closes its connections to the sentinels."""
+
+    def close(self) -> None:
+        super().close()
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            sentinel.close()
+
+
+class _AsyncSentinelManaged(aioredis.Redis):
+    """An asyncio master client that also closes its connections to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
 def sync_redis(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
     """A sync client; bytes responses, because RQ needs them.
 
@@ -52,7 +72,7 @@ def sync_redis(settings: Settings, *, timeout_s: float | None = None) -> redis.R
         )
         client: redis.Redis = sentinel.master_for(
             settings.redis_sentinel_master,
-            redis_class=redis.Redis,
+            redis_class=_SentinelManaged,
             **_master_options(settings),
             **extra,
         )
@@ -72,7 +92,7 @@ def async_redis(settings: Settings) -> aioredis.Redis:
         )
         aclient: aioredis.Redis = sentinel.master_for(
             settings.redis_sentinel_master,
-            redis_class=aioredis.Redis,
+            redis_class=_AsyncSentinelManaged,
             **_master_options(settings),
         )
         return aclient

@@ -13,6 +13,7 @@ unconfirmed-write path of MIN_REPLICAS=1.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from producer.aio import AsyncClient
 from producer.client import Client
 from producer.doctor import Status, check_redis
 from shared.connection import ReplicasBehind, sync_redis
@@ -142,3 +144,38 @@ def test_clients_find_the_master_through_the_sentinels(
     checks = {c.name: c for c in check_redis(own, time.time())}
     assert checks["redis"].status is Status.OK
     assert checks["replicas"].status is Status.OK, checks["replicas"]
+
+
+@pytest.mark.slow
+def test_asyncio_stream_follows_a_failover(
+    settings: Settings, cluster: SentinelCluster, start_worker: WorkerFactory
+) -> None:
+    """The gateway's client (AsyncClient, redis.asyncio) rides out the same failover."""
+    own = _through_sentinels(settings, cluster)
+    start_worker("sentinel-aio", settings_override=own)
+    lines = 100
+
+    async def follow() -> list[Envelope]:
+        seen: list[Envelope] = []
+        killed = False
+        async with AsyncClient(own) as client:
+            handle = await client.submit(
+                session_id="aio-failover", prompt=f"FAKE: slow n={lines} delay_ms=40"
+            )
+            async for envelope in handle.stream(timeout_s=120):
+                seen.append(envelope)
+                texts = sum(len(envelope_texts(e)) for e in seen)
+                if not killed and texts >= lines // 4:
+                    killed = True  # blocks this loop: the stream's socket dies meanwhile
+                    await asyncio.to_thread(cluster.failover_by_kill)
+            assert killed
+            assert await client.history("aio-failover") == seen
+        return seen
+
+    seen = asyncio.run(follow())
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert [e.type for e in seen].count(EventType.FINISHED) == 1
+    assert seen[-1].data["status"] == "succeeded"
+    assert [t for e in seen for t in envelope_texts(e)] == [
+        f"slow {i}/{lines}" for i in range(1, lines + 1)
+    ]
