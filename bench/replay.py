@@ -16,6 +16,7 @@ from bench.stats import MS, Row, median, percentile, trials_row
 
 QUEUE = "cqbench"
 TARGET_MS = 50.0
+TARGET_RATIO = 2.0  # times one raw XRANGE of the same log
 
 
 def run(h: Harness) -> list[Row]:
@@ -54,8 +55,9 @@ def run(h: Harness) -> list[Row]:
         [[v] for v in queue],
         baseline=median(raw),
         baseline_name="raw XRANGE of the log key, redis-py, one call",
-        target=f"<= {TARGET_MS:g} ms",
-        met=p50 <= TARGET_MS,
+        target=f"<= {TARGET_MS:g} ms and <= {TARGET_RATIO:g}x XRANGE",
+        met=p50 <= TARGET_MS and p50 <= TARGET_RATIO * median(raw),
+        baseline_samples=raw,
         note=f"{trials} reads; {logged / p50 * MS:,.0f} events/s",
     )
     row.detail = {"baseline_p99": percentile(raw, 99)}

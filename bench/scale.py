@@ -31,7 +31,9 @@ QUEUE = "cqbench-pool"
 WORKERS = 4
 EVENTS = 200
 PROMPT = f"FAKE: many n={EVENTS} rate=0"
-TARGET_RSS_MB = 50.0
+TARGET_RSS_MB = 45.0
+TARGET_JOBS_RATIO = 0.8  # jobs/s against the direct runs
+TARGET_P99_RATIO = 3.0  # event latency p99 against the direct runs' p99
 
 
 async def _follow_all(settings: Settings, sessions: list[str], cwd: str) -> list[float]:
@@ -131,6 +133,9 @@ def run(h: Harness) -> list[Row]:
             [[r] for r in q_rates],
             baseline=median(d_rates),
             baseline_name=f"{jobs} direct CLI runs, {WORKERS} at a time, thread pool",
+            target=f">= {TARGET_JOBS_RATIO:g}x direct",
+            met=median(q_rates) >= TARGET_JOBS_RATIO * median(d_rates),
+            baseline_samples=d_rates,
             note=f"{label}; CPU ms per run: workers (horses + CLIs) {per_job['workers']}, "
             f"redis {per_job['redis']}, subscriber {per_job['subscriber']}; direct: CLIs "
             f"{per_job['direct_clis']}, readers {per_job['direct']}",
@@ -141,7 +146,11 @@ def run(h: Harness) -> list[Row]:
             q_lat,
             baseline=median([v for t in d_lat for v in t]),
             baseline_name="the direct runs' write->read latency (same load)",
+            target=f"p99 <= {TARGET_P99_RATIO:g}x direct p99",
+            met=percentile([v for t in q_lat for v in t], 99)
+            <= TARGET_P99_RATIO * percentile([v for t in d_lat for v in t], 99),
             note=f"baseline p99 {percentile([v for t in d_lat for v in t], 99):.2f} ms",
+            baseline_samples=[v for t in d_lat for v in t],
         ),
     ]
     rows[0].n = jobs * trials

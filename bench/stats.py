@@ -50,6 +50,8 @@ class Row:
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     ratio: float | None = None
+    samples: list[float] = field(default_factory=list)  # the raw figures behind median/p99
+    baseline_samples: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.baseline and not math.isnan(self.baseline):
@@ -71,6 +73,8 @@ class Row:
             "met": self.met,
             "note": self.note,
             "detail": self.detail,
+            "samples": [_clean(v) for v in self.samples],
+            "baseline_samples": [_clean(v) for v in self.baseline_samples],
         }
 
 
@@ -90,6 +94,7 @@ def trials_row(
     target: str = "-",
     met: bool | None = None,
     note: str = "",
+    baseline_samples: Sequence[float] = (),
 ) -> Row:
     """A row from per-trial samples: pooled median and p99, spread of trial medians."""
     pooled = [v for trial in trials for v in trial]
@@ -107,6 +112,8 @@ def trials_row(
         target=target,
         met=met,
         note=note,
+        samples=list(pooled),
+        baseline_samples=list(baseline_samples),
     )
 
 

@@ -22,8 +22,7 @@ from bench.harness import RUN_TIMEOUT_S, Harness, Workers
 from bench.stats import Row, median
 
 QUEUE = "cqbench"
-TARGET_EPS = 50_000.0
-TARGET_RATIO = 0.25
+TARGET_RATIO = 0.5  # issue 18; the aim beyond it: 50,000 events/s
 
 
 def _prompt(n: int) -> str:
@@ -130,9 +129,11 @@ def run(h: Harness) -> list[Row]:
             trial_max=max(queue),
             baseline=d,
             baseline_name="subprocess + 1 MiB reads + parse_line, in-process",
-            target=f">= {TARGET_EPS:,.0f} ev/s or >= {TARGET_RATIO}x direct",
-            met=q >= TARGET_EPS or (d > 0 and q / d >= TARGET_RATIO),
+            target=f">= {TARGET_RATIO}x direct",
+            met=d > 0 and q / d >= TARGET_RATIO,
             note=note,
             detail={"queue_rates": queue, "direct_rates": direct, "cpu_s_per_run": split},
+            samples=queue,
+            baseline_samples=direct,
         )
     ]
