@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
@@ -28,6 +30,11 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 _MAX_KILL_ROUNDS = 50
+# How long one kill round waits for the processes it SIGKILLed to exit, before it
+# scans again (a killed process stays runnable until it is scheduled to die).
+_EXIT_WAIT_S = 0.05
+_STAT_BYTES = 4096
+_ENVIRON_CHUNK = 64 * 1024
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -60,13 +67,36 @@ class ProcStat:
     start_ticks: int
 
 
-def read_stat(pid: int) -> ProcStat | None:
-    """Parse /proc/<pid>/stat; None when the process is gone."""
+def _read_proc(path: str, *, whole: bool) -> bytes | None:
+    """A /proc file's bytes (the first read only, unless `whole`); None if unreadable.
+
+    Plain os.open/os.read: a sweep reads two files per process, and a buffered file
+    object costs several times the syscalls' own time.
+    """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read().decode("utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, _ENVIRON_CHUNK if whole else _STAT_BYTES)
+        if whole and len(data) == _ENVIRON_CHUNK:
+            chunks = [data]
+            while chunk := os.read(fd, _ENVIRON_CHUNK):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """Parse /proc/<pid>/stat; None when the process is gone."""
+    data = _read_proc(f"/proc/{pid}/stat", whole=False)
+    if data is None:
+        return None
+    raw = data.decode("utf-8", errors="replace")
     # The command name may contain spaces and parentheses; fields follow the last ')'.
     fields = raw[raw.rfind(")") + 2 :].split()
     try:
@@ -98,11 +128,8 @@ def _all_stats() -> list[ProcStat]:
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return marker in handle.read().split(b"\0")
-    except OSError:
-        return False
+    environ = _read_proc(f"/proc/{pid}/environ", whole=True)
+    return environ is not None and marker in environ.split(b"\0")
 
 
 def _descendants(root: int, stats: list[ProcStat]) -> set[int]:
@@ -121,9 +148,13 @@ def _descendants(root: int, stats: list[ProcStat]) -> set[int]:
 
 def run_processes(run_id: str, root_pid: int | None = None) -> set[int]:
     """Live pids of a run: descendants of its root plus anything carrying its marker."""
+    return _run_pids(run_id, root_pid, _all_stats())
+
+
+def _run_pids(run_id: str, root_pid: int | None, all_stats: list[ProcStat]) -> set[int]:
     marker = f"{RUN_MARKER_ENV}={run_id}".encode()
     me = os.getpid()
-    stats = [s for s in _all_stats() if s.state not in ("Z", "X") and s.pid != me]
+    stats = [s for s in all_stats if s.state not in ("Z", "X") and s.pid != me]
     found = _descendants(root_pid, stats) if root_pid is not None else set()
     if root_pid is not None and any(s.pid == root_pid for s in stats):
         found.add(root_pid)
@@ -131,20 +162,46 @@ def run_processes(run_id: str, root_pid: int | None = None) -> set[int]:
     return found
 
 
-def _reap_adopted(exclude: int | None) -> None:
+def _reap_adopted(exclude: int | None, stats: list[ProcStat] | None = None) -> None:
     """Collect zombies of orphans reparented to us (we are their subreaper)."""
     me = os.getpid()
-    for stat in _all_stats():
+    for stat in _all_stats() if stats is None else stats:
         if stat.ppid == me and stat.state == "Z" and stat.pid != exclude:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(stat.pid, os.WNOHANG)
+
+
+def _await_exit(pids: Iterable[int], timeout_s: float) -> None:
+    """Wait (up to timeout_s) until every pid has exited; pidfds, so no polling."""
+    poller = select.poll()
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(OSError):  # already gone, or no pidfd support
+                fd = os.pidfd_open(pid)
+                fds.append(fd)
+                poller.register(fd, select.POLLIN)
+        pending = len(fds)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                return
+            for fd, _mask in poller.poll(left_s * 1000):
+                poller.unregister(fd)
+                pending -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def kill_run_tree(run_id: str, root_pid: int | None) -> int:
     """SIGKILL every process of the run until none is left; returns how many were signalled.
 
     The root (our direct child) is left for its owner to reap so its exit status
-    is not lost; adopted orphans are reaped here.
+    is not lost; adopted orphans are reaped here. Each round is one pass over /proc
+    (which also reaps adopted zombies), SIGKILL to what it found, and a pidfd wait for
+    those to exit, so the next pass sees them gone rather than dying.
     """
     signalled: set[int] = set()
     if root_pid is not None and is_alive(root_pid):
@@ -152,19 +209,20 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.kill(root_pid, signal.SIGKILL)
         signalled.add(root_pid)
-    for attempt in range(_MAX_KILL_ROUNDS):
-        alive = run_processes(run_id, root_pid)
+        _await_exit([root_pid], _EXIT_WAIT_S)
+    for _ in range(_MAX_KILL_ROUNDS):
+        stats = _all_stats()
+        alive = _run_pids(run_id, root_pid, stats)
+        _reap_adopted(root_pid, stats)
         if not alive:
             break
-        if attempt:
-            # A SIGKILLed process can take a moment to leave the run queue.
-            time.sleep(0.002 * attempt)
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             signalled.add(pid)
-        _reap_adopted(root_pid)
-    _reap_adopted(root_pid)
+        _await_exit(alive, _EXIT_WAIT_S)
+    else:
+        _reap_adopted(root_pid)  # gave up: still collect what did die
     return len(signalled)
 
 
