@@ -30,10 +30,12 @@ def create_schema(schema: str) -> sql.Composed:
 
 ARCHIVED_UPTO = "SELECT coalesce(max(seq), 0) FROM events WHERE session_id = %s"
 
-# One statement for a whole batch: arrays in, rows already present left alone.
+# One statement for a whole batch: arrays in, rows already present left alone. The arrays
+# go in binary (%b): as text, psycopg quotes every `"` and `\` of every JSON body with a
+# regex substitution, 3/4 of a drainer's CPU (10,006 events: 520 -> 120 ms).
 INSERT_EVENTS = """
 INSERT INTO events (session_id, seq, run_id, ts, type, body)
-SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[])
+SELECT %s, * FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::text[])
 ON CONFLICT (session_id, seq) DO NOTHING
 """
 

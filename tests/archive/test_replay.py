@@ -13,7 +13,7 @@ from shared.archive import ArchiveStore
 from shared.keys import keys_from
 from shared.runstore import RunStore
 from shared.settings import Settings
-from tests.archive.support import count
+from tests.archive.support import count, envelope
 from tests.conftest import WorkerFactory
 
 WORKER_EXIT_S = 120
@@ -90,3 +90,23 @@ def test_a_live_session_whose_first_runs_are_only_archived_replays_without_a_gap
             return [e.seq async for e in aclient.stream("arch-2", follow=False)]
 
     assert asyncio.run(replay()) == seqs
+
+
+def test_archived_bodies_come_back_exactly_whatever_they_hold(archive: ArchiveStore) -> None:
+    """Array elements travel in binary (no quoting): quotes, backslashes, braces, commas,
+    NULL-looking text, escapes, non-ASCII, an empty and a 300 KB text."""
+    texts = [
+        'say "hi", {a,b} \\ \\" NULL null',
+        "line\nbreak\ttab \u0000 \x7f",
+        "é 中文 🎉 \u2028",
+        "",
+        "x" * 300_000,
+    ]
+    events = [
+        envelope("arch-bytes", "r" * 32, seq, 1000.0 + seq, "message", text=text, n=[1, None])
+        for seq, text in enumerate(texts, start=1)
+    ]
+    archive.archive_events("arch-bytes", events)
+    back = archive.replay_page("arch-bytes", 0, None, 100)
+    assert back == events
+    assert [e.to_json() for e in back] == [e.to_json() for e in events]
