@@ -14,6 +14,9 @@ could be taken before a run of its session still waiting to be taken:
   second after the latest of them (RQ's scheduled registry counts whole seconds and
   enqueues due jobs oldest first, so the second keeps the order);
 - a held run is never routed to a warm worker's own queue.
+
+A held run's job names its list in its RQ meta (PRIORITY_META): RQ's scheduler knows
+only the shared queue's list, and ours (worker/scheduler.py) reads it when the run is due.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ _RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 # Run record fields submit writes beside SUBMIT_LUA's (read back by later submits).
 PRIORITY_FIELD = "priority"
 SCHEDULED_FIELD = "scheduled_for"
+# The RQ job meta entry naming a held run's priority (its list once it is due).
+PRIORITY_META = "priority"
 
 
 def priority_queue_name(queue_name: str, priority: Priority) -> str:

@@ -1,9 +1,17 @@
-"""RQ's scheduler process, made to die with the worker that forked it.
+"""RQ's scheduler process, made to die with the worker that forked it, and to enqueue a
+due run into its own priority's list.
 
 RQ forks its scheduler (delayed runs: RQ's scheduled registry) as a process of its own.
 A worker stopped normally kills it; a SIGKILLed worker left it running, holding the
 scheduler lock and a pub/sub connection, an orphan nobody owns. Here the scheduler asks
 the kernel for SIGKILL when its worker dies (PR_SET_PDEATHSIG), as work horses and CLIs do.
+
+RQ enqueues a due job into the list of the queue whose registry held it: the shared
+queue's own list, the default priority. A held high or low run (shared/scheduling.py)
+would wait behind default runs, or ahead of low ones, and its record, which later submits
+of its session place themselves by, would name a list it is not in. So the registries
+this scheduler reads (`ListedRegistry`) enqueue those runs into their own list first,
+each with its removal from the registry in one MULTI as RQ does, and hand RQ the rest.
 """
 
 from __future__ import annotations
@@ -13,13 +21,57 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 
+from shared.rqjobs import PriorityListQueue
+from shared.scheduling import PRIORITY_META, as_priority, priority_queue_name
 from worker.proctree import die_with_parent
 
 
+class ListedRegistry(ScheduledJobRegistry):
+    """RQ's scheduled registry, whose due jobs that name a priority list (their meta,
+    shared/runstore/placing.py) go to that list: RQ's scheduler enqueues only the jobs
+    `get_jobs_to_schedule` returns, into the registry's own queue's list."""
+
+    def get_jobs_to_schedule(
+        self, timestamp: int | None = None, chunk_size: int = 1000
+    ) -> list[str]:
+        due = super().get_jobs_to_schedule(timestamp, chunk_size)
+        listed: dict[str, list[Job]] = {}
+        if due:
+            jobs = Job.fetch_many(due, connection=self.connection, serializer=self.serializer)
+            for job in jobs:
+                if job is None or job.has_rate_limit:
+                    continue  # RQ's own handling: a job gone, or one of RQ's rate limits
+                priority = as_priority(job.meta.get(PRIORITY_META))
+                list_name = priority_queue_name(self.name, priority or "default")
+                if list_name != self.name:
+                    listed.setdefault(list_name, []).append(job)
+        if not listed:
+            return due
+        with self.connection.pipeline() as pipe:
+            for list_name, list_jobs in listed.items():
+                queue = PriorityListQueue(
+                    self.name, list_name, connection=self.connection, serializer=self.serializer
+                )
+                for job in list_jobs:
+                    queue._enqueue_job(job, pipeline=pipe, at_front=job.should_enqueue_at_front())
+                    self.remove(job.id, pipeline=pipe)
+            pipe.execute()
+        moved = {job.id for list_jobs in listed.values() for job in list_jobs}
+        return [job_id for job_id in due if job_id not in moved]
+
+
+def listed_registry(queue_name: str, connection: redis.Redis, serializer: Any) -> ListedRegistry:
+    """The scheduled registry of `queue_name`, as WorkerBoundScheduler reads it."""
+    return ListedRegistry(queue_name, connection=connection, serializer=serializer)  # type: ignore[no-untyped-call]
+
+
 class WorkerBoundScheduler(RQScheduler):
-    """An RQScheduler whose process goes when its worker goes."""
+    """An RQScheduler whose process goes when its worker goes, and whose due runs go to
+    their own priority's list (ListedRegistry)."""
 
     _worker_pid = 0
     # RQ rebuilds the scheduler's connection from the worker's pool kwargs, which
@@ -31,6 +83,13 @@ class WorkerBoundScheduler(RQScheduler):
         if self._connection is None and self.connect is not None:
             self._connection: Any = self.connect()
         return super().connection
+
+    def prepare_registries(self, queue_names: Any = None) -> None:
+        super().prepare_registries(queue_names)
+        self._scheduled_job_registries = [
+            listed_registry(r.name, self.connection, self.serializer)
+            for r in self._scheduled_job_registries
+        ]
 
     def start(self) -> Any:
         self._worker_pid = os.getpid()  # the forking process, before the fork

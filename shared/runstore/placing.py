@@ -18,6 +18,7 @@ from shared.runstore.calls import enqueue_job
 from shared.runstore.model import NewRun
 from shared.scheduling import (
     PRIORITY_FIELD,
+    PRIORITY_META,
     SCHEDULED_FIELD,
     Ahead,
     Placement,
@@ -112,7 +113,8 @@ def record_key(keys: Keys, session_id: str, member: object) -> str:
 
 def enqueue(queue: Queue, run: NewRun, pipe: Pipeline, where: Placement) -> None:
     """Queue RQ's enqueue of the run on `pipe` (leaving it in MULTI); a run placed for
-    later waits in RQ's scheduled registry, which RQ's scheduler empties when due."""
+    later waits in RQ's scheduled registry, which RQ's scheduler empties when due, into
+    the list its meta names (worker/scheduler.py)."""
     if where.enqueue_at is None:
         enqueue_job(queue, run, pipe)
         return
@@ -123,6 +125,7 @@ def enqueue(queue: Queue, run: NewRun, pipe: Pipeline, where: Placement) -> None
         timeout=run.rq_timeout_s,
         result_ttl=run.result_ttl_s,
         description=f"claude-queue run for session {run.session_id}",
+        meta={PRIORITY_META: where.priority},
     )
     if not pipe.explicit_transaction:
         pipe.multi()

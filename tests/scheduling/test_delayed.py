@@ -3,18 +3,28 @@ no earlier than their time, cancellable while they wait, keeping their session's
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from producer.client import Client
 from producer.errors import InvalidJobError
-from shared.events import EventType, RunStatus
-from shared.rqjobs import scheduled_registry_key
+from shared.events import Event, EventType, QueuedData, RunStatus
+from shared.jobs import Priority, PromptJob, RunRequest, new_run_id
+from shared.rqjobs import queue_key, scheduled_registry_key
+from shared.runstore import NewRun, RunStore
+from shared.runstore.aio import AsyncRunStore
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.scheduling.support import queued_data, run_events, started_at
+from worker.scheduler import listed_registry
 
 
 def test_a_delayed_run_starts_no_earlier_than_its_time(
@@ -74,3 +84,45 @@ def test_bad_scheduling_fields_are_refused(
     with pytest.raises(InvalidJobError, match=problem):
         client.submit(session_id="bad", prompt="x", **fields)
     assert client.session("bad") is None
+
+
+def _delayed_run(session_id: str, priority: Priority) -> NewRun:
+    request = RunRequest(
+        run_id=new_run_id(),
+        submitted_at=time.time(),
+        job=PromptJob(session_id=session_id, prompt="x", priority=priority, delay_s=60),
+    )
+    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
+    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
+
+
+async def _submit_async(settings: Settings, run: NewRun) -> None:
+    async with aioredis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
+        await AsyncRunStore(client, settings).submit(run)
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_due_runs_go_to_their_own_priority_list(
+    settings: Settings, redis_client: redis.Redis, face: str
+) -> None:
+    runs = {p: _delayed_run(f"s-{p}", p) for p in ("high", "default", "low")}
+    for run in runs.values():
+        if face == "sync":
+            RunStore(redis_client, settings).submit(run)
+        else:
+            asyncio.run(_submit_async(settings, run))
+    queue = settings.queue_name
+    registry = listed_registry(queue, redis_client, JSONSerializer)
+    # RQ's scheduler, a minute later: it enqueues what it is handed into the shared
+    # queue's own list, the default one; the others went to their lists already.
+    handed = registry.get_jobs_to_schedule(int(time.time()) + 120)
+    assert handed == [runs["default"].run_id]
+    assert redis_client.zrange(scheduled_registry_key(queue), 0, -1) == [
+        runs["default"].run_id.encode()
+    ]
+    for priority in ("high", "low"):
+        run_id = runs[priority].run_id
+        assert redis_client.lrange(queue_key(f"{queue}:{priority}"), 0, -1) == [run_id.encode()]
+        job = Job.fetch(run_id, connection=redis_client, serializer=JSONSerializer)
+        assert job.get_status() == JobStatus.QUEUED
+        assert job.origin == queue  # its registries stay the shared queue's

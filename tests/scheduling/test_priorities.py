@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 from producer.client import Client
 from shared.events import RunStatus
 from shared.rqjobs import queue_key
@@ -51,3 +53,29 @@ def test_cancel_takes_a_run_out_of_its_priority_list(client: Client, settings: S
     client.cancel("s", run_id=handle.run_id)
     assert client.redis.llen(key) == 0
     assert client.redis.hget(f"rq:job:{handle.run_id}", "status") == b"canceled"
+
+
+def test_a_delayed_high_run_due_while_others_wait_goes_first(
+    client: Client, settings: Settings, start_worker: WorkerFactory
+) -> None:
+    # One worker, running RQ's scheduler, kept busy while the delayed run comes due.
+    start_worker(settings_override=settings.model_copy(update={"scheduler": True}))
+    blocker = client.submit(session_id="busy", prompt="FAKE: hang")
+    assert next(e for e in blocker.stream(timeout_s=60) if e.type == "started")
+    default = client.submit(session_id="d", prompt="d")
+    low = client.submit(session_id="l", prompt="l", priority="low")
+    high = client.submit(session_id="h", prompt="h1", priority="high", delay_s=1)
+    # Wait (blocking, no polling) for RQ's scheduler to enqueue it: into the high list,
+    # ahead of the others. A connection of its own: BLMOVE outwaits any read timeout.
+    high_list, url = queue_key(f"{settings.queue_name}:high"), settings.redis_url
+    with redis.Redis.from_url(url.get_secret_value(), socket_timeout=None) as watcher:
+        landed = watcher.blmove(high_list, high_list, 30, "RIGHT", "LEFT")
+    assert landed == high.run_id.encode(), "the due high run never reached the high list"
+    # A later run of its session asks high too: it waits behind the earlier one.
+    later = client.submit(session_id="h", prompt="h2", priority="high")
+    assert queued_data(client, later)["priority"] == "high"
+    blocker.cancel()
+    for handle in (high, later, default, low):
+        assert handle.wait(timeout_s=60).status is RunStatus.SUCCEEDED
+    order = sorted((high, later, default, low), key=lambda h: started_at(client, h))
+    assert [h.run_id for h in order] == [high.run_id, later.run_id, default.run_id, low.run_id]
