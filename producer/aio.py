@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
@@ -13,7 +13,6 @@ import structlog
 
 from producer import streamloop as sl
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
-from producer.archive import AsyncArchiveReader, require_archive, session_filter
 from producer.cancelling import (
     CancelOutcome,
     CancelResult,
@@ -29,13 +28,16 @@ from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
-from shared.archive import SessionPage, TotalsRow
 from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
 from shared.runstore import AsyncRunStore, Busy, OpenRequest
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.archive import AsyncArchiveReader
+    from shared.archive import SessionPage, TotalsRow
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +52,11 @@ class AsyncClient:
         self.keys = self.store.keys
         self._sync = Client(settings)
         self._fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
-        self.archive = AsyncArchiveReader(settings) if settings.archive_enabled else None
+        self.archive: AsyncArchiveReader | None = None
+        if settings.archive_enabled:  # psycopg is imported only then
+            from producer.archive import AsyncArchiveReader
+
+            self.archive = AsyncArchiveReader(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
@@ -128,6 +134,8 @@ class AsyncClient:
         offset: int = 0,
     ) -> SessionPage:
         """See `Client.search_sessions`."""
+        from producer.archive import require_archive, session_filter
+
         require_archive(self.settings)
         query = session_filter(since=since, status=status, meta=meta, limit=limit, offset=offset)
         assert self.archive is not None
@@ -135,6 +143,8 @@ class AsyncClient:
 
     async def archive_totals(self, *, since: float | None = None) -> list[TotalsRow]:
         """See `Client.archive_totals`."""
+        from producer.archive import require_archive
+
         require_archive(self.settings)
         assert self.archive is not None
         return await self.archive.totals(since)

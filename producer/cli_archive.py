@@ -13,23 +13,26 @@ import socket
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from producer.archive import ArchiveError, ArchiveReader, require_archive
 from producer.cli_common import connect, echo_json, fail, make_console, settings_or_exit
-from shared.archive import SessionPage, parse_meta, parse_since
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.archive import SessionPage
 
 _JSON_LINES = "Print one JSON object per line."
 
 
 def _archive_settings() -> Settings:
+    from producer.archive import ArchiveError, require_archive  # psycopg: here only
+
     settings = settings_or_exit()
     try:
         require_archive(settings)
@@ -83,6 +86,8 @@ def archive_prune(days: int | None, as_json: bool) -> None:
     days = days or settings.archive_retention_days
     if days < 1:
         fail("give --days or set CLAUDE_QUEUE_ARCHIVE_RETENTION_DAYS", ExitCode.USAGE)
+    from producer.archive import ArchiveError, ArchiveReader
+
     reader = ArchiveReader(settings)
     try:
         pruned = reader.prune(days)
@@ -121,6 +126,9 @@ def print_archived(
     as_json: bool,
 ) -> None:
     """List archived sessions matching the filters (exit 2 for a bad filter)."""
+    from producer.archive import ArchiveError
+    from shared.archive import parse_meta, parse_since
+
     _archive_settings()
     try:
         since_ts = None if since is None else parse_since(since)
@@ -183,6 +191,9 @@ def archive_sessions(
 @click.option("--json", "as_json", is_flag=True, help=_JSON_LINES)
 def archive_totals(since: str | None, as_json: bool) -> None:
     """Runs, cost and tokens of archived runs by day (UTC), model and profile."""
+    from producer.archive import ArchiveError
+    from shared.archive import parse_since
+
     _archive_settings()
     try:
         since_ts = None if since is None else parse_since(since)

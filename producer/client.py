@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -15,7 +15,6 @@ from rq.serializers import JSONSerializer
 
 from producer import streamloop as sl
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
-from producer.archive import ArchiveReader, require_archive, session_filter
 from producer.cancelling import (
     CancelOutcome,
     CancelResult,
@@ -29,13 +28,16 @@ from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
 from producer.submission import prepare, validate_job
-from shared.archive import SessionPage, TotalsRow
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
 from shared.jobs import OnBusy, PromptJob
 from shared.runstore import Busy, OpenRequest, RunStore
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.archive import ArchiveReader
+    from shared.archive import SessionPage, TotalsRow
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +51,11 @@ class Client:
         self.store = RunStore(self.redis, settings)
         self.keys = self.store.keys
         self.queue = Queue(settings.queue_name, connection=self.redis, serializer=JSONSerializer)
-        self.archive = ArchiveReader(settings) if settings.archive_enabled else None
+        self.archive: ArchiveReader | None = None
+        if settings.archive_enabled:  # psycopg is imported only then
+            from producer.archive import ArchiveReader
+
+            self.archive = ArchiveReader(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Client:
@@ -147,6 +153,8 @@ class Client:
         Pass the page's `next_offset` as `offset` for the next page (None: no more).
         ArchiveError when the archive is off or unreachable.
         """
+        from producer.archive import require_archive, session_filter
+
         require_archive(self.settings)
         query = session_filter(since=since, status=status, meta=meta, limit=limit, offset=offset)
         assert self.archive is not None
@@ -154,6 +162,8 @@ class Client:
 
     def archive_totals(self, *, since: float | None = None) -> list[TotalsRow]:
         """Archived runs and their cost and tokens, by day (UTC), model and profile."""
+        from producer.archive import require_archive
+
         require_archive(self.settings)
         assert self.archive is not None
         return self.archive.totals(since)

@@ -51,7 +51,6 @@ from shared.rqjobs import (
 from shared.scheduling import served_queue_names
 from shared.settings import Settings, SettingsError, redact_url
 from shared.version import package_version
-from worker.archiver import start_archiver
 from worker.context import WorkerContext
 from worker.cron import start_cron_ticker
 from worker.job import RunEnded, RunInterrupted, bound_context
@@ -64,6 +63,7 @@ from worker.scheduler import start_scheduler
 from worker.webhooks import enqueue_for_run
 
 if TYPE_CHECKING:
+    from worker.archiver import Archiver
     from worker.metrics import WorkerMetrics
 
 log = structlog.get_logger(__name__)
@@ -441,7 +441,11 @@ def run_worker(
         )
         return ExitCode.REDIS_UNREACHABLE
     # The archive drainer (None when the archive is off): a burst worker drains first.
-    archiver = start_archiver(settings, consumer=rq_worker.name)
+    archiver: Archiver | None = None
+    if settings.archive_enabled:  # psycopg is imported only then
+        from worker.archiver import start_archiver
+
+        archiver = start_archiver(settings, consumer=rq_worker.name)
     # With RQ's scheduler (delayed runs), the cron ticker (None without the scheduler).
     ticker = None if burst else start_cron_ticker(settings)
     try:
