@@ -23,7 +23,11 @@ RUN npm ci --no-fund --no-audit --loglevel=error
 ENV PATH="/opt/claude-cli/node_modules/.bin:${PATH}"
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-RUN useradd --create-home runner
+# uid 1000, as deploy/k8s runs it. /srv/work is the workspace runs' cwd lie under
+# (compose.yaml mounts a volume there, which takes this folder's owner on first use).
+RUN useradd --create-home --uid 1000 runner \
+ && mkdir -p /srv/work \
+ && chown runner:runner /srv/work
 USER runner
 WORKDIR /home/runner
 CMD ["claude-queue", "worker"]
