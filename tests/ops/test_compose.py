@@ -145,11 +145,6 @@ def test_prometheus_is_optional_and_scrapes_the_workers_and_the_gateway() -> Non
         assert job["metrics_path"] == "/metrics"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker needs `--metrics-port 9464` in compose.yaml, and tests/unit/test_docs.py "
-    "pins its command to ['claude-queue', 'worker']: the lead's change, then this passes",
-)
 def test_the_worker_serves_metrics_where_prometheus_scrapes() -> None:
     argv = _service("worker")["command"]
     assert int(_option(argv, "--metrics-port")) == WORKER_METRICS_PORT
