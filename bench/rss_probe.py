@@ -127,7 +127,9 @@ def probe(redis_url: str, *, jobs: int, importtime: bool, settle_s: float) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
-    parser.add_argument("--jobs", type=int, default=1, help="FAKE runs before measuring")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="FAKE runs first (their warm CLIs stay, as children)"
+    )
     parser.add_argument("--settle-s", type=float, default=1.0)
     args = parser.parse_args()
     rss = probe(args.redis_url, jobs=args.jobs, importtime=False, settle_s=args.settle_s)

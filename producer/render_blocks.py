@@ -13,7 +13,6 @@ from enum import IntEnum
 from typing import Any
 
 from rich.console import RenderableType
-from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.text import Text
 
@@ -92,7 +91,11 @@ class BlockRenderer:
 
     def answer(self, text: str) -> RenderableType:
         """Assistant text: Markdown on a terminal; as written in a pipe (grep-able)."""
-        return Markdown(text) if self.terminal else Text(text)
+        if not self.terminal:
+            return Text(text)
+        from rich.markdown import Markdown  # markdown-it: only where it renders
+
+        return Markdown(text)
 
     def block(self, block: ContentBlock) -> RenderableType | None:
         """The renderable of one block; None when nothing is shown for it."""

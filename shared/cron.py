@@ -24,7 +24,6 @@ import string
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.jobs import SESSION_ID_PATTERN, OnBusy, PromptJob
@@ -53,13 +52,20 @@ class CronError(ValueError):
     """A cron definition that cannot be used; the message says why."""
 
 
+def _croniter() -> Any:
+    """croniter's class, imported on first use: a worker with no crons never loads it."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    return croniter
+
+
 def check_schedule(schedule: str) -> str:
     """A cron expression croniter accepts: 5 fields, or 6 with seconds last."""
     text = " ".join(schedule.split())
     fields = len(text.split(" "))
     if not text or len(text) > MAX_SCHEDULE_CHARS or fields not in (5, 6):
         raise CronError(f"schedule must be a cron expression of 5 or 6 fields; got {schedule!r}")
-    if not croniter.is_valid(text):
+    if not _croniter().is_valid(text):
         raise CronError(f"schedule {schedule!r} is not a valid cron expression")
     return text
 
@@ -102,12 +108,12 @@ def render_session(template: str, *, name: str, tick: float) -> str:
 def latest_tick(schedule: str, now: float) -> float:
     """The latest tick of `schedule` at or before `now` (epoch seconds, UTC)."""
     # croniter's get_prev is strictly before its start: start just after `now`.
-    return float(croniter(schedule, now + 1e-3).get_prev(float))
+    return float(_croniter()(schedule, now + 1e-3).get_prev(float))
 
 
 def next_tick(schedule: str, now: float) -> float:
     """The first tick of `schedule` after `now`."""
-    return float(croniter(schedule, now).get_next(float))
+    return float(_croniter()(schedule, now).get_next(float))
 
 
 class CronSpec(BaseModel):

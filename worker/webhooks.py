@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-import httpx
 import redis
 import structlog
 from pydantic import ValidationError
@@ -50,7 +49,6 @@ from shared.webhooks import (
     webhook_body,
 )
 from worker.context import through_outage
-from worker.webhook_delivery import TargetRefused, TargetUnreachable, check_target, post
 
 if TYPE_CHECKING:
     from worker.context import WorkerContext
@@ -192,6 +190,11 @@ def promote_due(client: redis.Redis, settings: Settings) -> int:
 
 def deliver(payload: Any) -> str:
     """RQ job function: POST one run's `finished` to its webhook."""
+    # httpx: imported by the delivery job only, not by every worker at start.
+    import httpx
+
+    from worker.webhook_delivery import TargetRefused, TargetUnreachable, check_target, post
+
     ctx = _worker_context()
     try:
         delivery = WebhookDelivery.model_validate(payload)
