@@ -8,6 +8,8 @@ for the protocol; this module only does its I/O.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -34,6 +36,10 @@ from shared.settings import Settings
 log = structlog.get_logger(__name__)
 
 BLOCK_MS = 1000  # longest wait for a new entry; stop requests are seen between
+# The worker's drainer thread runs at this nice value (Linux: per thread), so a backlog it
+# copies takes CPU only when the runs' processes leave it some (a 2-core host, 120,000
+# events queued while a run streams: added write->client p50 +1.73 -> +0.82 ms).
+THREAD_NICE = 19
 
 
 class Archiver:
@@ -58,9 +64,14 @@ class Archiver:
     # -- thread ---------------------------------------------------------------
 
     def start(self) -> Archiver:
-        self._thread = threading.Thread(target=self.run, name="archiver", daemon=True)
+        self._thread = threading.Thread(target=self._background, name="archiver", daemon=True)
         self._thread.start()
         return self
+
+    def _background(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # lowering is always allowed
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
+        self.run()
 
     def request_stop(self) -> None:
         """Make `run` return after its current step (safe from a signal handler)."""

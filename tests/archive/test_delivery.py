@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from pydantic import SecretStr
 
@@ -15,7 +18,7 @@ from shared.keys import keys_from
 from shared.settings import Settings
 from tests.archive.support import TcpProxy, count, wait_for
 from tests.conftest import WorkerFactory
-from worker.archiver import Archiver
+from worker.archiver import THREAD_NICE, Archiver
 
 
 def _pending(redis_client: redis.Redis, settings: Settings) -> int:
@@ -105,3 +108,24 @@ def test_the_dsn_password_never_shows_in_errors(archive_settings: Settings) -> N
     else:
         raise AssertionError("a closed port answered")
     assert reader.replay_page("s", 0, None, 10) is None  # a stream goes on without it
+
+
+def _nice(tid: int) -> int:
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def test_the_drainer_thread_runs_at_low_priority_and_the_rest_of_the_worker_does_not(
+    archive: ArchiveStore, archive_settings: Settings
+) -> None:
+    del archive
+    before = _nice(threading.get_native_id())
+    if before >= THREAD_NICE:
+        pytest.skip(f"the tests already run at nice {before}")
+    drainer = Archiver(archive_settings, consumer="niced").start()
+    try:
+        tid = wait_for(lambda: drainer._thread and drainer._thread.native_id, what="the thread")
+        wait_for(lambda: _nice(tid) == THREAD_NICE, what="the drainer thread niced")
+        assert _nice(threading.get_native_id()) == before  # what forks the horse: unchanged
+    finally:
+        drainer.stop()
