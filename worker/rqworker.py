@@ -218,6 +218,7 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         start_scheduler(
             self,
             connect=lambda: sync_redis(settings),
+            queue_name=settings.queue_name,
             burst=burst,
             logging_level=logging_level,
             date_format=date_format,

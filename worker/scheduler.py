@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 
-from shared.rqjobs import PriorityListQueue
+from shared.rqjobs import PriorityListQueue, queue_worker
 from shared.scheduling import PRIORITY_META, as_priority, priority_queue_name
 from worker.proctree import die_with_parent
 
@@ -106,6 +106,7 @@ def start_scheduler(
     worker: Any,
     *,
     connect: Callable[[], redis.Redis],
+    queue_name: str,
     burst: bool,
     logging_level: str | None,
     date_format: str,
@@ -113,9 +114,16 @@ def start_scheduler(
 ) -> None:
     """RQ's BaseWorker._start_scheduler, with WorkerBoundScheduler: take the scheduler
     lock if free; a burst worker enqueues what is due and lets go, any other starts the
-    scheduler process."""
+    scheduler process.
+
+    The worker's own queue is left out: nothing is ever scheduled on it (delayed runs
+    wait in the shared queue's registry, and runs are routed to a worker only when
+    due). Its lock is free for every worker, so each forked a scheduler process of its
+    own; without it, one worker per deployment holds the locks and runs the scheduler.
+    """
+    shared = [q for q in worker.queues if queue_worker(queue_name, q.name) is None]
     scheduler: Any = WorkerBoundScheduler(
-        worker.queues,
+        shared,
         connection=worker.connection,
         logging_level=logging_level if logging_level is not None else worker.log.level,
         date_format=date_format,
