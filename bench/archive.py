@@ -192,9 +192,9 @@ def _await_archived(settings: Settings, events: int) -> None:
 
 def _hot_path(h: Harness, plain: Workers, settings: Settings) -> Row:
     n, trials = (300, 2) if h.quick else (3000, 3)
-    # The drainer's backlog per trial: ~20x the measured run's events, i.e. more than it
+    # The drainer's backlog per trial: ~40x the measured run's events, i.e. more than it
     # copies in the ~n/1000 s the measured run lasts, so it drains through all of it.
-    fill = 20 * n // BACKLOG_SESSIONS
+    fill = 40 * n // BACKLOG_SESSIONS
     archiving = _archive_workers(h, settings)
     overlap: list[str] = []
     try:
