@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends, Header, Query
 
 from gateway.auth import Principal
 from gateway.errors import invalid
+from gateway.feed import HubFeed
 from gateway.routes_runs import SessionId
-from gateway.sse import ClientFeed, FeedResponse
+from gateway.sse import FeedResponse
 from gateway.state import Gateway, error_responses
 from gateway.tokens import Scope
 from shared.ids import RUN_ID_PATTERN
@@ -70,13 +71,14 @@ def events_router(gateway: Gateway) -> APIRouter:
         CLAUDE_QUEUE_SSE_CLIENT_BUFFER events behind is disconnected; it resumes by
         reconnecting with the last id it received."""
         del principal
-        source = gateway.client.stream(
-            session_id,
+        feed = HubFeed(
+            gateway.hubs,
+            stats=gateway.stats,
+            session_id=session_id,
             after=start_after(after, last_event_id),
             stop_at_finish=until == "finished",
             run_id=run_id,
         )
-        feed = ClientFeed(source, stats=gateway.stats, session_id=session_id, run_id=run_id)
         return FeedResponse(feed, heartbeat_s=settings.sse_heartbeat_s)
 
     return router

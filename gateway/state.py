@@ -8,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import Path
 
 from gateway.auth import Auth
+from gateway.hub import Hubs, RedisSource
 from gateway.models import ErrorBody
 from gateway.sse import SseStats
 from producer.aio import AsyncClient
 from producer.sessions import require_session_id
+from shared.backoff import reconnect_backoff
 from shared.jobs import SESSION_ID_PATTERN
 from shared.settings import Settings
 
@@ -22,9 +24,15 @@ class Gateway:
     client: AsyncClient
     auth: Auth
     stats: SseStats = field(init=False)
+    hubs: Hubs = field(init=False)  # one live stream per followed session (gateway/hub.py)
 
     def __post_init__(self) -> None:
         self.stats = SseStats(capacity=self.settings.sse_client_buffer)
+        self.hubs = Hubs(
+            RedisSource(self.client),
+            reconnect_backoff(self.settings),
+            self.settings.sse_client_buffer,
+        )
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
@@ -32,6 +40,7 @@ class Gateway:
         return cls(settings, AsyncClient(settings), Auth(settings))
 
     async def aclose(self) -> None:
+        await self.hubs.aclose()
         await self.client.aclose()
 
 

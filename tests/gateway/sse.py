@@ -69,3 +69,28 @@ def assert_frames_consistent(frames: list[Frame], session_id: str) -> None:
         assert frame.envelope["session_id"] == session_id
     seqs = [frame.seq for frame in frames]
     assert seqs == sorted(set(seqs))
+
+
+def read_resuming(
+    client: httpx.Client,
+    session_id: str,
+    *,
+    params: Mapping[str, str | int],
+    last_id: int,
+    attempts: int = 50,
+) -> list[Frame]:
+    """Frames up to a `finished`, reconnecting with Last-Event-ID as an EventSource does
+    when the server closes a stream mid-way (a reader slower than a flood is dropped)."""
+    frames: list[Frame] = []
+    for _ in range(attempts):
+        headers = {"Last-Event-ID": str(frames[-1].id if frames else last_id)}
+        try:
+            with connect_sse(
+                client, "GET", events_url(session_id), params=params, headers=headers
+            ) as source:
+                frames.extend(frames_of(source))
+        except httpx.RemoteProtocolError:
+            continue
+        if frames and frames[-1].event == "finished":
+            return frames
+    raise AssertionError(f"no finished event after {attempts} connections")

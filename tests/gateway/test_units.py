@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import get_args
 
 import pytest
 from pydantic import SecretStr
 
 from gateway.errors import GatewayError, fields_of_message
+from gateway.feed import HubFeed
+from gateway.hub import Hubs
 from gateway.models import RunCreate, ScopeName
 from gateway.routes_events import start_after
 from gateway.serve import bind_refusal, is_loopback
-from gateway.sse import ClientFeed, SseStats
+from gateway.sse import SseStats
 from gateway.tokens import Scope, TokenError, looks_like_token, mint, verify
-from shared.events import Envelope
+from shared.backoff import Backoff
 from shared.jobs import PromptJob
 from shared.settings import Settings
+from tests.gateway.memsource import MemorySource
 
 SECRET = b"unit-test-secret"
 NOW = 1_800_000_000.0
@@ -159,47 +161,6 @@ def test_the_scope_names_of_requests_are_the_scopes() -> None:
     assert set(get_args(ScopeName)) == {scope.value for scope in Scope}
 
 
-async def _envelopes(count: int) -> AsyncIterator[Envelope]:
-    for seq in range(1, count + 1):
-        yield Envelope(seq=seq, session_id="s", run_id="r" * 32, ts=0.0, type="text", data={})
-
-
-def test_a_feed_starts_reading_once_its_writer_takes_frames() -> None:
-    async def scenario() -> tuple[list[int], SseStats]:
-        stats = SseStats(capacity=5)
-        feed = ClientFeed(_envelopes(50), stats=stats, session_id="s")
-        reader = asyncio.create_task(feed.read())
-        for _ in range(100):  # the reader gets many turns before anyone writes
-            await asyncio.sleep(0)
-        assert not feed.dropped.is_set()
-        ids = [int(str(frame.id)) async for frame in feed.frames()]
-        await reader
-        return ids, stats
-
-    ids, stats = asyncio.run(scenario())
-    assert ids == list(range(1, 51))
-    assert stats.dropped == 0
-    assert stats.high_water <= 2  # a writer that takes frames keeps the buffer nearly empty
-
-
-def test_a_feed_whose_writer_stops_is_dropped_at_capacity() -> None:
-    async def scenario() -> tuple[list[int], SseStats, bool]:
-        stats = SseStats(capacity=5)
-        feed = ClientFeed(_envelopes(50), stats=stats, session_id="s")
-        reader = asyncio.create_task(feed.read())
-        frames = feed.frames()
-        ids = [int(str((await anext(frames)).id)) for _ in range(3)]
-        await reader  # the writer takes nothing more: the reader gives up by itself
-        await frames.aclose()
-        return ids, stats, feed.dropped.is_set()
-
-    ids, stats, dropped = asyncio.run(scenario())
-    assert ids == [1, 2, 3]
-    assert dropped
-    assert stats.dropped == 1
-    assert stats.high_water == 5
-
-
 def test_feed_response_send_skips_the_cancel_scope_and_keeps_its_bookkeeping() -> None:
     """FeedResponse overrides sse-starlette's private _send_with_timeout: if a new
     sse-starlette stops sending through it, or renames it, this fails."""
@@ -220,7 +181,8 @@ def test_feed_response_send_skips_the_cancel_scope_and_keeps_its_bookkeeping() -
         raise OSError("gone")
 
     async def main() -> None:
-        feed = ClientFeed(_envelopes(0), stats=SseStats(capacity=4), session_id="s")
+        hubs = Hubs(MemorySource(), Backoff(), capacity=4)
+        feed = HubFeed(hubs, stats=SseStats(capacity=4), session_id="s")
         response = FeedResponse(feed, heartbeat_s=15)
         sent: list[object] = []
 
