@@ -73,8 +73,7 @@ def sync_redis(settings: Settings, *, timeout_s: float | None = None) -> redis.R
         client: redis.Redis = sentinel.master_for(
             settings.redis_sentinel_master,
             redis_class=_SentinelManaged,
-            **_master_options(settings),
-            **extra,
+            **{**_master_options(settings), **extra},  # the caller's bound wins over the URL's
         )
         return client
     return redis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS, **extra)
