@@ -138,6 +138,17 @@ class SentinelCluster:
                     return int(address[1])
         return None
 
+    def _all_name(self, port: int) -> bool:
+        for sentinel in self.sentinels:
+            with sentinel.client() as connection:
+                try:
+                    address = connection.sentinel_get_master_addr_by_name(MASTER_NAME)
+                except redis.RedisError:
+                    return False
+                if not address or int(address[1]) != port:
+                    return False
+        return True
+
     def pause_replica(self) -> None:
         """SIGSTOP the replica: from now on the master's writes reach no replica."""
         self.replica.signal(signal.SIGSTOP)
@@ -148,7 +159,12 @@ class SentinelCluster:
         old = self.master
         old.kill()
         self.replica.signal(signal.SIGCONT)
-        self._await(lambda: self.master_port() == self.replica.port, "the sentinels to fail over")
+        # Every sentinel, not just one: a sentinel that has not yet heard of the failover
+        # would send clients to the old address, where the old master, restarted empty,
+        # answers as a master until the sentinels turn it into a replica.
+        self._await(
+            lambda: self._all_name(self.replica.port), "every sentinel to name the new master"
+        )
         self.master, self.replica = self.replica, old
 
     def restart_old_master(self) -> None:
