@@ -25,13 +25,19 @@ TEST_PREFIX = "cqtest"
 
 
 def _test_redis_url() -> str:
-    """The test db; under `pytest -n N` (pytest-xdist) worker gwK uses the db K above it."""
+    """The test db; under `pytest -n N` (pytest-xdist) worker gwK uses the db K below it.
+
+    Below, because a stock Redis has 16 dbs (0-15) and the default base is 13; db 0 (a
+    developer's own data) is never used.
+    """
     url = os.environ.get("CLAUDE_QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
     xdist_worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if not xdist_worker:
         return url
     parts = urlsplit(url)
-    db = int(parts.path.strip("/") or 0) + int(xdist_worker.removeprefix("gw"))
+    db = int(parts.path.strip("/") or 0) - int(xdist_worker.removeprefix("gw"))
+    if db < 1:
+        raise pytest.UsageError(f"{xdist_worker}: no test db below {url} (use a higher base)")
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
