@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import sql
 
 from shared.archive.rows import ROW_EVENT_TYPES, RunRow, SessionFilter, SessionSummary, TotalsRow
-from shared.events import Envelope
+from shared.events import Envelope, envelopes_from_json
 
 Params = tuple[Any, ...]
 
@@ -52,7 +52,7 @@ def insert_events(session_id: str, envelopes: Sequence[Envelope]) -> Params:
 
 
 RUN_EVENTS = """
-SELECT body FROM events
+SELECT body, seq FROM events
 WHERE session_id = %s AND run_id = %s AND type = ANY(%s::text[])
 ORDER BY seq
 """
@@ -105,7 +105,7 @@ def upsert_run(row: RunRow) -> Params:
 
 
 REPLAY = """
-SELECT body FROM events
+SELECT body, seq FROM events
 WHERE session_id = %s AND seq > %s AND (%s::bigint IS NULL OR seq <= %s)
 ORDER BY seq LIMIT %s
 """
@@ -116,7 +116,7 @@ def replay(session_id: str, after: int, upto: int | None, count: int) -> Params:
 
 
 def envelopes(rows: Sequence[tuple[Any, ...]]) -> list[Envelope]:
-    """Envelopes from rows whose first column is an archived body.
+    """Envelopes from rows of (archived body, its seq): envelopes_from_json checks the two agree.
 
     Decoded with the cyclic GC paused, as the Redis log's pages are (runstore/replies.py):
     thousands of nested dicts that all stay alive trigger collections costing a third
@@ -124,7 +124,7 @@ def envelopes(rows: Sequence[tuple[Any, ...]]) -> list[Envelope]:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return [Envelope.from_json(row[0]) for row in rows]
+        return envelopes_from_json([row[0] for row in rows], [row[1] for row in rows])
     finally:
         if was_enabled:
             gc.enable()

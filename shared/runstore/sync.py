@@ -43,6 +43,7 @@ class RunStore:
         self.settings = settings
         self.calls = RunCalls.from_settings(settings)
         self.keys = self.calls.keys
+        self._reader: redis.Redis | None = None
         self._scripts: dict[Script, RedisScript] = {}
         self._queues: SubmitQueues | None = None
 
@@ -154,12 +155,24 @@ class RunStore:
 
     # -- reading logs ------------------------------------------------------
 
+    def _log_reader(self) -> redis.Redis:
+        """A client on the same connection pool whose XRANGE replies stay raw lists:
+        replies.envelopes reads them directly, where redis-py would first build a dict
+        per entry (~20 ms of a 10,000-event replay). Made on first use."""
+        if self._reader is None:
+            pool = getattr(self.redis, "connection_pool", None)
+            if pool is None:  # a stand-in client (tests)
+                return self.redis
+            self._reader = redis.Redis(connection_pool=pool)
+            self._reader.set_response_callback("XRANGE", replies.raw_reply)
+        return self._reader
+
     def replay_page(
         self, session_id: str, after: int, upto: int | None = None, count: int = REPLAY_PAGE
     ) -> list[Envelope]:
         """Up to `count` logged events with after < seq <= upto (no upper bound: None)."""
         start, end = calls.replay_range(after, upto)
-        entries = self.redis.xrange(self.keys.log(session_id), start, end, count=count)
+        entries = self._log_reader().xrange(self.keys.log(session_id), start, end, count=count)
         return replies.envelopes(cast(list[Any], entries))
 
     def replay(
