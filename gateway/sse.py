@@ -8,7 +8,6 @@ dropped for falling behind has its connection closed at once.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from gateway.feed import HubFeed
 
 _CLEANUP_S = 10.0  # longest wait for a stopped feed's replay to close its stream
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(slots=True)
@@ -39,7 +37,10 @@ def encode_frame(envelope: Envelope) -> bytes:
     """`id: <seq>`, `event: <type>`, `data: <envelope JSON>`: ServerSentEvent's bytes."""
     data = envelope.to_json()  # the JSON it was read from: decoded once, never re-encoded
     event = str(envelope.type)
-    if _LINE_BREAK.search(event) or _LINE_BREAK.search(data):  # never from JSON; be safe
+    # A line break (CR or LF: SSE ends a line at either) never comes from JSON, but the
+    # type may be any string a newer worker wrote. `in` scans, not a regex: the regex
+    # search over each frame's data was an eighth of an SSE replay's CPU.
+    if "\n" in event or "\r" in event or "\n" in data or "\r" in data:
         sse = ServerSentEvent(data=data, event=event, id=str(envelope.seq))
         return sse.encode()
     return f"id: {envelope.seq}\r\nevent: {event}\r\ndata: {data}\r\n\r\n".encode()
