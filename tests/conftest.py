@@ -52,15 +52,24 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _freeze_startup_heap() -> None:
+    """What the imports and collection built is never garbage: frozen (gc.freeze), so the
+    collection after each test walks only what tests made since: ~45 ms -> ~0.2 ms each."""
+    gc.collect()
+    gc.freeze()
+
+
 UNIT_TESTS = REPO / "tests" / "unit"
 
 
 @pytest.fixture(autouse=True)
-def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Collect after each test with real resources, so a leak is blamed on its test."""
+def _collect_garbage(request: pytest.FixtureRequest, _freeze_startup_heap: None) -> Iterator[None]:
+    """Collect after each test with real resources, so a leak (an unclosed socket in a
+    cycle) is blamed on its test: ~0.2 ms with the start-up heap frozen, ~45 ms without."""
     yield
-    # A collection costs ~0.1 s on this heap: 4-5 times a pure unit test. Pure tests hold
-    # no sockets, and what they free outside a cycle warns at once anyway.
+    # Pure tests hold no sockets, and what they free outside a cycle warns at once anyway;
+    # collecting after each of them still cost the unit tier ~10% (34.8 -> 38.9 s).
     if "redis_url" in request.fixturenames or not request.node.path.is_relative_to(UNIT_TESTS):
         gc.collect()
 
