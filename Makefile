@@ -30,7 +30,7 @@ install: $(STAMP) $(CLAUDE)  ## Python deps in .venv, the pinned claude CLI in d
 # the project's bytecode, and each would compile every module it imports again: 0.87 s of
 # CPU for `claude-queue --help` instead of 0.64 s. Compiled once here; read even so.
 bytecode: $(STAMP)
-	@$(BIN)/python -m compileall -q -j 0 shared producer worker gateway console devtools bench tests
+	@$(BIN)/python -m compileall -q -j 0 -x node_modules shared producer worker gateway console devtools bench tests
 
 redis:  ## make sure a Redis answers (starts a local one if not)
 	@bash .ci/ensure-redis
