@@ -30,6 +30,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/14"
 PREFIX = "cqbench"
 READY_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 300.0
+BENCH_RUN_LOG_BYTES = 1 << 30  # per-run log budget of bench workers (see workers())
 
 
 class LogCounter:
@@ -145,6 +146,9 @@ class Harness:
                 "CLAUDE_QUEUE_EXTRA_ENV": json.dumps(cli_extra),
                 "CLAUDE_QUEUE_LOG_LEVEL": "warning",
                 "CLAUDE_QUEUE_LOG_FORMAT": "json",
+                # The throughput run (50,000 mixed events, ~120 MB) is past the default
+                # per-run log budget (64 MiB), which would stop it; benches measure speed.
+                "CLAUDE_QUEUE_MAX_RUN_LOG_BYTES": str(BENCH_RUN_LOG_BYTES),
             }
         )
         base = f"{queue}-w"

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -88,20 +89,25 @@ def _write_times(publisher: Publisher, n: int, offset: int) -> list[float]:
     return out
 
 
-def _claimed_publisher(connection: redis.Redis, settings: Settings, session: str) -> Publisher:
+def _claimed_publisher(
+    connection: redis.Redis, settings: Settings, session: str
+) -> tuple[Publisher, Callable[[], bool]]:
+    """A publisher of a claimed run, and its lease renewal (a worker's lease thread
+    renews every LEASE_RENEW_S; a full run of this bench outlasts one LEASE_TTL_S)."""
     store = RunStore(connection, settings)
     new_run = prepare(settings, PromptJob(session_id=session, prompt="bench"))
     store.submit(new_run)
     claimed = store.claim(session, new_run.run_id, worker="bench", host="bench")
     if not isinstance(claimed, Claimed):
         raise RuntimeError(f"the bench run could not be claimed: {claimed}")
-    return Publisher(
+    publisher = Publisher(
         store,
         session_id=session,
         run_id=new_run.run_id,
         token=claimed.token,
         max_event_bytes=settings.max_event_bytes,
     )
+    return publisher, lambda: store.renew(session, new_run.run_id, claimed.token)
 
 
 def run(h: Harness) -> list[Row]:
@@ -121,7 +127,9 @@ def run(h: Harness) -> list[Row]:
             }
             timings: dict[str, list[list[float]]] = {"plain": [], "wait": []}
             for trial in range(trials + 1):  # the first round warms up, unrecorded
-                for name, publisher in publishers.items():  # interleaved: drift hits both
+                for name, (publisher, renew) in publishers.items():  # interleaved
+                    if not renew():
+                        raise RuntimeError(f"the {name} bench run lost its lease")
                     timings[name].append(_write_times(publisher, n, trial * n))
     finally:
         pair.stop()
