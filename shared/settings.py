@@ -401,8 +401,12 @@ class Settings(BaseSettings):
         """Identifies this deployment (Redis database + key prefix) on a host."""
         parts = urlsplit(self.redis_url.get_secret_value())
         server = f"{parts.hostname}:{parts.port}"
-        if self.redis_sentinels:  # the master moves; its name does not
-            server = f"sentinel:{self.redis_sentinel_master}"
+        if self.redis_sentinels:  # the master moves; its name and its sentinels do not
+            # The sentinels too, not only the master's name: two deployments on one host
+            # may both call theirs `mymaster` (the default), and a worker sweeps up the
+            # processes of its scope (four such test clusters killed each other's CLIs).
+            sentinels = ",".join(sorted(self.redis_sentinels))
+            server = f"sentinel:{sentinels}/{self.redis_sentinel_master}"
         where = f"{server}{parts.path}/{self.key_prefix}"
         return hashlib.sha256(where.encode()).hexdigest()[:16]
 

@@ -453,3 +453,16 @@ def test_from_environment_names_the_bad_variable_without_its_value(
 def test_security_settings_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings.model_validate({field: value})
+
+
+def test_a_sentinel_deployments_scope_names_its_sentinels_not_only_its_master() -> None:
+    def through(*sentinels: str, master: str = "mymaster") -> str:
+        return Settings.model_validate(
+            {"redis_sentinels": sentinels, "redis_sentinel_master": master}
+        ).scope
+
+    ours = through("10.0.0.1:26379", "10.0.0.2:26379")
+    assert ours == through("10.0.0.2:26379", "10.0.0.1:26379")  # order is not identity
+    assert ours != through("10.0.0.3:26379")  # another deployment, the same master name
+    assert ours != through("10.0.0.1:26379", "10.0.0.2:26379", master="other")
+    assert ours != Settings().scope
