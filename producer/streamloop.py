@@ -30,7 +30,6 @@ that point: the stream goes on with what Redis has.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 
 from producer.cursor import SeqCursor, Verdict
 from producer.errors import StreamEnded, StreamTimeout
-from shared.backoff import Backoff, RandomSource
+from shared.backoff import SYSTEM_RANDOM, Backoff, RandomSource
 from shared.events import Envelope
 from shared.runstore import REPLAY_PAGE
 
@@ -202,7 +201,7 @@ class StreamLoop:
         *,
         backoff: Backoff,
         clock: Clock = time.monotonic,
-        rand: RandomSource = random.random,
+        rand: RandomSource = SYSTEM_RANDOM,
         page_size: int = REPLAY_PAGE,
         probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:

@@ -23,6 +23,10 @@ from shared.settings import Settings
 
 # Returns a float in [0, 1), like random.random.
 RandomSource = Callable[[], float]
+# The default source: the OS's randomness, which leaves the `random` module's shared state
+# alone (an application may seed that for its own ends; a reconnect loop in a background
+# thread drawing from it also upsets hypothesis in a test running meanwhile, seen in CI).
+SYSTEM_RANDOM: RandomSource = random.SystemRandom().random
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +58,13 @@ class Backoff:
             return self.max_s
         return min(self.max_s, grown)
 
-    def next_delay(self, attempt: int, rand: RandomSource = random.random) -> float:
+    def next_delay(self, attempt: int, rand: RandomSource = SYSTEM_RANDOM) -> float:
         """The wait before retry number `attempt`: the cap, less a random share of it."""
         cap = self.cap(attempt)
         # 1 - rand() lies in (0, 1], so the wait is never exactly 0 (no hot loop).
         return cap * (1.0 - self.jitter * rand())
 
-    def delays(self, rand: RandomSource = random.random) -> Delays:
+    def delays(self, rand: RandomSource = SYSTEM_RANDOM) -> Delays:
         """An endless iterator of waits, one per failed attempt, with `reset()`."""
         return Delays(self, rand)
 
@@ -70,7 +74,7 @@ class Delays(Iterator[float]):
 
     __slots__ = ("_attempt", "_policy", "_rand")
 
-    def __init__(self, policy: Backoff, rand: RandomSource = random.random) -> None:
+    def __init__(self, policy: Backoff, rand: RandomSource = SYSTEM_RANDOM) -> None:
         self._policy = policy
         self._rand = rand
         self._attempt = 0

@@ -16,7 +16,6 @@ the marker and the submit leaves the run without its retry; never with two.
 
 from __future__ import annotations
 
-import random
 from typing import Literal
 
 import structlog
@@ -26,7 +25,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from producer.submission import prepare
-from shared.backoff import Backoff, RandomSource
+from shared.backoff import SYSTEM_RANDOM, Backoff, RandomSource
 from shared.events import ErrorData, Event, RunStatus
 from shared.jobs import PromptJob, RetryableError, RunRequest
 from shared.runstore import RunStore
@@ -83,7 +82,7 @@ def resubmit(
     request: RunRequest,
     cause: RetryCause,
     *,
-    rand: RandomSource = random.random,
+    rand: RandomSource = SYSTEM_RANDOM,
 ) -> str | None:
     """Submit `request` again after `cause` if its job asks; the new run id, or None."""
     settings = store.settings
