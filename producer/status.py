@@ -4,6 +4,7 @@ the runs in progress with their start times, and the runs that failed in the las
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -11,9 +12,11 @@ from typing import Any, cast
 
 import redis
 from rq import Queue, Worker
+from rq.executions import Execution
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import as_text
 from rq.worker import BaseWorker
 
 from shared.keys import Keys
@@ -111,16 +114,27 @@ def worker_state(value: object) -> WorkerState | str:
 
 
 def _current_job(worker: BaseWorker) -> str | None:
-    """The worker's current job id, or None when it cannot be read now.
+    """The job id of one of the worker's live executions, or None when it is idle.
 
-    RQ's lookup also removes an execution that has just ended from the worker's
-    set; a producer may only read that set (ACL role), and the race with the
-    ending execution is harmless: the worker is then idle or on its next job.
+    Read-only. RQ's own lookup (get_current_job_id) also removes an execution that has
+    just ended from the worker's set; a producer may only read that set (ACL role), and
+    Redis logs each refused write, which the ACL test found in CI when the race hit.
     """
+    connection = worker.connection
     try:
-        return worker.get_current_job_id()
+        members = [as_text(m) for m in connection.smembers(worker.executions_key)]
+        executions = []
+        for member in members:
+            with contextlib.suppress(ValueError):  # not `job_id:execution_id`: skipped
+                executions.append(Execution.from_composite_key(member, connection=connection))
+        with connection.pipeline(transaction=False) as pipe:
+            for execution in executions:
+                pipe.hgetall(execution.key)
+            found = pipe.execute()
     except redis.exceptions.NoPermissionError:
         return None
+    live = (e.job_id for e, data in zip(executions, found, strict=True) if data)
+    return next(live, None)
 
 
 def _warm_sessions(connection: redis.Redis, keys: Keys, worker_name: str) -> dict[str, float]:
