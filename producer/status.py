@@ -4,7 +4,6 @@ the runs in progress with their start times, and the runs that failed in the las
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -122,11 +121,11 @@ def _current_job(worker: BaseWorker) -> str | None:
     """
     connection = worker.connection
     try:
-        members = [as_text(m) for m in connection.smembers(worker.executions_key)]
-        executions = []
-        for member in members:
-            with contextlib.suppress(ValueError):  # not `job_id:execution_id`: skipped
-                executions.append(Execution.from_composite_key(member, connection=connection))
+        # A member that is not `job_id:execution_id` names no execution hash: skipped below.
+        executions = [
+            Execution.from_composite_key(as_text(member), connection=connection)
+            for member in connection.smembers(worker.executions_key)
+        ]
         with connection.pipeline(transaction=False) as pipe:
             for execution in executions:
                 pipe.hgetall(execution.key)
