@@ -36,6 +36,7 @@ from gateway.sse import encode_frame
 from producer.aio import AsyncClient
 from shared.backoff import Backoff
 from shared.events import Envelope
+from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from gateway.feed import HubFeed
@@ -183,9 +184,11 @@ class Hubs:
     def _stop(self, hub: SessionHub) -> None:
         if hub.task.done():
             return
-        hub.task.cancel()
-        self._stopping.add(hub.task)
-        hub.task.add_done_callback(self._stopping.discard)
+        # Cancelled until it ends: one cancel can be lost (shared/tasks.py), and a hub
+        # that carried on would follow its session for ever and hang `aclose`.
+        stopper = asyncio.create_task(cancel_and_wait(hub.task), name=f"{hub.task.get_name()}-stop")
+        self._stopping.add(stopper)
+        stopper.add_done_callback(self._stopping.discard)
 
     async def aclose(self) -> None:
         """Stop every hub and wait for their streams to close."""

@@ -25,6 +25,7 @@ import structlog
 
 from shared.backoff import Backoff
 from shared.events import Envelope
+from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,10 @@ class PubSubFanout:
                 self._reader = asyncio.create_task(self._read(), name="claude-queue-fanout")
             confirmed = self._confirmed[channel]
         try:
-            await asyncio.wait_for(confirmed.wait(), _CONFIRM_TIMEOUT_S)
+            # Not asyncio.wait_for, which on Python 3.11 can drop a cancellation (see
+            # shared/tasks.py).
+            async with asyncio.timeout(_CONFIRM_TIMEOUT_S):
+                await confirmed.wait()
         except TimeoutError:
             await self.close(subscription)
             raise redis.TimeoutError(
@@ -111,9 +115,7 @@ class PubSubFanout:
 
     async def aclose(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         await self._pubsub.aclose()
 
     async def _read(self) -> None:

@@ -39,6 +39,8 @@ def start_gateway(gateway_settings: Settings) -> Iterator[GatewayFactory]:
     for server in started:
         server.stop()
         print(f"--- gateway on port {server.port} ---\n{server.log()}")
+    hung = [server.port for server in started if server.killed]
+    assert not hung, f"gateways on ports {hung} did not exit on SIGTERM (SIGKILLed)"
 
 
 @pytest.fixture

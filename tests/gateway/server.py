@@ -69,6 +69,7 @@ class Server:
     pumping: threading.Thread | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _closed: bool = False
+    killed: bool = False  # SIGTERM did not end it: stop() had to SIGKILL it
 
     @property
     def url(self) -> str:
@@ -127,6 +128,7 @@ class Server:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.proc.kill()
                 self.proc.wait()
         if self.pumping is not None:

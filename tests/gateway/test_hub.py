@@ -164,3 +164,25 @@ def test_a_run_bound_client_of_a_deleted_session_ends() -> None:
         assert reader.seqs == []
 
     asyncio.run(scenario())
+
+
+def test_a_hub_whose_stream_drops_a_cancellation_still_stops() -> None:
+    """The last client leaves while the hub's stream loses the cancel (redis-py can, on
+    Python 3.11): the hub is cancelled again until it ends, so it stops following, and
+    `aclose` (the gateway's shutdown) returns instead of waiting for ever."""
+
+    async def scenario() -> None:
+        source, hubs, stats = _hubs()
+        source.append(envelope(1))
+        source.drop_cancels = 1
+        reader = Reader(HubFeed(hubs, stats=stats, session_id="s"))
+        await reader.reached(1)
+        reader.task.cancel()
+        closing = asyncio.create_task(hubs.aclose())
+        await asyncio.wait({closing}, timeout=30)  # a guard against the hang, not a measure
+        assert closing.done(), "the hub never stopped: aclose is still waiting for it"
+        assert source.drop_cancels == 0  # the first cancel was dropped; another ended it
+        assert source.following == 0
+        assert len(hubs) == 0
+
+    asyncio.run(scenario())
