@@ -85,7 +85,15 @@ class PubSubFanout:
             followers.add(subscription)
             if len(followers) == 1:
                 self._confirmed[channel] = asyncio.Event()
-                await self._pubsub.subscribe(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    # Not followed after all: left registered, the next open of the
+                    # channel would count it, skip the SUBSCRIBE and wait for a
+                    # confirmation that never comes.
+                    del self._subscribers[channel]
+                    del self._confirmed[channel]
+                    raise
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read(), name="claude-queue-fanout")
             confirmed = self._confirmed[channel]

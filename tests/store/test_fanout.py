@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -146,3 +147,20 @@ def test_a_dropped_connection_is_reported_then_resubscribed(
         assert await next_message(late) == b"again"
 
     run(redis_url, scenario)
+
+
+def test_an_open_that_fails_leaves_nothing_behind() -> None:
+    """A SUBSCRIBE that fails (nothing listens) raises the connection error, every time:
+    the failed follower is not left registered, where the next open would have skipped
+    the SUBSCRIBE and waited for a confirmation that never comes (a TimeoutError after
+    10 s, naming no cause; the asyncio stream reported a down Redis that way)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario(fanout: PubSubFanout, _client: aioredis.Redis) -> None:
+        for _ in range(3):
+            with pytest.raises(redis.ConnectionError):
+                await fanout.open("nobody-listens")
+
+    run(f"redis://127.0.0.1:{port}/0", scenario)
