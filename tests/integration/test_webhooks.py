@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import ssl
 import subprocess
 import threading
@@ -348,7 +349,10 @@ def test_a_delivery_survives_its_worker_being_killed_between_attempts(
         handle = client.submit(session_id="killed", prompt="hello", webhook=flaky.url())
         assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
         flaky.wait_for(1)
-        _await_job(redis_client, settings, handle.run_id, JobStatus.SCHEDULED)
+        # Stopped at once, so it cannot take the retry itself when it falls due (1 s
+        # later), and be killed in the middle of it; its work horse ends the attempt.
+        first.send_signal(signal.SIGSTOP)
+        _await_job(redis_client, settings, handle.run_id, JobStatus.SCHEDULED, JobStatus.QUEUED)
         first.kill()
         first.wait(timeout=30)
 
