@@ -75,7 +75,16 @@ class SentinelCluster:
     def start(self) -> None:
         self._start_data(self.master, replica_of=None)
         self._start_data(self.replica, replica_of=self.master.port)
-        for sentinel in self.sentinels:
+        # Each sentinel starts knowing the others (their ids are fixed here), as its
+        # rewritten config would after a first meeting: they would find each other
+        # through the master's hello channel, one message every 2 s.
+        ids = [f"{index + 1:040x}" for index in range(len(self.sentinels))]
+        for index, sentinel in enumerate(self.sentinels):
+            known = "".join(
+                f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {other.port} {ids[number]}\n"
+                for number, other in enumerate(self.sentinels)
+                if number != index
+            )
             config = sentinel.dir / "sentinel.conf"
             config.write_text(
                 f"port {sentinel.port}\n"
@@ -86,6 +95,7 @@ class SentinelCluster:
                 f"sentinel down-after-milliseconds {MASTER_NAME} {_DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {_FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+                f"sentinel myid {ids[index]}\n" + known
             )
             sentinel.spawn([str(config), "--sentinel"])
         # A failover needs the replica synced and every sentinel knowing the others.
@@ -103,6 +113,10 @@ class SentinelCluster:
             "",
             "--appendonly",
             "no",
+            # A replica's full sync starts at once (Redis waits 5 s by default for
+            # more replicas to share a diskless transfer).
+            "--repl-diskless-sync-delay",
+            "0",
             "--logfile",
             str(node.dir / "redis.log"),
         ]
