@@ -100,6 +100,13 @@ class SentinelCluster:
             sentinel.spawn([str(config), "--sentinel"])
         # A failover needs the replica synced and every sentinel knowing the others.
         self._await(self._ready, "the replica to sync and the sentinels to meet")
+        # Redis's default again for the rejoin of a failed master. With the rejoin's sync
+        # at once too, test_master_killed_mid_run_loses_and_repeats_nothing failed 1 run
+        # in 16 under load (its stream saw the session as gone: StreamEnded at seq 246);
+        # not explained yet. With the default, 24 runs of 24 passed.
+        for node in (self.master, self.replica):
+            with node.client() as connection:
+                connection.config_set("repl-diskless-sync-delay", 5)
 
     def _start_data(self, node: _Node, *, replica_of: int | None) -> None:
         argv = [
