@@ -84,7 +84,9 @@ def test_a_second_ctrl_c_on_a_terminal_offers_to_cancel(
         assert term.wait() == 130
     finally:
         term.close()
-    finished = [e for e in client.history("c3") if e.type is EventType.FINISHED]
+    # The owner acknowledged the cancel; its worker writes `finished` once the CLI died.
+    events = list(client.stream("c3", stop_at_finish=True, timeout_s=60))
+    finished = [e for e in events if e.type is EventType.FINISHED]
     assert [e.data["status"] for e in finished] == ["interrupted"]
 
 

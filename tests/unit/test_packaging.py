@@ -64,7 +64,7 @@ def test_the_wheel_holds_only_the_three_packages(wheel: zipfile.ZipFile) -> None
 @pytest.mark.slow
 def test_the_wheel_installs_the_console_script(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
-    assert "claude-queue = producer.cli:main" in wheel.read(entry_points).decode()
+    assert "claude-queue = producer.entry:main" in wheel.read(entry_points).decode()
 
 
 def test_version_flag_prints_the_version() -> None:
