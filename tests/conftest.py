@@ -52,6 +52,19 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The collector is paused while the test modules are imported (hypothesis,
+    schemathesis, FastAPI, Playwright, ...): none of it is garbage, and its walks cost a
+    quarter of each process's collection (6.6 -> 5.0 s of CPU for --collect-only)."""
+    del config
+    gc.disable()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    del session
+    gc.enable()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _freeze_startup_heap() -> None:
     """What the imports and collection built is never garbage: frozen (gc.freeze), so the
