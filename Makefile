@@ -7,8 +7,8 @@ CLI_DIR := devtools/claude-cli
 CLAUDE := $(CLI_DIR)/node_modules/.bin/claude
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist). The suite is CPU-bound on real processes: 4 on this
-# 2-core machine take 450 s where 1 took 1,000 s, and 8 take no less than 4.
+# Test processes (pytest-xdist). The suite is CPU-bound on real processes, with waits
+# between: on this 2-core machine 4 took 216-236 s (2026-12-07), 3 took 287 s and 6 270 s.
 TEST_PROCS ?= 4
 
 .PHONY: bytecode install demo test test-fast test-e2e bench lint typecheck fixtures redis postgres chromium clean
