@@ -30,6 +30,7 @@ from rq.scheduler import RQScheduler
 from shared.rqjobs import PriorityListQueue, queue_worker
 from shared.scheduling import PRIORITY_META, as_priority, priority_queue_name
 from worker.proctree import die_with_parent
+from worker.webhooks import DELIVERY_JOB_PREFIX
 
 
 class ListedRegistry(ScheduledJobRegistry):
@@ -40,7 +41,14 @@ class ListedRegistry(ScheduledJobRegistry):
     def get_jobs_to_schedule(
         self, timestamp: int | None = None, chunk_size: int = 1000
     ) -> list[str]:
-        due = super().get_jobs_to_schedule(timestamp, chunk_size)
+        # Webhook retries are promote_due's alone (worker/webhooks.py): it moves each
+        # one in a single script, while RQ reads here and enqueues later, so a retry both
+        # moved was pushed twice, and POSTed twice.
+        due = [
+            job_id
+            for job_id in super().get_jobs_to_schedule(timestamp, chunk_size)
+            if not job_id.startswith(DELIVERY_JOB_PREFIX)
+        ]
         listed: dict[str, list[Job]] = {}
         if due:
             jobs = Job.fetch_many(due, connection=self.connection, serializer=self.serializer)

@@ -11,8 +11,9 @@
   (yet) in its log raises, and RQ schedules a retry. An invalid payload, a refused
   target, a redirect or another 4xx fails the job for good (no retry).
 - `promote_due` moves delivery jobs whose retry is due from RQ's scheduled registry
-  back onto the queue. Every worker calls it each maintenance round (workers run no
-  RQ scheduler), atomically, so a retry survives the death of any one worker.
+  back onto the queue. Every worker calls it each maintenance round, atomically, so a
+  retry survives the death of any one worker. RQ's scheduler leaves them to it
+  (worker/scheduler.py): the two moving one retry at once pushed it twice.
 
 The delivery job lives in Redis from enqueue to its end, so it survives the process
 that enqueued or attempted it: any worker of the queue performs the next attempt.

@@ -25,6 +25,7 @@ from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.scheduling.support import queued_data, run_events, started_at
 from worker.scheduler import listed_registry
+from worker.webhooks import delivery_job_id, promote_due
 
 
 def test_a_delayed_run_starts_no_earlier_than_its_time(
@@ -126,3 +127,16 @@ def test_due_runs_go_to_their_own_priority_list(
         job = Job.fetch(run_id, connection=redis_client, serializer=JSONSerializer)
         assert job.get_status() == JobStatus.QUEUED
         assert job.origin == queue  # its registries stay the shared queue's
+
+
+def test_due_webhook_retries_are_left_to_promote_due(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """RQ's scheduler is not handed a due delivery retry: promote_due moves it (in one
+    script); both moving it pushed it twice, and the receiver got two POSTs."""
+    registry = listed_registry(settings.queue_name, redis_client, JSONSerializer)
+    retry = delivery_job_id("a" * 32)
+    redis_client.zadd(scheduled_registry_key(settings.queue_name), {retry: 1, "run-x": 1})
+    assert registry.get_jobs_to_schedule(int(time.time())) == ["run-x"]
+    assert promote_due(redis_client, settings) == 0  # no job hash: nothing to queue
+    assert redis_client.zscore(scheduled_registry_key(settings.queue_name), retry) is None
