@@ -153,7 +153,8 @@ def _pump(
     settings = ctx.settings
     while True:
         now = time.monotonic()
-        if talk.waiting:
+        was_waiting = talk.waiting
+        if was_waiting:
             # Waiting for a person is not idling: moved on before the limits are checked.
             due.idle = now + settings.idle_timeout_s
         turn_over = bool(seen.results)
@@ -167,7 +168,9 @@ def _pump(
             talk.poll()
         chunk = proc.read(due.next(talk.next_due(), cancel.kill_at) - now)
         talk.take_answers()
-        if chunk.lines:
+        if chunk.lines or was_waiting:
+            # Since the answer (if one came during the read), not since the loop's top:
+            # else a CLI slower than the rest of the read to act on it was killed as idle.
             due.idle = time.monotonic() + settings.idle_timeout_s
         if not _take_lines(chunk.lines, publisher, seen, talk, cancel, settings.max_line_bytes):
             return False
