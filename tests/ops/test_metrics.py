@@ -34,8 +34,14 @@ def test_metrics_follow_runs(settings: Settings, client: Client, tmp_path: Path)
         assert value(before, "claude_queue_workers", state="busy") == 0
 
         assert _run(client, "ok", "hello", model="test-model", profile="readonly") == "succeeded"
+        # A run counts as finished when its finished event is queued, and the event as
+        # published once its write returns, which can be after a client has read it.
         after = scrape_until(
-            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 1
+            port,
+            lambda s: (
+                value(s, "claude_queue_runs_finished_total", status="succeeded") == 1
+                and value(s, "claude_queue_events_published_total", type="finished") == 1
+            ),
         )
         assert value(after, "claude_queue_runs_started_total") == 1
         for event_type in ("queued", "started", "init", "message", "result", "finished"):

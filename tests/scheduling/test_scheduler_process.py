@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+import redis
+from rq.worker import Worker, WorkerStatus
 
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 
 WORKERS = 3
-LISTENING = b"*** Listening on"  # RQ logs it after its scheduler step, as its loop starts
 LIMIT_S = 60.0
 
 
@@ -24,16 +25,23 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
+def _idle(connection: redis.Redis, name: str) -> bool:
+    """RQ marks a worker idle as its loop waits for a job: after its scheduler step (its
+    "Listening on" line comes before that step, so it proves nothing about it)."""
+    key = Worker.redis_worker_namespace_prefix + name
+    return connection.hget(key, "state") == WorkerStatus.IDLE.encode()
+
+
 def test_one_scheduler_process_for_three_workers(
-    settings: Settings, start_worker: WorkerFactory, tmp_path: Path
+    settings: Settings, start_worker: WorkerFactory, redis_client: redis.Redis
 ) -> None:
-    workers = [start_worker(f"sched{i}", mode="fork") for i in range(WORKERS)]
-    logs = [tmp_path / f"sched{i}.log" for i in range(WORKERS)]
+    names = [f"sched{i}" for i in range(WORKERS)]
+    workers = [start_worker(name, mode="fork") for name in names]
     deadline = time.monotonic() + LIMIT_S
-    while not all(log.exists() and LISTENING in log.read_bytes() for log in logs):
-        assert time.monotonic() < deadline, "the workers did not start listening"
+    while not all(_idle(redis_client, name) for name in names):
+        assert time.monotonic() < deadline, "the workers did not reach their loop"
         assert all(w.poll() is None for w in workers), "a worker exited"
-        time.sleep(0.05)  # polling files the workers write; nothing to block on
+        time.sleep(0.05)  # polling the workers' own records; nothing to block on
     # Idle fork-mode workers have no child but a scheduler process.
     children = {w.pid: _children(w.pid) for w in workers}
     assert sum(len(c) for c in children.values()) == 1, children
