@@ -26,15 +26,26 @@ def texts(events: Iterable[Envelope]) -> list[str]:
 
 
 def until_grandchild(handle: RunHandle) -> tuple[int, int]:
-    """Follow a `FAKE: grandchild` run until it has spawned: (CLI pid, grandchild pid)."""
-    cli_pid = 0
+    """Follow a `FAKE: grandchild` run until it has spawned and gone quiet: (CLI pid,
+    grandchild pid). The answer naming the grandchild is followed by its tool result,
+    the run's last event before its pause, so a caller reading the log afterwards sees
+    it settled (returning at the answer raced that one more event)."""
+    cli_pid = grandchild = 0
     for envelope in handle.stream(timeout_s=60):
         if envelope.type is EventType.STARTED:
             cli_pid = int(envelope.data["pid"])
         for text in envelope_texts(envelope):
             if text.startswith("grandchild_pid="):
-                return cli_pid, int(text.split("=")[1])
+                grandchild = int(text.split("=")[1])
+        if grandchild and _has_tool_result(envelope):
+            return cli_pid, grandchild
     raise AssertionError("the run ended before its grandchild started")
+
+
+def _has_tool_result(envelope: Envelope) -> bool:
+    if envelope.type is not EventType.MESSAGE:
+        return False
+    return any(b.get("type") == "tool_result" for b in envelope.data.get("content", []))
 
 
 def kill_if_alive(*pids: int) -> None:
