@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -60,7 +62,7 @@ class RedisServer:
         self._await(self.ping, "start")
 
     def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = probe_client(self.port, connect_timeout_s=0.2)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -86,3 +88,20 @@ class RedisServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not {what}; see {self.dir / 'redis.log'}")
             time.sleep(0.02)
+
+
+def probe_client(
+    port: int, *, connect_timeout_s: float, timeout_s: float | None = None
+) -> redis.Redis:
+    """A client for polling a test server: one try per call, no retry of its own.
+
+    redis.Redis(...) built by hand retries a refused connection 10 times, with a jitter
+    drawn from the `random` module's shared state: a poll left running in a background
+    thread after its test failed made the next test's hypothesis run on that process
+    fail (it saw the shared state change while it drew an example)."""
+    return redis.Redis(
+        port=port,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
