@@ -11,6 +11,13 @@ independent nets so nothing escapes:
 
 Kills are repeated until a scan finds nothing alive, so a process forking while
 we kill is caught on the next round. Linux only (/proc).
+
+Where to look: a subreaper that kills a run it owns (the CLI is its child) walks its own
+subtree (`/proc/<pid>/task/*/children`), since while it lives every process the run
+started stays below it (1); the marked ones among its direct children are the run's
+orphans. That is a few reads instead of one per process on the host, twice per cancel.
+Every other caller (a worker sweeping after its dead work horse, the reaper) scans all
+of /proc for the marker (2).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from worker.markers import RUN_MARKER_ENV, SCOPE_MARKER_ENV
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 _PR_SET_DUMPABLE = 4
 _MAX_KILL_ROUNDS = 50
 # How long one kill round waits for the processes it SIGKILLed to exit, before it
@@ -42,6 +50,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def enable_subreaper() -> bool:
     """Make this process adopt orphaned descendants. False where unsupported."""
     return bool(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def is_subreaper() -> bool:
+    """Whether this process adopts its orphaned descendants (enable_subreaper)."""
+    flag = ctypes.c_int(0)
+    ok = _libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
+    return ok and flag.value != 0
 
 
 def hide_environment() -> bool:
@@ -162,6 +177,49 @@ def _run_pids(run_id: str, root_pid: int | None, all_stats: list[ProcStat]) -> s
     return found
 
 
+def _children(pid: int) -> list[int] | None:
+    """The pids `pid` forked (each thread keeps its own list); None if unreadable."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    found: list[int] = []
+    for tid in tids:
+        data = _read_proc(f"/proc/{pid}/task/{tid}/children", whole=True)
+        if data is None:
+            return None
+        found.extend(int(child) for child in data.split())
+    return found
+
+
+def _subtree_stats(run_id: str, root_pid: int) -> list[ProcStat] | None:
+    """The run's processes found from our own children: the root (our child) and our
+    children carrying the run's marker (its orphans, adopted by us), with everything
+    below them; then our other zombie children (for _reap_adopted, as a scan finds
+    them). Everything but those zombies is the run's. None if /proc lists no children."""
+    own = _children(os.getpid())
+    if own is None:
+        return None
+    marker = f"{RUN_MARKER_ENV}={run_id}".encode()
+    stack = [pid for pid in own if pid == root_pid or _has_marker(pid, marker)]
+    stats: list[ProcStat] = []
+    seen: set[int] = set()
+    while stack:
+        pid = stack.pop()
+        stat = read_stat(pid)
+        if pid in seen or stat is None:
+            continue
+        seen.add(pid)
+        stats.append(stat)
+        stack.extend(_children(pid) or ())
+    # Our zombie children that are not the run's: for _reap_adopted, as a scan finds them.
+    for pid in own:
+        stat = None if pid in seen else read_stat(pid)
+        if stat is not None and stat.state == "Z":
+            stats.append(stat)
+    return stats
+
+
 def _reap_adopted(exclude: int | None, stats: list[ProcStat] | None = None) -> None:
     """Collect zombies of orphans reparented to us (we are their subreaper)."""
     me = os.getpid()
@@ -210,9 +268,16 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
             os.kill(root_pid, signal.SIGKILL)
         signalled.add(root_pid)
         _await_exit([root_pid], _EXIT_WAIT_S)
+    # Our own subtree holds the whole run while we are its subreaper (module doc).
+    walk = root_pid is not None and is_subreaper()
     for _ in range(_MAX_KILL_ROUNDS):
-        stats = _all_stats()
-        alive = _run_pids(run_id, root_pid, stats)
+        tree = _subtree_stats(run_id, root_pid) if walk and root_pid is not None else None
+        if tree is not None:
+            stats = tree
+            alive = {s.pid for s in tree if s.state not in ("Z", "X")}
+        else:
+            stats = _all_stats()
+            alive = _run_pids(run_id, root_pid, stats)
         _reap_adopted(root_pid, stats)
         if not alive:
             break

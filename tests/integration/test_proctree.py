@@ -1,0 +1,85 @@
+"""worker/proctree.py on real processes: a subreaper's own-subtree walk finds what the
+/proc-wide marker scan finds, and kill_run_tree leaves nothing of the run and nothing
+else dead.
+
+The subreaper is a child Python process (this file's HARNESS), so the pytest process
+never adopts anything. Its run's CLI stand-in starts a child in a new session, and a
+double-forked orphan that only the subreaper adoption keeps in the tree; beside the run
+the harness also starts a process of another run, which must survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from worker.markers import RUN_MARKER_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The run's CLI stand-in: prints its setsid child's pid and its orphan's, then waits.
+ROOT = """
+import os, subprocess, sys, time
+quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "start_new_session": True}
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], **quiet)
+read_end, write_end = os.pipe()
+if os.fork() == 0:  # the intermediate: start the orphan, report it, exit at once
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], **quiet)
+    os.write(write_end, str(orphan.pid).encode())
+    os._exit(0)
+os.close(write_end)
+orphan_pid = int(os.read(read_end, 64))
+os.wait()
+print(child.pid, orphan_pid, flush=True)
+time.sleep(120)
+"""
+
+HARNESS = """
+import json, os, subprocess, sys, time
+from worker import proctree
+assert proctree.enable_subreaper() and proctree.is_subreaper()
+marker, run, other_run = sys.argv[1], sys.argv[3], sys.argv[4]
+root = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=subprocess.PIPE,
+                        env={**os.environ, marker: run})
+other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         env={**os.environ, marker: other_run}, stdout=subprocess.DEVNULL)
+child, orphan = (int(p) for p in root.stdout.readline().split())
+while proctree.read_stat(orphan).ppid != os.getpid():  # adopted once its parent exited
+    time.sleep(0.01)
+walked = {s.pid for s in proctree._subtree_stats(run, root.pid) if s.state != "Z"}
+scanned = proctree._run_pids(run, root.pid, proctree._all_stats())
+killed = proctree.kill_run_tree(run, root.pid)
+root.wait()
+result = {
+    "pids": {"root": root.pid, "child": child, "orphan": orphan, "other": other.pid},
+    "walked": sorted(walked), "scanned": sorted(scanned), "killed": killed,
+    "alive": sorted(p for p in (child, orphan, other.pid) if proctree.is_alive(p)),
+}
+for pid in (child, orphan, other.pid):  # whatever survived a failing kill
+    if proctree.is_alive(pid):
+        os.kill(pid, 9)
+other.wait()
+print(json.dumps(result))
+"""
+
+
+def test_the_subtree_walk_finds_what_the_scan_finds_and_the_kill_spares_other_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HARNESS, RUN_MARKER_ENV, ROOT, uuid.uuid4().hex, uuid.uuid4().hex],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    pids = result["pids"]
+    run = sorted([pids["root"], pids["child"], pids["orphan"]])
+    assert result["walked"] == run
+    assert result["scanned"] == run
+    assert result["killed"] == 3
+    assert result["alive"] == [pids["other"]]
+    assert os.getpid() not in run
