@@ -257,19 +257,24 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
     """SIGKILL every process of the run until none is left; returns how many were signalled.
 
     The root (our direct child) is left for its owner to reap so its exit status
-    is not lost; adopted orphans are reaped here. Each round is one pass over /proc
-    (which also reaps adopted zombies), SIGKILL to what it found, and a pidfd wait for
-    those to exit, so the next pass sees them gone rather than dying.
+    is not lost; adopted orphans are reaped here. Each round is one walk of our subtree
+    or one pass over /proc (either also reaps adopted zombies), SIGKILL to what it
+    found, and a pidfd wait for those to exit, so the next round sees them gone rather
+    than dying.
     """
     signalled: set[int] = set()
+    # Our own subtree holds the whole run while we are its subreaper (module doc).
+    walk = root_pid is not None and is_subreaper()
     if root_pid is not None and is_alive(root_pid):
         # Our own unreaped child: its pid cannot have been reused, so kill it first.
         with contextlib.suppress(ProcessLookupError):
             os.kill(root_pid, signal.SIGKILL)
         signalled.add(root_pid)
-        _await_exit([root_pid], _EXIT_WAIT_S)
-    # Our own subtree holds the whole run while we are its subreaper (module doc).
-    walk = root_pid is not None and is_subreaper()
+        if not walk:
+            # A scan then finds its children as ours (adopted), not as a dying root's.
+            _await_exit([root_pid], _EXIT_WAIT_S)
+        # A walk finds them either way: below the dying root, or adopted once it is
+        # gone; a root still dying counts as alive, so the rounds go on until it is not.
     for _ in range(_MAX_KILL_ROUNDS):
         tree = _subtree_stats(run_id, root_pid) if walk and root_pid is not None else None
         if tree is not None:

@@ -134,28 +134,32 @@ def remember(
     if path is None:
         log.warning("transcript_not_written", claude_session_id=claude_session_id)
         return
-    saved = transcripts.save(
-        client,
-        keys.transcript(job.session_id),
-        path,
-        claude_session_id=claude_session_id,
-        max_bytes=settings.transcript_max_bytes,
-        ttl_s=settings.event_log_ttl_s,
-    )
+    # The transcript and the state in one MULTI: one round trip (this runs before the
+    # run's `finished`), and no state naming a transcript that was not stored.
+    with client.pipeline() as pipe:
+        saved = transcripts.save(
+            pipe,
+            keys.transcript(job.session_id),
+            path,
+            claude_session_id=claude_session_id,
+            max_bytes=settings.transcript_max_bytes,
+            ttl_s=settings.event_log_ttl_s,
+        )
+        state_key = keys.session_state(job.session_id)
+        pipe.hset(
+            state_key,
+            mapping={
+                "claude_session_id": claude_session_id,
+                "cwd": cwd,
+                "last_run_id": run_id,
+                "updated_at": time.time(),
+                "transcript_bytes": saved.compressed if saved.stored else 0,
+            },
+        )
+        pipe.expire(state_key, settings.event_log_ttl_s)
+        pipe.execute()
     if not saved.stored and saved.size:
         log.warning("transcript_too_large", size=saved.size, compressed=saved.compressed)
-    state_key = keys.session_state(job.session_id)
-    client.hset(
-        state_key,
-        mapping={
-            "claude_session_id": claude_session_id,
-            "cwd": cwd,
-            "last_run_id": run_id,
-            "updated_at": time.time(),
-            "transcript_bytes": saved.compressed if saved.stored else 0,
-        },
-    )
-    client.expire(state_key, settings.event_log_ttl_s)
 
 
 def forget_conversation(client: redis.Redis, keys: Keys, session_id: str) -> None:

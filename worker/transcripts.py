@@ -13,10 +13,10 @@ inflate to its recorded SHA-256; otherwise `CorruptStateError`.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -178,14 +178,27 @@ def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
     """Newest `<projects>/*/<id>.jsonl`, where `path` is one such (maybe absent) file."""
     require_claude_session_id(claude_session_id)
     projects = path.parent.parent
+    # One stat per project folder (the id is a validated UUID, never a pattern); pathlib's
+    # glob and a resolve() of every candidate took ~1 ms before each run's `finished`.
+    name = f"{claude_session_id}.jsonl"
+    found: list[tuple[int, str]] = []
+    try:
+        folders = os.scandir(projects)
+    except OSError:
+        return None
+    with folders:
+        for folder in folders:
+            candidate = os.path.join(folder.path, name)
+            try:
+                info = os.stat(candidate)
+            except OSError:
+                continue
+            # An empty file is no conversation to the CLI, so it is no copy to us either.
+            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+                found.append((info.st_mtime_ns, candidate))
+    # A symlink out of the project folder is never followed (it would be written through).
     root = projects.resolve()
-    # Escaped although the id is a validated UUID: a glob never takes data as a pattern.
-    pattern = f"*/{glob.escape(claude_session_id)}.jsonl"
-    # An empty file is no conversation to the CLI, so it is no copy to us either; a
-    # symlink out of the project folder is never followed (it would be written through).
-    candidates = [
-        p
-        for p in projects.glob(pattern)
-        if p.resolve().is_relative_to(root) and p.is_file() and p.stat().st_size > 0
-    ]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+    for _mtime, candidate in sorted(found, reverse=True):
+        if Path(candidate).resolve().is_relative_to(root):
+            return Path(candidate)
+    return None
