@@ -29,6 +29,8 @@ class WorkerContext:
     host: str
     # The warm CLIs of a simple-mode worker; None where no CLI may outlive its job.
     warm: WarmPool | None = None
+    # Spawns go through it so the CLI dies with its spawner (proctree.death_signal_prefix).
+    exec_prefix: tuple[str, ...] = ()
     # Every run record and event write of this worker goes through it (built from redis).
     store: RunStore = field(init=False)
 

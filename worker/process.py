@@ -13,9 +13,11 @@ import contextlib
 import errno
 import os
 import selectors
+import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.command import CliCommand
@@ -108,13 +110,34 @@ class ReadResult:
     eof: bool = False
 
 
+def _require_executable(name: str, env: Mapping[str, str], cwd: str | None) -> None:
+    """Raise what Popen raises for a program it cannot start: `name` looked up on the
+    PATH of `env`, or, with a slash, taken relative to `cwd`."""
+    if os.sep in name:
+        path: str | None = os.path.join(cwd or os.getcwd(), name)  # an absolute name stays
+    else:
+        search = os.pathsep.join(os.get_exec_path(dict(env)))
+        path = shutil.which(name, mode=os.F_OK, path=search)
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+
+
 class CliProcess:
     """One CLI process and everything it starts."""
 
     def __init__(
-        self, command: CliCommand, *, run_id: str, max_line_bytes: int, stderr_tail_bytes: int
+        self,
+        command: CliCommand,
+        *,
+        run_id: str,
+        max_line_bytes: int,
+        stderr_tail_bytes: int,
+        exec_prefix: Sequence[str] = (),
     ) -> None:
         self._command = command
+        self._exec_prefix = tuple(exec_prefix)
         self._run_id = run_id
         self._framer = LineFramer(max_line_bytes)
         self._stderr = TailBuffer(stderr_tail_bytes)
@@ -135,16 +158,24 @@ class CliProcess:
         self.start_ticks: int | None = None
 
     def spawn(self) -> None:
-        """Start the CLI. Raises OSError (e.g. FileNotFoundError) if it cannot start."""
+        """Start the CLI. Raises OSError (e.g. FileNotFoundError) if it cannot start.
+
+        It gets SIGKILL when the spawning thread dies: set by the exec prefix (see
+        proctree.death_signal_prefix), else by a preexec_fn."""
+        argv, command = self._command.argv, self._command
+        if self._exec_prefix:
+            # The prefix would report a missing CLI as its own exit 127: raise as Popen would.
+            _require_executable(argv[0], command.env, command.cwd)
+            argv = [*self._exec_prefix, *argv]
         self._popen = subprocess.Popen(
-            self._command.argv,
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=self._command.cwd,
-            env=self._command.env,
+            cwd=command.cwd,
+            env=command.env,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no Python-level locks
+            preexec_fn=None if self._exec_prefix else die_with_parent,  # noqa: PLW1509 - prctl only
             close_fds=True,
         )
         self.pid = self._popen.pid

@@ -26,7 +26,9 @@ import contextlib
 import ctypes
 import os
 import select
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,6 +74,31 @@ def hide_environment() -> bool:
 def die_with_parent() -> None:
     """For a child between fork and exec: get SIGKILL when the spawning thread dies."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def death_signal_prefix() -> tuple[str, ...]:
+    """An argv prefix that gives the program after it SIGKILL when its parent dies
+    (util-linux's setpriv), or () where setpriv is missing or cannot.
+
+    Spawning through it needs no preexec_fn (die_with_parent). With one, CPython must
+    fork the whole worker, copying the page tables of ~60 MB, where it otherwise uses
+    vfork: Popen took ~5 ms instead of ~0.3 ms here, on the way to every run's `started`.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        checked = subprocess.run(
+            [*prefix, setpriv, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return prefix if checked.returncode == 0 else ()
 
 
 @dataclass(frozen=True, slots=True)

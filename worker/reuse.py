@@ -81,6 +81,7 @@ def acquire(
         run_id=run_id,
         max_line_bytes=settings.max_line_bytes,
         stderr_tail_bytes=settings.stderr_tail_bytes,
+        exec_prefix=ctx.exec_prefix,
     )
     return CliUse(proc, tmpdir, run_id, wanted, cold_reason=reason)
 

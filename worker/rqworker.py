@@ -56,7 +56,13 @@ from worker.cron import start_cron_ticker
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
-from worker.proctree import die_with_parent, enable_subreaper, hide_environment, kill_run_tree
+from worker.proctree import (
+    death_signal_prefix,
+    die_with_parent,
+    enable_subreaper,
+    hide_environment,
+    kill_run_tree,
+)
 from worker.reaper import finish_for_worker, kill_orphans
 from worker.routing import OwnQueueMixin, warm_pool
 from worker.scheduler import start_scheduler
@@ -141,6 +147,7 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
                 worker_name=self.name,
                 host=socket.gethostname(),
                 warm=warm_pool(settings, self.mode, on_park=self._become_idle),
+                exec_prefix=death_signal_prefix(),
             )
         return self._context
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import pytest
 
 from worker.markers import RUN_MARKER_ENV
 
@@ -83,3 +87,47 @@ def test_the_subtree_walk_finds_what_the_scan_finds_and_the_kill_spares_other_ru
     assert result["killed"] == 3
     assert result["alive"] == [pids["other"]]
     assert os.getpid() not in run
+
+
+SPAWNER = """
+import os, sys
+from worker.command import CliCommand
+from worker.process import CliProcess
+from worker.proctree import death_signal_prefix
+prefix = death_signal_prefix() if sys.argv[1] == "prefix" else ()
+command = CliCommand(
+    argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+    env=dict(os.environ), stdin=b"", cwd=None,
+)
+cli = CliProcess(command, run_id=sys.argv[2], max_line_bytes=1000, stderr_tail_bytes=1000,
+                 exec_prefix=prefix)
+cli.spawn()
+print(cli.pid, len(prefix), flush=True)
+os._exit(0)  # no cleanup: only the parent-death signal can end the CLI now
+"""
+
+
+@pytest.mark.parametrize("how", ["prefix", "preexec"])
+def test_the_cli_dies_with_the_process_that_spawned_it(how: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SPAWNER, how, uuid.uuid4().hex],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    pid, prefix_length = (int(field) for field in done.stdout.split())
+    if how == "prefix" and not prefix_length:
+        pytest.skip("util-linux's setpriv is not installed")
+    assert (prefix_length > 0) == (how == "prefix")
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    try:
+        ready, _, _ = select.select([pidfd], [], [], 10.0)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    assert ready, "the CLI outlived the process that spawned it"
