@@ -30,6 +30,10 @@ _OPTIONS: dict[str, Any] = {
 
 # Sentinels answer in microseconds; one that does not is skipped for the next.
 _SENTINEL_TIMEOUT_S = 0.5
+# redis-py's asyncio pool fails a command at once ("Too many connections", which reads
+# as Redis being away) when all its connections are busy: 150 concurrent submits on one
+# AsyncClient lost 50. Ours wait their turn, this long at most.
+_POOL_WAIT_S = 20.0
 
 
 class ReplicasBehind(redis.ConnectionError):
@@ -48,6 +52,11 @@ class _SentinelManaged(redis.Redis):
         manager = getattr(self.connection_pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):
             sentinel.close()
+
+
+class _BlockingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (the master's address, asked on connect) with the blocking pool's
+    wait for a free connection."""
 
 
 class _AsyncSentinelManaged(aioredis.Redis):
@@ -84,7 +93,9 @@ def _timeouts(seconds: float) -> dict[str, float]:
 
 
 def async_redis(settings: Settings) -> aioredis.Redis:
-    """An asyncio client, for web backends."""
+    """An asyncio client, for web backends: at most REDIS_MAX_CONNECTIONS connections, a
+    command waiting (up to _POOL_WAIT_S) when all are busy."""
+    pool_options = {"max_connections": settings.redis_max_connections, "timeout": _POOL_WAIT_S}
     if settings.redis_sentinels:
         sentinel = aiosentinel.Sentinel(
             settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
@@ -92,10 +103,15 @@ def async_redis(settings: Settings) -> aioredis.Redis:
         aclient: aioredis.Redis = sentinel.master_for(
             settings.redis_sentinel_master,
             redis_class=_AsyncSentinelManaged,
+            connection_pool_class=_BlockingSentinelPool,
+            **pool_options,
             **_master_options(settings),
         )
         return aclient
-    return aioredis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.get_secret_value(), **pool_options, **_OPTIONS
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _sentinel_options(settings: Settings) -> dict[str, Any]:

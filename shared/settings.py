@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         le=60_000,
         description="How long one write waits for those replicas before it is retried.",
     )
+    redis_max_connections: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Connections one asyncio client (AsyncClient, the gateway) opens at most; "
+        "a command that finds them all busy waits for one (up to 20 s).",
+    )
     queue_name: str = Field(
         default="claude-queue",
         # No ':': a worker's own queue is `<queue>:worker:<name>` (shared/rqjobs.py),

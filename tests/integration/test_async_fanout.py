@@ -99,3 +99,24 @@ def test_a_stream_that_falls_behind_catches_up_from_the_log(
     assert events[-1].type is EventType.FINISHED
     texts = [b["text"] for e in events if e.type is EventType.MESSAGE for b in e.data["content"]]
     assert len([t for t in texts if t.startswith("t=")]) == 60
+
+
+def _concurrent_submits(settings: Settings, count: int) -> list[object]:
+    async def scenario() -> list[object]:
+        async with AsyncClient(settings) as aclient:
+            return await asyncio.gather(
+                *(aclient.submit(session_id=f"burst-{i}", prompt="hi") for i in range(count)),
+                return_exceptions=True,
+            )
+
+    return asyncio.run(scenario())
+
+
+def test_a_burst_beyond_the_pool_waits_for_connections(settings: Settings, client: Client) -> None:
+    """More concurrent commands than the pool holds wait their turn: with redis-py's own
+    asyncio pool, 150 concurrent submits on one client lost 50 (RedisUnavailable: "Too
+    many connections", Redis being up)."""
+    small = settings.model_copy(update={"redis_max_connections": 5})
+    results = _concurrent_submits(small, 150)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert all(client.session(f"burst-{i}") is not None for i in range(150))

@@ -179,3 +179,23 @@ def test_asyncio_stream_follows_a_failover(
     assert [t for e in seen for t in envelope_texts(e)] == [
         f"slow {i}/{lines}" for i in range(1, lines + 1)
     ]
+
+
+def test_an_asyncio_burst_through_the_sentinels_waits_for_connections(
+    settings: Settings, cluster: SentinelCluster
+) -> None:
+    """The Sentinel-managed asyncio pool also makes a command wait for a free connection
+    rather than fail (shared/connection.py: _BlockingSentinelPool)."""
+    own = _through_sentinels(settings, cluster, redis_max_connections=3)
+
+    async def burst() -> list[object]:
+        async with AsyncClient(own) as client:
+            return await asyncio.gather(
+                *(client.submit(session_id=f"burst-{i}", prompt="hi") for i in range(120)),
+                return_exceptions=True,
+            )
+
+    results = asyncio.run(burst())
+    assert not [r for r in results if isinstance(r, BaseException)], results[:3]
+    with Client(own) as client:
+        assert all(client.session(f"burst-{i}") is not None for i in range(120))
