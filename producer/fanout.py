@@ -107,6 +107,13 @@ class PubSubFanout:
             raise redis.TimeoutError(
                 f"Redis did not confirm the subscription to {channel}"
             ) from None
+        except BaseException:
+            # Cancelled meanwhile (its caller went away, e.g. an HTTP client): not followed
+            # after all. Left registered, its channel stayed subscribed and its queue
+            # filled up for the client's whole life. Shielded: a second cancel cannot
+            # stop the cleanup halfway.
+            await asyncio.shield(self.close(subscription))
+            raise
         return subscription
 
     async def close(self, subscription: Subscription) -> None:

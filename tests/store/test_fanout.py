@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,6 +15,8 @@ import redis.asyncio as aioredis
 from producer.fanout import LOST, LiveMessage, PubSubFanout, Subscription
 from shared.backoff import Backoff
 from shared.events import Envelope
+from shared.tasks import cancel_and_wait
+from tests.redis_server import RedisServer
 
 FAST = Backoff(first_s=0.01, max_s=0.05)
 WAIT_S = 10.0
@@ -164,3 +168,36 @@ def test_an_open_that_fails_leaves_nothing_behind() -> None:
                 await fanout.open("nobody-listens")
 
     run(f"redis://127.0.0.1:{port}/0", scenario)
+
+
+def test_an_open_cancelled_before_its_confirmation_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A caller that goes away while its SUBSCRIBE is unconfirmed (here: the server is
+    stopped) leaves no subscription: once the server runs again, the channel has no
+    subscriber. Before, the cancelled follower stayed registered and subscribed."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+
+        async def scenario(fanout: PubSubFanout, client: aioredis.Redis) -> None:
+            await client.ping()  # connected while the server still answers
+            await fanout.open("warm-up")  # the shared connection is up, its reader running
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                opening = asyncio.create_task(fanout.open("abandoned"))
+                done, _ = await asyncio.wait({opening}, timeout=0.5)
+                assert not done, "confirmed by a stopped server"
+                await cancel_and_wait(opening)
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while (await client.pubsub_numsub("abandoned"))[0][1] != 0:
+                assert asyncio.get_running_loop().time() < deadline, "still subscribed"
+                await asyncio.sleep(0.02)  # polling the server's own count
+            later = await fanout.open("abandoned")  # and the channel can be followed again
+            await client.publish("abandoned", b"hello")
+            assert await next_message(later) == b"hello"
+
+        run(server.url, scenario)
+    finally:
+        server.stop()
