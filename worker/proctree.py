@@ -233,8 +233,8 @@ def _subtree_stats(run_id: str, root_pid: int) -> list[ProcStat] | None:
     seen: set[int] = set()
     while stack:
         pid = stack.pop()
-        stat = read_stat(pid)
-        if pid in seen or stat is None:
+        stat = None if pid in seen else read_stat(pid)
+        if stat is None:
             continue
         seen.add(pid)
         stats.append(stat)
