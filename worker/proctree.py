@@ -13,11 +13,12 @@ Kills are repeated until a scan finds nothing alive, so a process forking while
 we kill is caught on the next round. Linux only (/proc).
 
 Where to look: a subreaper that kills a run it owns (the CLI is its child) walks its own
-subtree (`/proc/<pid>/task/*/children`), since while it lives every process the run
-started stays below it (1); the marked ones among its direct children are the run's
-orphans. That is a few reads instead of one per process on the host, twice per cancel.
-Every other caller (a worker sweeping after its dead work horse, the reaper) scans all
-of /proc for the marker (2).
+subtree (`/proc/<pid>/task/*/children`) for the kill rounds, since while it lives every
+process the run started stays below it (1); the marked ones among its direct children
+are the run's orphans. That is a few reads instead of one per process on the host. Once
+a walk finds nothing alive, one scan of all /proc confirms it (2), so a cancel scans
+once instead of twice. Every other caller (a worker sweeping after its dead work horse,
+the reaper) scans all of /proc in every round.
 """
 
 from __future__ import annotations
@@ -223,22 +224,33 @@ def _subtree_stats(run_id: str, root_pid: int) -> list[ProcStat] | None:
     """The run's processes found from our own children: the root (our child) and our
     children carrying the run's marker (its orphans, adopted by us), with everything
     below them; then our other zombie children (for _reap_adopted, as a scan finds
-    them). Everything but those zombies is the run's. None if /proc lists no children."""
-    own = _children(os.getpid())
-    if own is None:
-        return None
+    them). Everything but those zombies is the run's. None if /proc lists no children.
+
+    Our own children are read again after each descent, until nothing new turns up: a
+    process whose parent died while we walked (the root, killed just before) is handed
+    to us before that parent shows as a zombie, so a later read finds it."""
     marker = f"{RUN_MARKER_ENV}={run_id}".encode()
-    stack = [pid for pid in own if pid == root_pid or _has_marker(pid, marker)]
     stats: list[ProcStat] = []
     seen: set[int] = set()
-    while stack:
-        pid = stack.pop()
-        stat = None if pid in seen else read_stat(pid)
-        if stat is None:
-            continue
-        seen.add(pid)
-        stats.append(stat)
-        stack.extend(_children(pid) or ())
+    checked: set[int] = set()  # our children already looked at
+    stack: list[int] = []
+    while True:
+        while stack:
+            pid = stack.pop()
+            stat = None if pid in seen else read_stat(pid)
+            if stat is None:
+                continue
+            seen.add(pid)
+            stats.append(stat)
+            stack.extend(_children(pid) or ())
+        own = _children(os.getpid())
+        if own is None:
+            return None
+        fresh = [pid for pid in own if pid not in seen and pid not in checked]
+        checked.update(fresh)
+        stack = [pid for pid in fresh if pid == root_pid or _has_marker(pid, marker)]
+        if not stack:
+            break
     # Our zombie children that are not the run's: for _reap_adopted, as a scan finds them.
     for pid in own:
         stat = None if pid in seen else read_stat(pid)
@@ -301,12 +313,20 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
             # A scan then finds its children as ours (adopted), not as a dying root's.
             _await_exit([root_pid], _EXIT_WAIT_S)
         # A walk finds them either way: below the dying root, or adopted once it is
-        # gone; a root still dying counts as alive, so the rounds go on until it is not.
+        # gone; a root still dying counts as alive, so the rounds go on until it is not
+        # (and a scan of all /proc confirms the end).
     for _ in range(_MAX_KILL_ROUNDS):
         tree = _subtree_stats(run_id, root_pid) if walk and root_pid is not None else None
         if tree is not None:
             stats = tree
             alive = {s.pid for s in tree if s.state not in ("Z", "X")}
+            if not alive:
+                # The walk found the run gone: one scan of all /proc confirms it (net 2),
+                # in case something got past the walk. A CI run once saw a setsid
+                # grandchild outlive its cancelled run with the walk alone.
+                walk = False
+                _reap_adopted(root_pid, stats)
+                continue
         else:
             stats = _all_stats()
             alive = _run_pids(run_id, root_pid, stats)

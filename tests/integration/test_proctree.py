@@ -46,7 +46,7 @@ HARNESS = """
 import json, os, subprocess, sys, time
 from worker import proctree
 assert proctree.enable_subreaper() and proctree.is_subreaper()
-marker, run, other_run = sys.argv[1], sys.argv[3], sys.argv[4]
+marker, run, other_run, escaped = sys.argv[1], sys.argv[3], sys.argv[4], int(sys.argv[5])
 root = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=subprocess.PIPE,
                         env={**os.environ, marker: run})
 other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
@@ -61,7 +61,7 @@ root.wait()
 result = {
     "pids": {"root": root.pid, "child": child, "orphan": orphan, "other": other.pid},
     "walked": sorted(walked), "scanned": sorted(scanned), "killed": killed,
-    "alive": sorted(p for p in (child, orphan, other.pid) if proctree.is_alive(p)),
+    "alive": sorted(p for p in (child, orphan, other.pid, escaped) if proctree.is_alive(p)),
 }
 for pid in (child, orphan, other.pid):  # whatever survived a failing kill
     if proctree.is_alive(pid):
@@ -71,22 +71,32 @@ print(json.dumps(result))
 """
 
 
-def test_the_subtree_walk_finds_what_the_scan_finds_and_the_kill_spares_other_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", HARNESS, RUN_MARKER_ENV, ROOT, uuid.uuid4().hex, uuid.uuid4().hex],
-        cwd=REPO,
-        capture_output=True,
-        timeout=60,
-        check=True,
+def test_the_kill_finds_the_run_below_us_and_beyond_and_spares_other_runs() -> None:
+    """The walk finds the run's processes below the subreaper; the scan that confirms
+    the end also finds one outside its subtree (started here, by the test process),
+    which the walk cannot see."""
+    run_id = uuid.uuid4().hex
+    escaped = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={**os.environ, RUN_MARKER_ENV: run_id},
+        stdout=subprocess.DEVNULL,
     )
+    try:
+        argv = [HARNESS, RUN_MARKER_ENV, ROOT, run_id, uuid.uuid4().hex, str(escaped.pid)]
+        done = subprocess.run(
+            [sys.executable, "-c", *argv], cwd=REPO, capture_output=True, timeout=60, check=True
+        )
+    finally:
+        escaped.kill()
+        escaped.wait()
     result = json.loads(done.stdout)
     pids = result["pids"]
-    run = sorted([pids["root"], pids["child"], pids["orphan"]])
-    assert result["walked"] == run
-    assert result["scanned"] == run
-    assert result["killed"] == 3
+    below = [pids["root"], pids["child"], pids["orphan"]]
+    assert result["walked"] == sorted(below)
+    assert result["scanned"] == sorted([*below, escaped.pid])
+    assert result["killed"] == 4
     assert result["alive"] == [pids["other"]]
-    assert os.getpid() not in run
+    assert os.getpid() not in below
 
 
 SPAWNER = """
