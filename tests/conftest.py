@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from producer.client import Client
 from shared.settings import Settings
+from tests.zygote import Zygote, spawn_allowed
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
@@ -160,9 +161,21 @@ def client(settings: Settings) -> Iterator[Client]:
 WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 
 
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """This test process's fork server for worker processes (see tests/zygote.py)."""
+    server = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
-    """Start real `claude-queue worker` processes; all are stopped after the test."""
+def start_worker(settings: Settings, tmp_path: Path, zygote: Zygote) -> Iterator[WorkerFactory]:
+    """Start real `claude-queue worker` processes; all are stopped after the test.
+
+    They are forked from the zygote, already past Python's start and imports, unless the
+    test sets a PYTHON* variable, which only a fresh interpreter reads.
+    """
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -180,16 +193,18 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
         # Scratch folders of sessions without a cwd go under the test's own tmp dir.
         scratch = tmp_path / "worker-tmp"
         scratch.mkdir(exist_ok=True)
+        full_env = worker_env(
+            settings_override or settings, {"TMPDIR": str(scratch), **(env or {})}
+        )
         with (tmp_path / f"{worker_name}.log").open("wb") as log_file:
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=worker_env(
-                    settings_override or settings, {"TMPDIR": str(scratch), **(env or {})}
-                ),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+            proc: subprocess.Popen[bytes]
+            if spawn_allowed(env or {}):
+                fd = log_file.fileno()
+                proc = zygote.spawn(argv[2:], env=full_env, cwd=REPO, stdout=fd, stderr=fd)
+            else:
+                proc = subprocess.Popen(
+                    argv, cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+                )
         started.append(proc)
         return proc
 
