@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from producer.client import Client
 from shared.settings import Settings
-from tests.zygote import Zygote, spawn_allowed
+from tests.zygote import Zygote, shared_zygote, spawn_allowed
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
@@ -161,12 +161,10 @@ def client(settings: Settings) -> Iterator[Client]:
 WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 
 
-@pytest.fixture(scope="session")
-def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
-    """This test process's fork server for worker processes (see tests/zygote.py)."""
-    server = Zygote(tmp_path_factory.mktemp("zygote"))
-    yield server
-    server.close()
+@pytest.fixture
+def zygote() -> Zygote:
+    """This test process's fork server for `python -m producer` (see tests/zygote.py)."""
+    return shared_zygote()
 
 
 @pytest.fixture

@@ -12,55 +12,41 @@ What the child cannot have is what the interpreter reads before any code runs: `
 variables and the command line shown in /proc. A caller that needs those starts a real
 process (see `spawn_allowed`).
 
-Protocol (one SOCK_SEQPACKET connection per child): the request is one message, JSON
-`{"args", "env", "cwd"}` with the child's fds 0, 1 and 2 attached; the zygote answers
-with the pid and a pidfd for it, then, when the child has exited, with its return code
-in the form `Popen.returncode` uses (negative: killed by that signal).
+The zygote itself is tests/zygote_server.py. Protocol, one SOCK_SEQPACKET connection
+per child: the request is one message, JSON `{"args", "env", "cwd"}` with the child's
+fds 0, 1 and 2 attached. The zygote answers with the pid and a pidfd for it, then, once
+the child has exited, with its return code as `Popen.returncode` gives it (negative:
+killed by that signal).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import gc
 import json
 import os
-import runpy
 import select
 import selectors
+import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
-import traceback
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.zygote_server import STATUS
+
 REPO = Path(__file__).resolve().parent.parent
-_STATUS = struct.Struct("!i")
-_MAX_REQUEST = 1 << 20
-# What a `claude-queue worker` and its work horses import, loaded once here.
-_PRELOAD = (
-    "producer.entry",
-    "producer.cli",
-    "producer.doctor",
-    "worker.rqworker",
-    "worker.pool",
-    "worker.metrics",
-    "worker.job",
-)
 
 
 def spawn_allowed(env: Mapping[str, str]) -> bool:
     """False where the interpreter itself must see the environment (PYTHONPATH, ...)."""
     return not any(name.startswith("PYTHON") for name in env)
-
-
-# ---- the test side -------------------------------------------------------------------
 
 
 class ForkedProcess(subprocess.Popen[bytes]):
@@ -84,9 +70,9 @@ class ForkedProcess(subprocess.Popen[bytes]):
         data = self._conn.recv(64)
         self._conn.close()
         os.close(self._pidfd)
-        if len(data) != _STATUS.size:
+        if len(data) != STATUS.size:
             raise RuntimeError(f"the zygote went away before pid {self.pid} ended")
-        (self.returncode,) = _STATUS.unpack(data)
+        (self.returncode,) = STATUS.unpack(data)
 
     def poll(self) -> int | Any:
         if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
@@ -121,7 +107,7 @@ class Zygote:
         with self.log_path.open("wb") as log:
             # stdin: the zygote exits when this pipe closes, so it never outlives us.
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.zygote", str(self.socket_path)],
+                [sys.executable, "-m", "tests.zygote_server", str(self.socket_path)],
                 cwd=REPO,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -140,18 +126,20 @@ class Zygote:
         cwd: Path,
         stdout: int,
         stderr: int,
+        stdin: int | None = None,
     ) -> ForkedProcess:
-        """`python -m <args>` as a child of the zygote; stdin is /dev/null."""
+        """`python -m <args>` as a child of the zygote; stdin is /dev/null if not given."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conn.connect(str(self.socket_path))
         request = json.dumps({"args": list(args), "env": dict(env), "cwd": str(cwd)})
         with open(os.devnull, "rb") as devnull:
-            socket.send_fds(conn, [request.encode()], [devnull.fileno(), stdout, stderr])
+            fds = [devnull.fileno() if stdin is None else stdin, stdout, stderr]
+            socket.send_fds(conn, [request.encode()], fds)
         data, fds, _, _ = socket.recv_fds(conn, 64, 1)
-        if len(data) != _STATUS.size or len(fds) != 1:
+        if len(data) != STATUS.size or len(fds) != 1:
             conn.close()
             raise RuntimeError(f"the zygote refused {list(args)}: {self.log_path.read_text()}")
-        (pid,) = _STATUS.unpack(data)
+        (pid,) = STATUS.unpack(data)
         return ForkedProcess([sys.executable, "-m", *args], conn, pid, fds[0])
 
     def close(self) -> None:
@@ -165,137 +153,95 @@ class Zygote:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path = REPO,
+        input: str | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """subprocess.run(python -m args, input=, capture_output=True, text=True)."""
+        argv = [sys.executable, "-m", *args]
+        if not spawn_allowed(env):
+            return subprocess.run(
+                argv,
+                env=env,
+                cwd=cwd,
+                input=input,
+                stdin=subprocess.DEVNULL if input is None else None,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=timeout,
+            )
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if input is not None else (None, None)
+        try:
+            proc = self.spawn(args, env=env, cwd=cwd, stdout=out_w, stderr=err_w, stdin=in_r)
+        finally:
+            for fd in (out_w, err_w, in_r):
+                if fd is not None:
+                    os.close(fd)
+        try:
+            out, err = _communicate(in_w, (input or "").encode(), out_r, err_r, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(argv, timeout) from None
+        return subprocess.CompletedProcess(argv, proc.wait(timeout), _text(out), _text(err))
 
-# ---- the zygote ----------------------------------------------------------------------
+
+def _text(data: bytes) -> str:
+    """As text=True decodes: the locale's encoding (UTF-8 here), universal newlines."""
+    return data.decode().replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _exit_code(code: object) -> int:
-    """What the interpreter would exit with for SystemExit(code)."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
+def _feed(in_w: int, data: bytes) -> None:
+    with open(in_w, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+        pipe.write(data)
 
 
-def _run_child(request: dict[str, Any], fds: list[int], owned: list[Any], pidfds: set[int]) -> None:
-    """In the forked child: become `python -m <args>`; never returns."""
-    code = 1
-    interrupted = False
+def _communicate(
+    in_w: int | None, data: bytes, out_r: int, err_r: int, timeout: float
+) -> tuple[bytes, bytes]:
+    """Feed data to in_w (a thread; it closes it), read out_r and err_r to EOF; closes them."""
+    if in_w is not None:
+        threading.Thread(target=_feed, args=(in_w, data), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    selector = selectors.DefaultSelector()
     try:
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        for thing in owned:
-            thing.close()
-        for pidfd in pidfds:
-            os.close(pidfd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        tempfile.tempdir = None  # TMPDIR is read again
-        module, *rest = request["args"]
-        sys.argv = ["-m", *rest]
-        code = 0
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        code = _exit_code(exc.code)
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        # What interpreter shutdown does: wait for non-daemon threads, then atexit.
-        with contextlib.suppress(BaseException):
-            threading._shutdown()  # type: ignore[attr-defined]
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(BaseException):
-                stream.flush()
-        if interrupted:  # as the interpreter does: die of the SIGINT
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        os._exit(code)
-
-
-class _Server:
-    """The zygote's loop: requests in, children forked, their ends reported."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.listener.bind(socket_path)
-        self.listener.listen(64)
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ, ("accept",))
-        # Our test process closes this pipe when it is done (or gone).
-        self.selector.register(sys.stdin, selectors.EVENT_READ, ("parent",))
-        self.conns: set[socket.socket] = set()
-        self.pidfds: set[int] = set()
-
-    def serve(self) -> None:
-        while True:
-            for key, _ in self.selector.select():
-                kind = key.data[0]
-                if kind == "parent":
-                    return
-                if kind == "accept":
-                    conn, _ = self.listener.accept()
-                    self.conns.add(conn)
-                    self.selector.register(conn, selectors.EVENT_READ, ("request", conn))
-                elif kind == "request":
-                    self._fork(key.data[1])
+        for fd in chunks:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            ready = selector.select(deadline - time.monotonic())
+            if not ready:
+                raise subprocess.TimeoutExpired([], timeout)
+            for key, _ in ready:
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    chunks[key.fd].append(chunk)
                 else:
-                    self._reap(*key.data[1:])
-
-    def _fork(self, conn: socket.socket) -> None:
-        self.selector.unregister(conn)
-        data, fds, _, _ = socket.recv_fds(conn, _MAX_REQUEST, 3)
-        if not data or len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            self._drop(conn)
-            return
-        request = json.loads(data)
-        assert threading.active_count() == 1, "the zygote must not fork with threads"
-        pid = os.fork()
-        if pid == 0:
-            _run_child(request, fds, [self.selector, self.listener, *self.conns], self.pidfds)
-        for fd in fds:
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)  # before any wait: it names this very child
-        self.pidfds.add(pidfd)
-        with contextlib.suppress(OSError):
-            socket.send_fds(conn, [_STATUS.pack(pid)], [pidfd])
-        self.selector.register(pidfd, selectors.EVENT_READ, ("child", conn, pid, pidfd))
-
-    def _reap(self, conn: socket.socket, pid: int, pidfd: int) -> None:
-        self.selector.unregister(pidfd)
-        self.pidfds.discard(pidfd)
-        os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        with contextlib.suppress(OSError):
-            conn.send(_STATUS.pack(os.waitstatus_to_exitcode(status)))
-        self._drop(conn)
-
-    def _drop(self, conn: socket.socket) -> None:
-        self.conns.discard(conn)
-        conn.close()
+                    selector.unregister(key.fd)
+    finally:
+        selector.close()
+        os.close(out_r)
+        os.close(err_r)
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
-def _serve(socket_path: str) -> None:
-    gc.disable()
-    for name in _PRELOAD:
-        __import__(name)
-    gc.freeze()
-    gc.enable()
-    server = _Server(socket_path)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    server.serve()
+_SHARED: list[Zygote] = []
 
 
-if __name__ == "__main__":
-    _serve(sys.argv[1])
+def shared_zygote() -> Zygote:
+    """This test process's zygote: started on first use, stopped (and its folder removed)
+    when the process exits."""
+    if not _SHARED:
+        folder = Path(tempfile.mkdtemp(prefix="cq-zygote-"))
+        _SHARED.append(Zygote(folder))
+        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(_SHARED[0].close)
+    return _SHARED[0]

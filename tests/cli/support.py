@@ -14,6 +14,7 @@ from typing import IO
 
 from shared.settings import Settings
 from tests.conftest import REPO, worker_env
+from tests.zygote import shared_zygote
 
 # Generous safety nets: tests wait on output, never on the clock.
 TIMEOUT_S = 60.0
@@ -29,16 +30,7 @@ def run(
     settings: Settings, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run one command to its end with pipes (not a terminal)."""
-    return subprocess.run(
-        argv(*args),
-        env=worker_env(settings, env),
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return shared_zygote().run(["producer", *args], env=worker_env(settings, env), input=stdin)
 
 
 class Lines:

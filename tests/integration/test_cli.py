@@ -10,21 +10,13 @@ import sys
 from producer.client import Client
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.zygote import shared_zygote
 
 
 def _cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        env=worker_env(settings),
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return shared_zygote().run(["producer", *args], env=worker_env(settings), input=stdin)
 
 
 def test_submit_follow_exit_codes_and_json_lines(
@@ -91,14 +83,7 @@ def test_help_explains_every_command(settings: Settings) -> None:
 def test_unreachable_redis_is_a_clear_error(settings: Settings) -> None:
     env = worker_env(settings)
     env["CLAUDE_QUEUE_REDIS_URL"] = "redis://127.0.0.1:1/0"
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "status"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = shared_zygote().run(["producer", "status"], env=env)
     assert done.returncode == 3
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
 

@@ -35,6 +35,7 @@ from shared.events import (
 from shared.runstore import Claimed, Decision, RunStore
 from shared.settings import Settings
 from tests.conftest import REPO, worker_env
+from tests.zygote import shared_zygote
 
 SESSION = "cli-ask"
 WAIT_S = 60.0
@@ -42,16 +43,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
 def _cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        env=env or worker_env(settings),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return shared_zygote().run(["producer", *args], env=env or worker_env(settings))
 
 
 class SimulatedWorker:

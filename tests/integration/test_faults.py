@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import envelope_texts, kill_if_alive, until_grandchild
 from tests.redis_server import RedisServer
+from tests.zygote import shared_zygote
 from worker.proctree import is_alive, read_stat
 
 FAST_FAULTS = {
@@ -158,16 +158,9 @@ def test_redis_restart_mid_run_loses_and_duplicates_nothing(
 
 
 def test_reap_command_runs(settings: Settings) -> None:
-    from tests.conftest import REPO, worker_env
+    from tests.conftest import worker_env
 
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "reap"],
-        env=worker_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = shared_zygote().run(["producer", "reap"], env=worker_env(settings))
     assert done.returncode == 0, done.stderr
     assert "0 run(s) declared lost" in done.stdout
 

@@ -25,6 +25,7 @@ from shared.keys import keys_from
 from shared.runstore.scripts import _APPEND_FN
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.zygote import shared_zygote
 
 # KEYS: seq, log   ARGV: channel, maxlen, body (the envelope without its `{"seq":N,`)
 _NEWER_WORKER_LUA = _APPEND_FN + "return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
@@ -77,15 +78,7 @@ def as_dicts(envelopes: list[Envelope]) -> list[dict[str, Any]]:
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        env=worker_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return shared_zygote().run(["producer", *args], env=worker_env(settings))
 
 
 def assert_read_tolerantly(envelopes: list[Envelope]) -> None:

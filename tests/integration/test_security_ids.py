@@ -25,6 +25,7 @@ from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.helpers import texts
+from tests.zygote import shared_zygote
 from worker import session, transcripts
 from worker.reaper import reap_all
 
@@ -297,14 +298,7 @@ def test_cli_session_delete_and_show_refuse_a_pattern_in_one_line(
     before = _session_keys(redis_client, settings)
     for bad in ("*", "?", "[", "\\", "a*", "[ab]"):
         for argv in (["session", "delete", bad], ["session", "delete", "--force", bad]):
-            done = subprocess.run(
-                [sys.executable, "-m", "producer", *argv],
-                env=worker_env(settings),
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            done = shared_zygote().run(["producer", *argv], env=worker_env(settings))
             assert done.returncode == 2, (argv, done.stderr)
             assert len(done.stderr.strip().splitlines()) == 1, done.stderr
             assert "is not a session id" in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,8 +15,9 @@ from producer.client import Client
 from producer.errors import SessionBusy
 from shared.events import Envelope, EventType
 from shared.settings import Settings
-from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.conftest import WorkerFactory, worker_env
 from tests.helpers import kill_if_alive, texts, until_grandchild
+from tests.zygote import shared_zygote
 from worker.proctree import is_alive
 
 
@@ -232,14 +232,7 @@ def test_sessions_cli(settings: Settings, client: Client, start_worker: WorkerFa
     env = worker_env(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "producer", *args],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return shared_zygote().run(["producer", *args], env=env)
 
     listed = cli("sessions", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from typing import cast
 
@@ -26,7 +24,8 @@ from shared.events import Envelope, EventType, RunStatus
 from shared.rqjobs import queue_key, worker_queue_name
 from shared.runstore import RunStore
 from shared.settings import Settings
-from tests.conftest import REPO, WorkerFactory, worker_env
+from tests.conftest import WorkerFactory, worker_env
+from tests.zygote import shared_zygote
 from worker.reaper import release_worker_queues
 
 STREAM_TIMEOUT_S = 60.0
@@ -166,15 +165,8 @@ def test_a_live_worker_that_leaves_its_queue_alone_loses_it_after_a_lease(
 
 
 def _status(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "status", *args],
-        env=worker_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    done = shared_zygote().run(["producer", "status", *args], env=worker_env(settings))
+    done.check_returncode()
     return done.stdout
 
 

@@ -74,3 +74,26 @@ def test_signals_and_return_codes_follow_popen(
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert proc.poll() == -signal.SIGKILL
     proc.send_signal(signal.SIGKILL)  # after the end: nothing to signal, no error
+
+
+def test_run_captures_like_subprocess_run(zygote: Zygote, settings: Settings) -> None:
+    env = worker_env(settings)
+    for args, stdin in ((["producer", "--help"], None), (["producer", "nosuch"], "ignored")):
+        forked = zygote.run(args, env=env, input=stdin)
+        fresh = subprocess.run(
+            [sys.executable, "-m", *args],
+            env=env,
+            cwd=REPO,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode,
+            fresh.stdout,
+            fresh.stderr,
+        )
+        assert forked.stdout or forked.stderr

@@ -5,8 +5,7 @@ config parses and scrapes the ports the services serve /metrics on."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from typing import Any, cast
 
 import pytest
@@ -14,6 +13,7 @@ import yaml
 
 from shared.settings import Settings
 from tests.conftest import REPO
+from tests.zygote import shared_zygote
 from worker.workdir import is_within
 
 COMPOSE = REPO / "compose.yaml"
@@ -54,14 +54,7 @@ def test_compose_runs_a_known_set_of_claude_queue_commands() -> None:
 @pytest.mark.parametrize("argv", _commands(), ids=lambda argv: " ".join(argv[1:]))
 def test_every_claude_queue_command_is_one_the_cli_accepts(argv: list[str]) -> None:
     # Options are parsed before --help is acted on: an unknown one fails here.
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", *argv[1:], "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shared_zygote().run(["producer", *argv[1:], "--help"], env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert "Usage:" in done.stdout
 
