@@ -18,7 +18,12 @@ Any I/O step may fail instead: report ConnectionLost(exc). Subscribing comes bef
 replaying, so nothing published in between is missed; live events the replay already
 gave are dropped, and a live event that skips ahead is a gap, filled from the log.
 A stream bound to one run (stop_at_finish + run_id) also probes the session when idle,
-so it ends with StreamEnded, not a hang, when the session was deleted or expired.
+so it ends with StreamEnded, not a hang, when the session was deleted or expired. A
+session found *behind* the cursor is followed for BEHIND_PATIENCE_S before it ends the
+stream the same way: a Sentinel failover can take back events this stream already read
+(written to the old master, not yet on its replica), and the run's worker, which still
+holds them unconfirmed, writes them again with the same seqs. Only a session deleted and
+started again stays behind.
 
 With the archive on (spec.archive), a log page that does not start right after the
 cursor (trimmed, expired, deleted: none at all) sends the loop to the archive for the
@@ -43,6 +48,9 @@ from shared.runstore import REPLAY_PAGE
 
 TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
 PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives
+# How long a session may stay behind the cursor (see above): well past a failover and the
+# worker's next write, which a lease (15 s by default) bounds.
+BEHIND_PATIENCE_S = 30.0
 
 Clock = Callable[[], float]
 
@@ -204,6 +212,7 @@ class StreamLoop:
         rand: RandomSource = SYSTEM_RANDOM,
         page_size: int = REPLAY_PAGE,
         probe_interval_s: float = PROBE_INTERVAL_S,
+        behind_patience_s: float = BEHIND_PATIENCE_S,
     ) -> None:
         self.spec = spec
         self.cursor = SeqCursor(
@@ -214,6 +223,8 @@ class StreamLoop:
         self._rand = rand
         self._page_size = page_size
         self._probe_interval_s = probe_interval_s
+        self._behind_patience_s = behind_patience_s
+        self._behind_since: float | None = None  # when a probe first found the session behind
         now = clock()
         self._deadline = None if spec.timeout_s is None else now + spec.timeout_s
         self._attempt = 0  # failed connections since the last full replay
@@ -374,14 +385,26 @@ class StreamLoop:
         return idle and now - self._probed_at >= self._probe_interval_s
 
     def _on_probe(self, last_seq: int | None) -> list[Action]:
-        self._probed_at = self._clock()
-        if last_seq is None or last_seq < self.cursor.last_seq:
-            # Gone (or gone and started again from seq 1): this run's finished never comes.
+        now = self._probed_at = self._clock()
+        if last_seq is None:  # gone: this run's finished never comes
             ended = StreamEnded(
                 f"session {self.spec.session_id} was deleted or expired before run "
                 f"{self.spec.run_id} finished (last seq seen: {self.cursor.last_seq})"
             )
             return [Fail(ended)]
+        if last_seq < self.cursor.last_seq:  # taken back by a failover, or started again
+            if self._behind_since is None:
+                self._behind_since = now
+            if now - self._behind_since < self._behind_patience_s:
+                return self._follow(idle=False)
+            ended = StreamEnded(
+                f"session {self.spec.session_id} went back to seq {last_seq} and stayed "
+                f"there for {self._behind_patience_s:g} s, so run {self.spec.run_id} "
+                f"cannot finish in this stream (last seq seen: {self.cursor.last_seq}; "
+                "deleted and started again?)"
+            )
+            return [Fail(ended)]
+        self._behind_since = None
         if last_seq > self.cursor.last_seq:  # events we did not hear about: fetch them
             return [self._read(self.cursor.last_seq, last_seq)]
         return self._follow(idle=False)

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from producer.client import Client
 from shared.settings import Settings
-from tests.zygote import Zygote, shared_zygote, spawn_allowed
+from tests.zygote import Zygote, shared_zygote
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_CLI = REPO / "tests" / "fakecli" / "claude"
@@ -195,14 +195,8 @@ def start_worker(settings: Settings, tmp_path: Path, zygote: Zygote) -> Iterator
             settings_override or settings, {"TMPDIR": str(scratch), **(env or {})}
         )
         with (tmp_path / f"{worker_name}.log").open("wb") as log_file:
-            proc: subprocess.Popen[bytes]
-            if spawn_allowed(env or {}):
-                fd = log_file.fileno()
-                proc = zygote.spawn(argv[2:], env=full_env, cwd=REPO, stdout=fd, stderr=fd)
-            else:
-                proc = subprocess.Popen(
-                    argv, cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
-                )
+            fd = log_file.fileno()
+            proc = zygote.popen(argv[2:], env=full_env, stdout=fd, stderr=fd)
         started.append(proc)
         return proc
 

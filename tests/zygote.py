@@ -10,10 +10,11 @@ in every process (the project reads no environment at import time).
 
 What the child cannot have is what the interpreter reads before any code runs: `PYTHON*`
 variables and the command line shown in /proc. A caller that needs those starts a real
-process (see `spawn_allowed`).
+process (see `Zygote.can_run`).
 
 The zygote itself is tests/zygote_server.py. Protocol, one SOCK_SEQPACKET connection
-per child: the request is one message, JSON `{"args", "env", "cwd"}` with the child's
+per child: the request is one message, JSON `{"args", "env", "cwd", "new_session"}`
+with the child's
 fds 0, 1 and 2 attached. The zygote answers with the pid and a pidfd for it, then, once
 the child has exited, with its return code as `Popen.returncode` gives it (negative:
 killed by that signal).
@@ -44,9 +45,9 @@ from tests.zygote_server import STATUS
 REPO = Path(__file__).resolve().parent.parent
 
 
-def spawn_allowed(env: Mapping[str, str]) -> bool:
-    """False where the interpreter itself must see the environment (PYTHONPATH, ...)."""
-    return not any(name.startswith("PYTHON") for name in env)
+def _interpreter_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables an interpreter reads as it starts (PYTHONPATH, PYTHONUNBUFFERED, ...)."""
+    return {name: value for name, value in env.items() if name.startswith("PYTHON")}
 
 
 class ForkedProcess(subprocess.Popen[bytes]):
@@ -103,6 +104,7 @@ class Zygote:
 
     def __init__(self, folder: Path) -> None:
         self.socket_path = folder / "zygote.sock"
+        self._started_with = _interpreter_settings(os.environ)
         self.log_path = folder / "zygote.log"
         with self.log_path.open("wb") as log:
             # stdin: the zygote exits when this pipe closes, so it never outlives us.
@@ -118,6 +120,11 @@ class Zygote:
             self._proc.wait()
             raise RuntimeError(f"the zygote did not start: {self.log_path.read_text()}")
 
+    def can_run(self, env: Mapping[str, str]) -> bool:
+        """True if a child with `env` would start as a fresh interpreter would: its PYTHON*
+        variables are those the zygote itself started with."""
+        return _interpreter_settings(env) == self._started_with
+
     def spawn(
         self,
         args: Sequence[str],
@@ -127,11 +134,14 @@ class Zygote:
         stdout: int,
         stderr: int,
         stdin: int | None = None,
+        new_session: bool = False,
     ) -> ForkedProcess:
         """`python -m <args>` as a child of the zygote; stdin is /dev/null if not given."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conn.connect(str(self.socket_path))
-        request = json.dumps({"args": list(args), "env": dict(env), "cwd": str(cwd)})
+        request = json.dumps(
+            {"args": list(args), "env": dict(env), "cwd": str(cwd), "new_session": new_session}
+        )
         with open(os.devnull, "rb") as devnull:
             fds = [devnull.fileno() if stdin is None else stdin, stdout, stderr]
             socket.send_fds(conn, [request.encode()], fds)
@@ -153,6 +163,38 @@ class Zygote:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
+    def popen(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        stdout: int,
+        stderr: int,
+        stdin: int | None = None,
+        cwd: Path = REPO,
+        new_session: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        """`python -m <args>` on these fds: forked if `can_run(env)`, else started fresh."""
+        if self.can_run(env):
+            return self.spawn(
+                args,
+                env=env,
+                cwd=cwd,
+                stdout=stdout,
+                stderr=stderr,
+                stdin=stdin,
+                new_session=new_session,
+            )
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=new_session,
+        )
+
     def run(
         self,
         args: Sequence[str],
@@ -164,7 +206,7 @@ class Zygote:
     ) -> subprocess.CompletedProcess[str]:
         """subprocess.run(python -m args, input=, capture_output=True, text=True)."""
         argv = [sys.executable, "-m", *args]
-        if not spawn_allowed(env):
+        if not self.can_run(env):
             return subprocess.run(
                 argv,
                 env=env,

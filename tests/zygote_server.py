@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import io
 import json
 import os
 import runpy
@@ -46,6 +47,36 @@ def _exit_code(code: object) -> int:
     return 1
 
 
+def _fresh_stdio() -> None:
+    """sys.stdin/stdout/stderr as the interpreter would build them on the child's fds:
+    line-buffered on a terminal (stderr always), unbuffered under PYTHONUNBUFFERED."""
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    encoding = sys.stdout.encoding
+    for fd, name, errors in (
+        (0, "stdin", "strict"),
+        (1, "stdout", "strict"),
+        (2, "stderr", "backslashreplace"),
+    ):
+        raw = io.FileIO(fd, "rb" if fd == 0 else "wb", closefd=False)
+        buffer: io.RawIOBase | io.BufferedIOBase
+        if fd == 0:
+            buffer = io.BufferedReader(raw)
+        elif unbuffered:
+            buffer = raw
+        else:
+            buffer = io.BufferedWriter(raw)
+        stream = io.TextIOWrapper(
+            buffer,
+            encoding=encoding,
+            errors=errors,
+            newline="\n",
+            line_buffering=not unbuffered and (fd == 2 or os.isatty(fd)),
+            write_through=unbuffered,
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def _run_child(request: dict[str, Any], fds: list[int], owned: list[Any], pidfds: set[int]) -> None:
     """In the forked child: become `python -m <args>`; never returns."""
     code = 1
@@ -58,10 +89,13 @@ def _run_child(request: dict[str, Any], fds: list[int], owned: list[Any], pidfds
             thing.close()
         for pidfd in pidfds:
             os.close(pidfd)
+        if request.get("new_session"):
+            os.setsid()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
         tempfile.tempdir = None  # TMPDIR is read again
+        _fresh_stdio()
         module, *rest = request["args"]
         sys.argv = ["-m", *rest]
         code = 0

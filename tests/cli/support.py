@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import IO
 
 from shared.settings import Settings
-from tests.conftest import REPO, worker_env
+from tests.conftest import worker_env
 from tests.zygote import shared_zygote
 
 # Generous safety nets: tests wait on output, never on the clock.
@@ -77,18 +77,17 @@ class Piped:
     """A running command with stdout and stderr on pipes, read line by line."""
 
     def __init__(self, settings: Settings, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            argv(*args),
-            env=worker_env(settings, env),
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.out = Lines(self.proc.stdout)
-        self.err = Lines(self.proc.stderr)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.proc = shared_zygote().popen(
+                ["producer", *args], env=worker_env(settings, env), stdout=out_w, stderr=err_w
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self.out = Lines(open(out_r, encoding="utf-8"))  # noqa: SIM115 (Lines closes it)
+        self.err = Lines(open(err_r, encoding="utf-8"))  # noqa: SIM115
 
     def wait(self) -> int:
         return self.proc.wait(timeout=TIMEOUT_S)
@@ -107,16 +106,17 @@ class Terminal:
     def __init__(self, settings: Settings, *args: str, env: dict[str, str] | None = None) -> None:
         master, slave = pty.openpty()
         full_env = worker_env(settings, {"TERM": "xterm-256color", "COLUMNS": "100", **(env or {})})
-        self.proc = subprocess.Popen(
-            argv(*args),
-            env=full_env,
-            cwd=REPO,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            start_new_session=True,
-        )
-        os.close(slave)
+        try:
+            self.proc = shared_zygote().popen(
+                ["producer", *args],
+                env=full_env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                new_session=True,
+            )
+        finally:
+            os.close(slave)
         self.master = master
         self.text = ""
         self._chunks: queue.Queue[str | None] = queue.Queue()

@@ -32,6 +32,10 @@ CHECKS = [
     response_schema_conformance,
 ]
 EXAMPLES = 25
+# Headers that frame the HTTP message itself. Negative generation sometimes sets one
+# (a run saw `Content-Length: d;Ki`), and uvicorn's parser answers 400 before the app
+# is called: that says nothing about the routes, so such cases go without them.
+FRAMING = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 
 
 def _operations(schema: BaseSchema) -> list[APIOperation[Any, Any, Any, Any]]:
@@ -59,6 +63,8 @@ def test_every_route_answers_as_documented(gateway: Server, mode: GenerationMode
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
         def answers_as_documented(case: Case[Any]) -> None:
+            for name in [n for n in case.headers or {} if n.lower() in FRAMING]:
+                del case.headers[name]
             case.call_and_validate(headers=bearer(API_KEY), checks=CHECKS)
 
         answers_as_documented()

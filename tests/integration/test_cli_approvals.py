@@ -11,8 +11,6 @@ import json
 import os
 import re
 import select
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +32,7 @@ from shared.events import (
 )
 from shared.runstore import Claimed, Decision, RunStore
 from shared.settings import Settings
-from tests.conftest import REPO, worker_env
+from tests.conftest import worker_env
 from tests.zygote import shared_zygote
 
 SESSION = "cli-ask"
@@ -236,16 +234,17 @@ class PtyCli:
     def __init__(self, settings: Settings, *args: str) -> None:
         master, slave = os.openpty()
         env = worker_env(settings, {"COLUMNS": "200", "TERM": "xterm"})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "producer", *args],
-            env=env,
-            cwd=REPO,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            start_new_session=True,
-        )
-        os.close(slave)
+        try:
+            self.proc = shared_zygote().popen(
+                ["producer", *args],
+                env=env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                new_session=True,
+            )
+        finally:
+            os.close(slave)
         self.master = master
         self.raw = b""
         self.cursor = 0

@@ -97,3 +97,11 @@ def test_run_captures_like_subprocess_run(zygote: Zygote, settings: Settings) ->
             fresh.stderr,
         )
         assert forked.stdout or forked.stderr
+
+
+def test_a_different_pythonpath_gets_a_fresh_interpreter(zygote: Zygote, tmp_path: Path) -> None:
+    (tmp_path / "zygote_probe.py").write_text("print('found on PYTHONPATH')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    assert not zygote.can_run(env) and zygote.can_run(dict(os.environ))
+    done = zygote.run(["zygote_probe"], env=env)
+    assert (done.returncode, done.stdout) == (0, "found on PYTHONPATH\n"), done.stderr

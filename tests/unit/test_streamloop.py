@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from producer.errors import StreamEnded, StreamTimeout
 from producer.streamloop import (
+    BEHIND_PATIENCE_S,
     TICK_S,
     Action,
     ConnectionLost,
@@ -309,16 +310,64 @@ def test_a_run_bound_stream_probes_its_session_after_the_first_replay() -> None:
     assert harness.feed(SessionProbed(3)) == [WaitLive(TICK_S)]
 
 
-@pytest.mark.parametrize("last_seq", [None, 1], ids=["deleted", "deleted-and-restarted"])
-def test_a_deleted_session_ends_a_run_bound_stream(last_seq: int | None) -> None:
+def test_a_deleted_session_ends_a_run_bound_stream() -> None:
     harness, _ = make(after=2, stop_at_finish=True, run_id=RUN_A)
     harness.feed(Subscribed())
     harness.feed(ReplayPage([]))
-    (fail,) = harness.feed(SessionProbed(last_seq))
+    (fail,) = harness.feed(SessionProbed(None))
     assert isinstance(fail, Fail)
     assert isinstance(fail.error, StreamEnded)
     assert RUN_A in str(fail.error)
     assert "s1" in str(fail.error)
+
+
+def _behind(harness: Harness, last_seq: int) -> list[Action]:
+    """Let the stream go idle for a probe interval; the probe finds `last_seq`."""
+    harness.clock.now += PROBE_S
+    assert harness.feed(Idle()) == [ProbeSession()]
+    return harness.feed(SessionProbed(last_seq))
+
+
+def test_a_session_that_stays_behind_ends_the_stream_after_the_patience() -> None:
+    """Deleted and started again: the probe keeps finding it behind the cursor."""
+    harness, _ = make(after=5, stop_at_finish=True, run_id=RUN_A)
+    harness.feed(Subscribed())
+    harness.feed(ReplayPage([]))
+    assert harness.feed(SessionProbed(1)) == [WaitLive(TICK_S)]
+    waited = 0.0
+    while (actions := _behind(harness, 1)) == [WaitLive(TICK_S)]:
+        waited += PROBE_S
+        assert waited < BEHIND_PATIENCE_S
+    (fail,) = actions
+    assert isinstance(fail, Fail) and isinstance(fail.error, StreamEnded)
+    assert waited + PROBE_S >= BEHIND_PATIENCE_S
+    assert "went back to seq 1" in str(fail.error) and RUN_A in str(fail.error)
+
+
+def test_events_taken_back_by_a_failover_and_written_again_are_not_repeated() -> None:
+    """The new master lacks seqs 4-5 this stream saw; the worker writes them again."""
+    harness = following(stop_at_finish=True, run_id=RUN_A)
+    harness.feed(Live(env(1)))
+    for seq in range(2, 6):
+        harness.feed(Live(env(seq)))
+    assert harness.delivered == [1, 2, 3, 4, 5]
+    assert _behind(harness, 3) == [WaitLive(TICK_S)]  # the failover took 4 and 5 back
+    harness.feed(Live(env(4)))  # written again: already delivered
+    harness.feed(Live(env(5)))
+    harness.feed(Live(env(6, EventType.FINISHED)))
+    assert harness.delivered == [1, 2, 3, 4, 5, 6]
+    assert harness.loop.finished
+
+
+def test_a_session_behind_that_catches_up_resets_the_patience() -> None:
+    harness = following(stop_at_finish=True, run_id=RUN_A)
+    harness.feed(Live(env(1)))
+    harness.feed(Live(env(2)))
+    for _ in range(2):  # behind, caught up, behind again: never ended
+        for _ in range(int(BEHIND_PATIENCE_S // PROBE_S) - 1):
+            assert _behind(harness, 1) == [WaitLive(TICK_S)]
+        assert _behind(harness, 2) == [WaitLive(TICK_S)]
+    assert not harness.loop.finished
 
 
 def test_a_probe_ahead_of_the_cursor_fills_the_gap_from_the_log() -> None:
