@@ -100,11 +100,6 @@ class SentinelCluster:
             sentinel.spawn([str(config), "--sentinel"])
         # A failover needs the replica synced and every sentinel knowing the others.
         self._await(self._ready, "the replica to sync and the sentinels to meet")
-        # Redis's default again for the rejoin of a failed master (the sync waits 5 s
-        # for more replicas to share it).
-        for node in (self.master, self.replica):
-            with node.client() as connection:
-                connection.config_set("repl-diskless-sync-delay", 5)
 
     def _start_data(self, node: _Node, *, replica_of: int | None, priority: int = 100) -> None:
         argv = [
