@@ -7,9 +7,10 @@ CLI_DIR := devtools/claude-cli
 CLAUDE := $(CLI_DIR)/node_modules/.bin/claude
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist). The suite is CPU-bound on real processes, with waits
-# between: on this 2-core machine 4 took 216-236 s (2026-12-07), 3 took 287 s and 6 270 s.
-TEST_PROCS ?= 4
+# Test processes (pytest-xdist). With workers and commands forked from a zygote (see
+# tests/zygote.py) the suite waits more than it computes: on this 2-core machine, later
+# on 2026-12-07, 6 took 192-210 s (4 runs), 4 took 199-248 s (5 runs) and 8 259 s.
+TEST_PROCS ?= 6
 
 .PHONY: bytecode install demo test test-fast test-e2e bench lint typecheck fixtures redis postgres chromium clean
 
