@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from worker.process import CliProcess
 from worker.pump import CancelState, pump
 from worker.runner import claim_and_fail
 
-SESSION, RUN_ID = "s", "0123456789abcdef0123456789abcdef"
+# A run id of this test process's own: killing a run's tree also kills, anywhere on the
+# host, each process carrying its run id marker, so a shared constant let another xdist
+# process's teardown kill this one's CLI (its "hang" run ended early, with no timeout).
+SESSION, RUN_ID = "s", uuid.uuid4().hex
 
 
 def make_store(idle_timeout_s: float = 60.0) -> FakeRunStore:
