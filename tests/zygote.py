@@ -195,6 +195,20 @@ class Zygote:
             start_new_session=new_session,
         )
 
+    def on_terminal(
+        self, args: Sequence[str], *, env: Mapping[str, str]
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """`python -m <args>` in a new session on a fresh pseudo-terminal: the process
+        and the terminal's master side (the caller closes it)."""
+        master, slave = os.openpty()
+        try:
+            proc = self.popen(
+                args, env=env, stdin=slave, stdout=slave, stderr=slave, new_session=True
+            )
+        finally:
+            os.close(slave)
+        return proc, master
+
     def run(
         self,
         args: Sequence[str],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import queue
 import re
 import subprocess
@@ -104,20 +103,8 @@ class Terminal:
     """A running command on a pseudo-terminal (stdin, stdout and stderr are its tty)."""
 
     def __init__(self, settings: Settings, *args: str, env: dict[str, str] | None = None) -> None:
-        master, slave = pty.openpty()
         full_env = worker_env(settings, {"TERM": "xterm-256color", "COLUMNS": "100", **(env or {})})
-        try:
-            self.proc = shared_zygote().popen(
-                ["producer", *args],
-                env=full_env,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                new_session=True,
-            )
-        finally:
-            os.close(slave)
-        self.master = master
+        self.proc, self.master = shared_zygote().on_terminal(["producer", *args], env=full_env)
         self.text = ""
         self._chunks: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -232,20 +232,8 @@ class PtyCli:
     """A `claude-queue` process on a pseudo-terminal: what it shows, and typed answers."""
 
     def __init__(self, settings: Settings, *args: str) -> None:
-        master, slave = os.openpty()
         env = worker_env(settings, {"COLUMNS": "200", "TERM": "xterm"})
-        try:
-            self.proc = shared_zygote().popen(
-                ["producer", *args],
-                env=env,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                new_session=True,
-            )
-        finally:
-            os.close(slave)
-        self.master = master
+        self.proc, self.master = shared_zygote().on_terminal(["producer", *args], env=env)
         self.raw = b""
         self.cursor = 0
 
