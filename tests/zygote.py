@@ -218,25 +218,14 @@ class Zygote:
         input: str | None = None,
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
-        """subprocess.run(python -m args, input=, capture_output=True, text=True)."""
+        """subprocess.run(python -m args, input=, capture_output=True, text=True), forked
+        or started fresh as `popen` decides."""
         argv = [sys.executable, "-m", *args]
-        if not self.can_run(env):
-            return subprocess.run(
-                argv,
-                env=env,
-                cwd=cwd,
-                input=input,
-                stdin=subprocess.DEVNULL if input is None else None,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=timeout,
-            )
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         in_r, in_w = os.pipe() if input is not None else (None, None)
         try:
-            proc = self.spawn(args, env=env, cwd=cwd, stdout=out_w, stderr=err_w, stdin=in_r)
+            proc = self.popen(args, env=env, cwd=cwd, stdout=out_w, stderr=err_w, stdin=in_r)
         finally:
             for fd in (out_w, err_w, in_r):
                 if fd is not None:
