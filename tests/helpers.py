@@ -5,12 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from producer.client import RunHandle
 from shared.events import Envelope, EventType
 from worker.proctree import is_alive, read_stat
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Poll a condition that nothing we could await signals (another thread's state,
+    RQ's bookkeeping after a run's last event); fails after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def envelope_texts(envelope: Envelope) -> list[str]:

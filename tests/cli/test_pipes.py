@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import redis
+from rq.registry import FailedJobRegistry
+
 from producer.client import Client
 from shared.settings import Settings
 from tests.cli.support import ANSI, run
 from tests.conftest import WorkerFactory
+from tests.helpers import wait_until
 
 
 def test_a_run_reads_as_a_person_would_and_piped_lines_stay_whole(
@@ -168,7 +172,7 @@ def test_json_is_one_object_per_line_on_every_command(
 
 
 def test_tables_for_sessions_status_and_session_show(
-    settings: Settings, client: Client, start_worker: WorkerFactory
+    settings: Settings, client: Client, start_worker: WorkerFactory, redis_client: redis.Redis
 ) -> None:
     start_worker("tables")
     for session_id, prompt in (("t1", "hello"), ("t2", "FAKE: error_result")):
@@ -189,6 +193,10 @@ def test_tables_for_sessions_status_and_session_show(
     assert rows["t2"][:4] == ["t2", "idle", "1", "failed"]
     assert "ago" in " ".join(rows["t1"]) or "just now" in " ".join(rows["t1"])
 
+    # `--follow` ends at the run's `finished` event; the worker clears the run from its
+    # running entry, and RQ files the failed job, just after it (seen under -n 6).
+    failed = FailedJobRegistry(settings.queue_name, connection=redis_client)
+    wait_until(lambda: not client.status().running and failed.count == 1)
     status = run(settings, "status").stdout.splitlines()
     assert re.fullmatch(
         r"queue \S+: 0 queued · 0 running · 1 worker · 1 failed in the last hour", status[0]

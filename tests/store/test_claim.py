@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
@@ -14,6 +12,7 @@ from shared.jobs import PromptJob
 from shared.keys import keys_from
 from shared.runstore import CancelOutcome, HeldRun, RunState, RunStore
 from shared.settings import Settings
+from tests.helpers import wait_until
 from worker.claim import claim_run
 from worker.context import WorkerContext
 from worker.publisher import Publisher
@@ -44,14 +43,6 @@ def finish(claimed: Claim) -> None:
     assert claimed is not None
     data = FinishedData(status=RunStatus.SUCCEEDED, duration_s=1.0)
     claimed[0].publish(Event(type=EventType.FINISHED, data=data), final_status=RunStatus.SUCCEEDED)
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll a condition another thread makes true (it signals nothing we could await)."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def claim_in_background(pool: ThreadPoolExecutor, ctx: WorkerContext, run_id: str) -> Future[Claim]:
