@@ -101,6 +101,22 @@ class WorkerBoundScheduler(RQScheduler):
             for r in self._scheduled_job_registries
         ]
 
+    def acquire_locks(self, auto_start: bool = False) -> Any:
+        """RQ's, behind one gate. RQ takes each queue's lock on its own, in set order
+        (which differs between processes), so workers that start together split the
+        locks and each forks a scheduler process: seen once workers started within
+        milliseconds of each other. Here only the holder of the first lock by name goes
+        on to take (or refresh) the others."""
+        names = self._queue_names
+        self._queue_names = {min(names)} if names else names
+        try:
+            gate = super().acquire_locks()  # type: ignore[no-untyped-call]
+        finally:
+            self._queue_names = names
+        if not gate:
+            return gate
+        return super().acquire_locks(auto_start)  # type: ignore[no-untyped-call]
+
     def start(self) -> Any:
         self._worker_pid = os.getpid()  # the forking process, before the fork
         return super().start()  # type: ignore[no-untyped-call]
@@ -127,7 +143,7 @@ class WorkerBoundScheduler(RQScheduler):
         self.register_birth()
         while not self._stop_requested:
             if self.should_reacquire_locks:
-                self.acquire_locks()  # type: ignore[no-untyped-call]
+                self.acquire_locks()
             self.heartbeat()  # type: ignore[no-untyped-call]
             self.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
             select.select([wake_r], [], [], self.interval)
