@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import hypothesis
 import pytest
 import redis
 from pydantic import SecretStr
@@ -56,9 +57,14 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """The collector is paused while the test modules are imported (hypothesis,
     schemathesis, FastAPI, Playwright, ...): none of it is garbage, and its walks cost a
-    fifth of each process's collection (6.6 -> 5.2 s of CPU for --collect-only)."""
+    fifth of each process's collection (6.6 -> 5.2 s of CPU for --collect-only).
+
+    Hypothesis runs with no deadline: its default (200 ms per example) is a timing
+    assertion, and a loaded host failed parser and env tests with 250-290 ms examples."""
     del config
     gc.disable()
+    hypothesis.settings.register_profile("claude-queue", deadline=None)
+    hypothesis.settings.load_profile("claude-queue")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
