@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,9 @@ from redis.retry import Retry
 from shared.control import CancelRequest, PermissionAnswer
 from worker.control import ControlListener
 
-CHANNEL = "cqtest:control:test"
+# Pub/sub ignores databases: under `pytest -n N` every test process has its own channel,
+# or one process's publish would count (and reach) another's listener.
+CHANNEL = f"cqtest:control:test:{uuid.uuid4().hex}"
 RUN_ID, CLI_PID = "a" * 32, 4242
 
 
