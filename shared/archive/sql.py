@@ -116,7 +116,7 @@ def replay(session_id: str, after: int, upto: int | None, count: int) -> Params:
 
 
 def envelopes(rows: Sequence[tuple[Any, ...]]) -> list[Envelope]:
-    """Envelopes from rows of (archived body, its seq): envelopes_from_json checks the two agree.
+    """Envelopes from rows of (archived body, its seq), in their order.
 
     Decoded with the cyclic GC paused, as the Redis log's pages are (runstore/replies.py):
     thousands of nested dicts that all stay alive trigger collections costing a third
@@ -124,7 +124,7 @@ def envelopes(rows: Sequence[tuple[Any, ...]]) -> list[Envelope]:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return envelopes_from_json([row[0] for row in rows], [row[1] for row in rows])
+        return envelopes_from_json([row[0] for row in rows])
     finally:
         if was_enabled:
             gc.enable()

@@ -61,28 +61,19 @@ def _gc_paused() -> Iterator[None]:
 
 
 def envelopes(entries: Iterable[Sequence[Any]]) -> list[Envelope]:
-    """The envelopes of one XRANGE page (entry ids are `<seq>-0`)."""
-    page = list(entries)  # (entry id, fields) pairs; raw replies are lists, not tuples
-    if page and type(page[0][0]) is bytes:  # inline, as below: ~0.5 us an entry saved
-        seqs = [int(entry_id[: entry_id.index(b"-")]) for entry_id, _fields in page]
-    else:
-        seqs = [_entry_seq(entry_id) for entry_id, _fields in page]
+    """The envelopes of one XRANGE page, in its order."""
     # The common case inline (a raw reply holding one field, `e`): ~1 us an entry saved.
     raws = [
         fields[1] if type(fields) is list and fields[0] == ENVELOPE_FIELD else _field(fields)
-        for _entry_id, fields in page
+        for _entry_id, fields in entries  # (entry id, fields): raw replies are lists
     ]
     with _gc_paused():
-        return envelopes_from_json(raws, seqs)
+        return envelopes_from_json(raws)
 
 
 def raw_reply(response: object, **_options: object) -> object:
     """A response callback that keeps a reply as Redis sent it (RunStore's log reader)."""
     return response
-
-
-def _entry_seq(entry_id: bytes | str) -> int:
-    return int(entry_id[: entry_id.index(b"-" if type(entry_id) is bytes else "-")])  # type: ignore[arg-type]
 
 
 def _field(fields: dict[Any, Any] | list[Any]) -> bytes | str:
