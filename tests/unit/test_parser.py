@@ -36,6 +36,7 @@ from shared.events import (
 )
 from tests.fakes import FakeRunStore, run_publisher
 from worker.parser import Parsed, parse_line
+from worker.parser import _parse_text as parser_text_path
 
 SESSION = "0b6a4c3e-1f7e-4a51-9a8c-2d3f4e5a6b7c"
 
@@ -899,3 +900,43 @@ def test_well_formed_blocks_are_all_kept_and_round_trip(
         assert json.loads(block.model_dump_json()) == json.loads(json.dumps(raw))
     again = MessageData.model_validate_json(data.model_dump_json())
     assert again.model_dump_json() == data.model_dump_json()
+
+
+def _same_as_the_text_path(raw: bytes) -> None:
+    """parse_line reads valid JSON from the bytes; the text path (json.loads on the
+    decoded text, as before) must give the same events for any line."""
+    fast, text = parse_line(raw), parser_text_path(raw)
+    assert repr(fast.events) == repr(text.events)  # -0.0 and 0.0 differ here, too
+    assert (fast.skipped, fast.control) == (text.skipped, text.control)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(lines, st.booleans(), st.sampled_from(["", " ", "\r", "\t "]))
+def test_bytes_and_text_paths_agree_on_typed_lines(
+    obj: dict[str, Any], ascii_only: bool, padding: str
+) -> None:
+    raw = (padding + json.dumps(obj, ensure_ascii=ascii_only) + padding).encode()
+    _same_as_the_text_path(raw)
+
+
+@given(st.binary(max_size=200))
+def test_bytes_and_text_paths_agree_on_arbitrary_bytes(raw: bytes) -> None:
+    _same_as_the_text_path(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"result","total_cost_usd":NaN,"is_error":false}',  # json.loads only
+        b'{"type":"result","total_cost_usd":1e400,"is_error":false}',
+        b'{"type":"result","num_turns":99999999999999999999,"is_error":false}',
+        b'{"type":"text","type":"result","is_error":true}',  # the last key wins
+        b'\xef\xbb\xbf{"type":"result"}',  # a byte order mark
+        b'{"type":"assistant","message":{"content":"caf\xc3\xa9 \\ud800"}}',
+        b'{"type":"assistant","message":{"content":"\xff"}}',
+        b"[" * 2000 + b"]" * 2000,
+        b"  \r",
+    ],
+)
+def test_bytes_and_text_paths_agree_on_edge_cases(raw: bytes) -> None:
+    _same_as_the_text_path(raw)
