@@ -17,115 +17,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, cast
 
 import msgspec
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from shared.blocks import ContentBlock
 
-
-class EventType(StrEnum):
-    QUEUED = "queued"
-    STARTED = "started"
-    INIT = "init"
-    MESSAGE = "message"
-    STREAM_EVENT = "stream_event"
-    RESULT = "result"
-    ERROR = "error"
-    TEXT = "text"
-    RATE_LIMIT = "rate_limit"
-    RETRY = "retry"
-    INTERRUPTED = "interrupted"
-    PERMISSION_REQUEST = "permission_request"
-    PERMISSION_DECISION = "permission_decision"
-    WAITING = "waiting"
-    FINISHED = "finished"
-
-
-class RunStatus(StrEnum):
-    """How a run ended; carried by its one `finished` event."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    TIMED_OUT = "timed_out"
-    LOST = "lost"
-    BUFFER_OVERFLOW = "buffer_overflow"
-
-
-TERMINAL_EVENT_TYPES = frozenset({EventType.FINISHED})
-
-
-class DecisionReason(StrEnum):
-    """Why a permission request was decided."""
-
-    ANSWERED = "answered"  # a person answered it (respond / approve / deny)
-    TIMED_OUT = "timed_out"  # nobody answered within approval_timeout_s: denied
-    RUN_ENDED = "run_ended"  # the run ended first: the CLI never got an answer
-
-
-class ErrorCode(StrEnum):
-    CLI_NOT_FOUND = "cli_not_found"
-    CLI_EXIT = "cli_exit"
-    CLI_ERROR = "cli_error"
-    AUTHENTICATION = "authentication_failed"
-    RESULT_ERROR = "result_error"
-    LINE_TOO_LONG = "line_too_long"
-    EVENT_TOO_LARGE = "event_too_large"
-    MISSING_TYPE = "missing_type"
-    INVALID_JOB = "invalid_job"
-    UNKNOWN_PROFILE = "unknown_profile"
-    TIMEOUT = "timeout"
-    RESUME_FAILED = "resume_failed"
-    TRANSCRIPT_MISSING = "transcript_missing"
-    CWD_NOT_FOUND = "cwd_not_found"
-    CWD_NOT_ALLOWED = "cwd_not_allowed"
-    LOG_BUDGET_EXCEEDED = "log_budget_exceeded"
-    CORRUPT_STATE = "corrupt_state"
-    LOST = "lost"
-    BUFFER_OVERFLOW = "buffer_overflow"
-    INTERNAL = "internal"
-
-
-_READING = "claude_queue_reading"
-
-
-def _is_reading(info: ValidationInfo) -> bool:
-    return isinstance(info.context, dict) and info.context.get(_READING) is True
-
-
-def _known_unless_reading(enum_type: type[StrEnum]) -> AfterValidator:
-    """Writers may only use members of enum_type; readers keep a newer worker's value as str."""
-
-    def check(value: object, info: ValidationInfo) -> object:
-        if isinstance(value, enum_type) or _is_reading(info):
-            return value
-        raise ValueError(f"{value!r} is not a known {enum_type.__name__}")
-
-    return AfterValidator(check)
-
-
-# `left_to_right`: a known value becomes the enum member, only an unknown one stays a str.
-OpenRunStatus = Annotated[
-    RunStatus | str, Field(union_mode="left_to_right"), _known_unless_reading(RunStatus)
-]
-OpenDecisionReason = Annotated[
-    DecisionReason | str,
-    Field(union_mode="left_to_right"),
-    _known_unless_reading(DecisionReason),
-]
-OpenErrorCode = Annotated[
-    ErrorCode | str, Field(union_mode="left_to_right"), _known_unless_reading(ErrorCode)
-]
+# The enums live in shared/event_enums.py; they are imported from here too (pyproject:
+# mypy's implicit_reexport for this module).
+from shared.event_enums import (
+    READING,
+    TERMINAL_EVENT_TYPES,
+    ColdReason,  # noqa: F401  (re-exported)
+    DecisionReason,  # noqa: F401  (re-exported)
+    ErrorCode,  # noqa: F401  (re-exported)
+    EventType,
+    OpenColdReason,
+    OpenDecisionReason,
+    OpenErrorCode,
+    OpenRunStatus,
+    RunStatus,
+    is_reading,
+)
 
 
 class EventData(BaseModel):
@@ -136,14 +50,14 @@ class EventData(BaseModel):
     @classmethod
     def _drop_newer_fields(cls, value: Any, info: ValidationInfo) -> Any:
         # Only this level: content blocks keep their extra fields (extra="allow").
-        if _is_reading(info) and isinstance(value, dict):
+        if is_reading(info) and isinstance(value, dict):
             return {name: item for name, item in value.items() if name in cls.model_fields}
         return value
 
     @classmethod
     def validate_read(cls, data: dict[str, Any]) -> Self:
         """Validate a payload as a reader: unknown fields dropped, unknown enum values kept."""
-        return cls.model_validate(data, context={_READING: True})
+        return cls.model_validate(data, context={READING: True})
 
 
 class QueuedData(EventData):
@@ -152,20 +66,6 @@ class QueuedData(EventData):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # What was asked, cut to a preview (a replay shows it); None from an older producer.
     prompt: str | None = None
-
-
-class ColdReason(StrEnum):
-    """Why a run started a new CLI although a warm one of its session existed."""
-
-    MISMATCH = "mismatch"  # the warm CLI was started with other flags, cwd or binary
-    BUSY = "busy"  # the worker holding it was busy, so another worker took the run
-    EXPIRED = "expired"  # it was closed after WARM_IDLE_S (or to make room)
-    MOVED = "moved"  # the session moved on since (another worker ran it, or it restarted)
-
-
-OpenColdReason = Annotated[
-    ColdReason | str, Field(union_mode="left_to_right"), _known_unless_reading(ColdReason)
-]
 
 
 class StartedData(EventData):
@@ -431,6 +331,7 @@ class Envelope(BaseModel):
 
 
 _ENVELOPE_FIELDS = tuple(Envelope.model_fields)  # seq, session_id, run_id, ts, type, data
+_ALL_FIELDS_SET = set(_ENVELOPE_FIELDS)
 _EVENT_TYPES: dict[str, EventType] = {member.value: member for member in EventType}
 _decode_json = msgspec.json.Decoder().decode  # big ints stay ints (orjson makes them floats)
 _new_envelope = Envelope.__new__
@@ -469,7 +370,9 @@ def _canonical(raw: str | bytes) -> Envelope | None:
     obj["type"] = _EVENT_TYPES.get(type_, type_)
     envelope = _new_envelope(Envelope)
     _set(envelope, "__dict__", obj)  # what pydantic's validation sets, field by field
-    _set(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    # One set for all of them: pydantic never changes a frozen model's set (model_copy
+    # copies it first), and a set per envelope was a tenth of a replay's decode.
+    _set(envelope, "__pydantic_fields_set__", _ALL_FIELDS_SET)
     _set(envelope, "__pydantic_extra__", {})
     _set(envelope, "__pydantic_private__", {"_json": raw})
     return envelope

@@ -167,3 +167,12 @@ def test_a_page_decodes_in_order_and_raises_on_a_bad_entry() -> None:
     assert envelopes_from_json([]) == []
     with pytest.raises(ValidationError):
         envelopes_from_json([raws[0], b'{"seq": 0}'])
+
+
+def test_envelopes_sharing_their_fields_set_copy_apart() -> None:
+    raw = b'{"seq":1,"session_id":"s","run_id":"r","ts":1.5,"type":"text","data":{}}'
+    first, second = Envelope.from_json(raw), Envelope.from_json(raw)
+    copied = first.model_copy(update={"note": "x"})
+    assert "note" in copied.model_fields_set
+    assert "note" not in first.model_fields_set and "note" not in second.model_fields_set
+    assert first.model_fields_set == set(FIELDS)
