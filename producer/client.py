@@ -31,6 +31,7 @@ from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
+from shared.gcpause import gc_paused
 from shared.jobs import OnBusy, PromptJob
 from shared.runstore import Busy, OpenRequest, RunStore
 from shared.settings import Settings
@@ -172,7 +173,10 @@ class Client:
 
     def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
         """Every logged event of a session after seq `after`."""
-        return list(self.stream(session_id, after=after, follow=False))
+        # Off for the whole read, not per page: the pages' raw replies trigger
+        # collections too, each walking every envelope read so far (shared/gcpause.py).
+        with gc_paused():
+            return list(self.stream(session_id, after=after, follow=False))
 
     @redis_errors()
     def stream(

@@ -6,10 +6,8 @@ data: anything that is not a valid id is skipped, never used to name a key.
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -17,6 +15,7 @@ from pydantic import ValidationError
 
 from shared.control import MAX_GRACE_S
 from shared.events import Envelope, PermissionRequestData, envelopes_from_json
+from shared.gcpause import gc_paused
 from shared.ids import is_request_id, is_run_id, is_session_id
 from shared.runstore.model import (
     AnswerOutcome,
@@ -47,19 +46,6 @@ def text(value: object) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Decoding thousands of small objects in a row triggers collections that cost
-    # more than the decoding itself (replay of 10,000 events: ~40% of the time).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def envelopes(entries: Iterable[Sequence[Any]]) -> list[Envelope]:
     """The envelopes of one XRANGE page, in its order."""
     # The common case inline (a raw reply holding one field, `e`): ~1 us an entry saved.
@@ -67,7 +53,7 @@ def envelopes(entries: Iterable[Sequence[Any]]) -> list[Envelope]:
         fields[1] if type(fields) is list and fields[0] == ENVELOPE_FIELD else _field(fields)
         for _entry_id, fields in entries  # (entry id, fields): raw replies are lists
     ]
-    with _gc_paused():
+    with gc_paused():
         return envelopes_from_json(raws)
 
 
