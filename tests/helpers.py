@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from producer.client import RunHandle
 from shared.events import Envelope, EventType
 from worker.proctree import is_alive, read_stat
+from worker.spare import SPARE_NAME
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -87,3 +88,12 @@ class Proc:
         if self.alive():
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
+
+
+def is_spare(pid: int) -> bool:
+    """Whether pid is a worker's spare work horse, waiting for a job (worker/spare.py)."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip() == SPARE_NAME
+    except OSError:
+        return False

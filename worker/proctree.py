@@ -40,6 +40,8 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 _PR_SET_DUMPABLE = 4
+_PR_SET_NAME = 15
+_PR_GET_NAME = 16
 _MAX_KILL_ROUNDS = 50
 # How long one kill round waits for the processes it SIGKILLed to exit, before it
 # scans again (a killed process stays runnable until it is scheduled to die).
@@ -70,6 +72,15 @@ def hide_environment() -> bool:
     forked work horses inherit this, while the CLI (after exec) does not need it.
     """
     return bool(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+
+
+def set_process_name(name: str) -> str:
+    """Set this thread's name (/proc/<pid>/comm for the main thread: what `ps` shows,
+    at most 15 bytes); returns the name it had."""
+    old = ctypes.create_string_buffer(16)
+    _libc.prctl(_PR_GET_NAME, old, 0, 0, 0)
+    _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    return old.value.decode(errors="replace")
 
 
 def die_with_parent() -> None:

@@ -66,6 +66,7 @@ from worker.proctree import (
 from worker.reaper import finish_for_worker, kill_orphans
 from worker.routing import OwnQueueMixin, warm_pool
 from worker.scheduler import start_scheduler
+from worker.spare import SpareHorseMixin
 from worker.webhooks import enqueue_for_run
 
 if TYPE_CHECKING:
@@ -395,8 +396,8 @@ def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str
     ctx.store.cancel(session_id, run_id, reason=reason)
 
 
-class ForkingClaudeWorker(_ClaudeWorkerMixin, Worker):
-    """Forks a work horse per job (RQ's default model)."""
+class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):
+    """Forks a work horse per job (RQ's default model), ahead of it (worker/spare.py)."""
 
     mode = "fork"
 

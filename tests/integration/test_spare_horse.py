@@ -1,0 +1,92 @@
+"""A fork-mode worker forks its next work horse ahead (worker/spare.py): the spare runs
+the next job, a new one waits after it, a spare that died is replaced by a fork, and no
+spare outlives its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from producer import Client
+from tests.conftest import WorkerFactory
+from tests.helpers import is_spare, wait_until
+from worker.proctree import is_alive, read_stat
+
+WAIT_S = 30.0
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def _spares(worker_pid: int) -> list[int]:
+    return [pid for pid in _children(worker_pid) if is_spare(pid)]
+
+
+def _one_spare(worker_pid: int) -> int:
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = _spares(worker_pid)
+        return len(found) == 1
+
+    wait_until(one, timeout_s=WAIT_S)
+    return found[0]
+
+
+def _parent(pid: int) -> int | None:
+    stat = read_stat(pid)
+    return None if stat is None else stat.ppid
+
+
+def test_the_spare_runs_the_next_job_and_another_waits_after_it(
+    client: Client, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = start_worker(mode="fork")
+    spare = _one_spare(worker.pid)
+    handle = client.submit(session_id="spare-1", prompt="FAKE: hang", cwd=str(tmp_path))
+    started = next(e for e in handle.stream(timeout_s=WAIT_S) if e.type == "started")
+    # The CLI's parent is the work horse: the process that was the spare.
+    assert _parent(int(started.data["pid"])) == spare
+    assert not is_spare(spare)  # renamed once it took the job
+    handle.cancel()
+    assert handle.wait(timeout_s=WAIT_S).status == "interrupted"
+    wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)  # the horse ended
+    assert _one_spare(worker.pid) != spare
+
+
+def test_a_job_still_runs_when_its_spare_died_first(
+    client: Client, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = start_worker(mode="fork")
+    spare = _one_spare(worker.pid)
+    os.kill(spare, signal.SIGKILL)
+    handle = client.submit(session_id="spare-2", prompt="hello", cwd=str(tmp_path))
+    assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
+    # The dead spare was reaped (no zombie left under the worker) and replaced.
+    wait_until(lambda: spare not in _children(worker.pid), timeout_s=WAIT_S)
+    assert _one_spare(worker.pid) != spare
+    log = (tmp_path / "w0.log").read_text()
+    assert "spare_horse_gone" in log
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_no_spare_outlives_its_worker(start_worker: WorkerFactory, how: str) -> None:
+    worker = start_worker(mode="fork")
+    spare = _one_spare(worker.pid)
+    worker.send_signal(signal.Signals[how])
+    worker.wait(timeout=WAIT_S)
+    # Stopped: the worker's teardown killed and reaped it; killed: the death signal.
+    wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)
+
+
+def test_a_simple_mode_worker_has_no_spare(start_worker: WorkerFactory, client: Client) -> None:
+    worker = start_worker(mode="simple")
+    # Once it is idle in its loop (a job ran), nothing of it waits as a spare.
+    handle = client.submit(session_id="spare-3", prompt="hello")
+    assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
+    assert _spares(worker.pid) == []

@@ -1,0 +1,218 @@
+"""A spare work horse: forked while the worker waits for a job, handed the next one.
+
+RQ forks a work horse after it has dequeued a job, so every run waits for the fork and
+for the horse's first steps in a copy of the worker's memory: each page it writes to
+is copied first (~5 us a page on this project's 2-core VM, thousands of pages), and it
+opens its Redis connections anew. Measured with `python -m bench --only dispatch`, a
+forked horse took submit -> `started` to 1.84-1.88x a bare RQ job, where a worker that
+does not fork (`--mode simple`) reached 0.77x.
+
+Here the next horse is forked ahead, just before the worker waits on its queues. It
+sets itself up as RQ's horse does (own process group, the horse's signal handling,
+SIGKILL when the worker dies), connects to Redis, then blocks on a pipe. When a job
+comes, the worker writes one line naming the job, its queue and its RQ execution; the
+spare fetches both from Redis and runs RQ's `main_work_horse`, exactly as a freshly
+forked horse would. The worker then monitors it like any horse (same pid bookkeeping,
+same kill). A spare that is gone or cannot take the line is reaped and the job forked
+the usual way; a spare never used is SIGKILLed and reaped at teardown.
+
+The pipe's write end stays in the worker, but other processes it forks later (RQ's
+scheduler, later horses) inherit a copy, so the spare never waits for end-of-file: a
+handoff is one line, and nothing but that line starts a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import redis
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
+
+from worker.proctree import die_with_parent, set_process_name
+
+log = structlog.get_logger(__name__)
+
+_MAX_LINE = 4096
+SPARE_NAME = "cq-spare"  # its /proc/<pid>/comm while it waits
+_NAME = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_.:{}\-]+$")
+
+
+class Handoff(BaseModel):
+    """The one line a spare reads: which job to run, from which queue, as which execution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = _NAME
+    queue: str = _NAME
+    execution_id: str = _NAME
+
+    def line(self) -> bytes:
+        return self.model_dump_json().encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    pid: int
+    handoff_fd: int  # the pipe's write end, in the worker
+
+
+def read_handoff(fd: int) -> Handoff | None:
+    """The first line from fd (at most _MAX_LINE bytes), validated; None on EOF or junk."""
+    buffered = b""
+    while b"\n" not in buffered and len(buffered) < _MAX_LINE:
+        try:
+            chunk = os.read(fd, _MAX_LINE - len(buffered))
+        except InterruptedError:  # pragma: no cover - PEP 475 retries reads already
+            continue
+        if not chunk:
+            return None
+        buffered += chunk
+    line, newline, _rest = buffered.partition(b"\n")
+    if not newline:
+        return None
+    try:
+        return Handoff.model_validate_json(line)
+    except ValidationError:
+        return None
+
+
+class SpareHorseMixin:
+    """For RQ's forking `Worker`: the next work horse is forked before the job comes."""
+
+    # RQ's, as this mixin uses them.
+    name: str
+    connection: Any
+    queues: list[Queue]
+    job_class: Any
+    queue_class: type[Queue]
+    serializer: Any
+    death_penalty_class: Any
+    executions: dict[str, Execution]
+    _horse_pid: int
+    _stop_requested: bool
+    _spare: Spare | None = None
+
+    # -- in the worker ---------------------------------------------------------
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, *args: Any, **kwargs: Any) -> Any:
+        if self._spare is None and not self._stop_requested:
+            self._spare = self._fork_spare()
+        return super().dequeue_job_and_maintain_ttl(timeout, *args, **kwargs)  # type: ignore[misc]
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        spare, self._spare = self._spare, None
+        # RQ's prepare_execution recorded the job's execution just before this call.
+        execution = next(iter(self.executions.values()), None)
+        if spare is not None:
+            if execution is not None and _hand_over(spare, job, queue, execution):
+                os.environ["RQ_WORKER_ID"] = self.name  # as RQ's fork sets them, in both
+                os.environ["RQ_JOB_ID"] = job.id
+                self._horse_pid = spare.pid
+                return
+            _end(spare.pid)  # its pipe is closed already: it never ran the job
+        super().fork_work_horse(job, queue)  # type: ignore[misc]
+
+    def teardown(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            discard(spare)
+        super().teardown()  # type: ignore[misc]
+
+    def _fork_spare(self) -> Spare | None:
+        read_fd, write_fd = os.pipe()  # both close on exec: the CLI never holds them
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            log.warning("spare_horse_not_forked", error=str(exc))
+            return None
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            os.close(write_fd)
+            self._serve_as_spare(read_fd)
+        os.close(read_fd)
+        return Spare(pid=pid, handoff_fd=write_fd)
+
+    # -- in the spare ----------------------------------------------------------
+
+    def _serve_as_spare(self, read_fd: int) -> NoReturn:  # pragma: no cover - child only
+        """Set up as RQ's horse would, wait for the line, run the job; never returns."""
+        try:
+            os.setpgrp()  # as RQ's horse: its own group, for RQ's kill_horse
+            die_with_parent()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            was_named = set_process_name(SPARE_NAME)  # `ps` tells the waiting spare apart
+            with contextlib.suppress(redis.RedisError):  # the job's own calls will say
+                self.connection.ping()  # redis-py opens this process's own connection
+            handoff = read_handoff(read_fd)
+            if handoff is None:  # the worker went away, or wrote no job
+                os._exit(0)
+            set_process_name(was_named)  # a horse now, named as the worker is
+            job = self.job_class.fetch(
+                handoff.job_id, connection=self.connection, serializer=self.serializer
+            )
+            queue = self._queue_named(handoff.queue)
+            execution = Execution.fetch(handoff.execution_id, job.id, connection=self.connection)
+            execution._job = job
+            self.executions = {execution.id: execution}
+            os.environ["RQ_WORKER_ID"] = self.name
+            os.environ["RQ_JOB_ID"] = job.id
+            self.main_work_horse(job, queue)  # type: ignore[attr-defined]  # exits
+        except BaseException as exc:  # the horse's end is its exit code, as in RQ's
+            with contextlib.suppress(Exception):
+                log.error("spare_horse_failed", error=str(exc)[:500])
+        os._exit(1)
+
+    def _queue_named(self, name: str) -> Queue:
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        return self.queue_class(
+            name,
+            connection=self.connection,
+            job_class=self.job_class,
+            serializer=self.serializer,
+            death_penalty_class=self.death_penalty_class,
+        )
+
+
+def _hand_over(spare: Spare, job: Job, queue: Queue, execution: Execution) -> bool:
+    """Write the handoff line; False (nothing started) if the spare cannot take it."""
+    try:
+        line = Handoff(job_id=job.id, queue=queue.name, execution_id=execution.id).line()
+    except ValidationError as exc:
+        log.warning("spare_horse_skipped", reason="unusual names", error=str(exc)[:300])
+        return False
+    try:
+        written = os.write(spare.handoff_fd, line)  # < PIPE_BUF: one atomic write
+    except OSError as exc:  # the spare is gone (EPIPE)
+        log.warning("spare_horse_gone", pid=spare.pid, error=str(exc))
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(spare.handoff_fd)
+    return written == len(line)
+
+
+def discard(spare: Spare) -> None:
+    """End a spare that will not run a job: close its pipe, SIGKILL it, reap it."""
+    with contextlib.suppress(OSError):
+        os.close(spare.handoff_fd)
+    _end(spare.pid)
+
+
+def _end(pid: int) -> None:
+    # A spare runs nothing of a run's: no tree to sweep, only the process.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
