@@ -64,6 +64,7 @@ from worker.proctree import (
     kill_run_tree,
 )
 from worker.reaper import finish_for_worker, kill_orphans
+from worker.rehearsal import rehearse
 from worker.routing import OwnQueueMixin, warm_pool
 from worker.scheduler import start_scheduler
 from worker.spare import SpareHorseMixin
@@ -400,6 +401,9 @@ class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):
     """Forks a work horse per job (RQ's default model), ahead of it (worker/spare.py)."""
 
     mode = "fork"
+
+    def _warm_up(self) -> None:
+        rehearse(self.context)  # the pure first steps of a run, ahead (worker/rehearsal.py)
 
 
 class SimpleClaudeWorker(_ClaudeWorkerMixin, SimpleWorker):

@@ -153,6 +153,8 @@ class SpareHorseMixin:
             was_named = set_process_name(SPARE_NAME)  # `ps` tells the waiting spare apart
             with contextlib.suppress(redis.RedisError):  # the job's own calls will say
                 self.connection.ping()  # redis-py opens this process's own connection
+            with contextlib.suppress(Exception):  # only a head start; the job says more
+                self._warm_up()
             handoff = read_handoff(read_fd)
             if handoff is None:  # the worker went away, or wrote no job
                 os._exit(0)
@@ -171,6 +173,9 @@ class SpareHorseMixin:
             with contextlib.suppress(Exception):
                 log.error("spare_horse_failed", error=str(exc)[:500])
         os._exit(1)
+
+    def _warm_up(self) -> None:
+        """What a spare runs ahead of its job (worker classes add theirs)."""
 
     def _queue_named(self, name: str) -> Queue:
         for queue in self.queues:

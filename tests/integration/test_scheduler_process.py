@@ -14,10 +14,11 @@ from worker.proctree import is_alive, read_stat
 WAIT_S = 30.0
 
 
-def _children(pid: int) -> set[int]:
+def _children(pid: int, *, spares: bool = False) -> set[int]:
+    """pid's children; its spare work horse (worker/spare.py) only if `spares`."""
     found = set()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or is_spare(int(entry.name)):  # worker/spare.py
+        if not entry.name.isdigit() or (not spares and is_spare(int(entry.name))):
             continue
         if (stat := read_stat(int(entry.name))) and stat.ppid == pid:
             found.add(stat.pid)
@@ -39,8 +40,12 @@ def test_a_sigkilled_workers_scheduler_process_dies_with_it(
     scheduler: set[int] = set()
 
     def scheduler_started() -> bool:
+        # Its spare horse names itself a moment after its fork: until it has, the
+        # one other child cannot be told from it.
+        spares = [pid for pid in _children(worker.pid, spares=True) if is_spare(pid)]
+        scheduler.clear()
         scheduler.update(_children(worker.pid))
-        return bool(scheduler)
+        return len(spares) == 1 and len(scheduler) == 1
 
     _await(scheduler_started, "the worker started no scheduler process")
     (pid,) = scheduler
