@@ -139,6 +139,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MiB (shared pages split between the processes mapping
+    them); 0 if the process is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def reaped_children_cpu_s(pid: int) -> float:
     """CPU seconds of a process's reaped descendants (cutime + cstime), 0 if gone."""
     try:

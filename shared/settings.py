@@ -177,6 +177,10 @@ class Settings(BaseSettings):
         description="Keep a session's CLI alive this long after a run for its next one; 0: off.",
     )
     warm_max: int = Field(default=2, ge=0, description="Warm CLIs one worker keeps at most.")
+    spare_horse: bool = Field(
+        default=True,
+        description="Fork-mode workers fork their next work horse while they wait for a job.",
+    )
     approval_timeout_s: float = Field(
         default=600.0, gt=0, description="A permission request nobody answers is denied after."
     )

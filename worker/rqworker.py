@@ -402,6 +402,9 @@ class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):
 
     mode = "fork"
 
+    def _wants_spare(self) -> bool:
+        return self.context.settings.spare_horse
+
     def _warm_up(self) -> None:
         rehearse(self.context)  # the pure first steps of a run, ahead (worker/rehearsal.py)
 

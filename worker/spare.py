@@ -103,7 +103,7 @@ class SpareHorseMixin:
     # -- in the worker ---------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, *args: Any, **kwargs: Any) -> Any:
-        if self._spare is None and not self._stop_requested:
+        if self._spare is None and not self._stop_requested and self._wants_spare():
             self._spare = self._fork_spare()
         return super().dequeue_job_and_maintain_ttl(timeout, *args, **kwargs)  # type: ignore[misc]
 
@@ -173,6 +173,10 @@ class SpareHorseMixin:
             with contextlib.suppress(Exception):
                 log.error("spare_horse_failed", error=str(exc)[:500])
         os._exit(1)
+
+    def _wants_spare(self) -> bool:
+        """Whether to fork spares at all (worker classes ask their settings)."""
+        return True
 
     def _warm_up(self) -> None:
         """What a spare runs ahead of its job (worker classes add theirs)."""

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from producer import Client
+from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import is_spare, wait_until
 from worker.proctree import is_alive, read_stat
+from worker.rqworker import ForkingClaudeWorker, build_worker
 
 WAIT_S = 30.0
 
@@ -82,6 +84,21 @@ def test_no_spare_outlives_its_worker(start_worker: WorkerFactory, how: str) -> 
     worker.wait(timeout=WAIT_S)
     # Stopped: the worker's teardown killed and reaped it; killed: the death signal.
     wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_the_setting_decides_whether_a_spare_is_forked(settings: Settings, wanted: bool) -> None:
+    rq_worker = build_worker(settings.model_copy(update={"spare_horse": wanted}), mode="fork")
+    assert isinstance(rq_worker, ForkingClaudeWorker)
+    try:
+        assert rq_worker.dequeue_job_and_maintain_ttl(None) is None  # empty queue, no wait
+        spare = rq_worker._spare
+        assert (spare is not None) == wanted
+    finally:
+        rq_worker.teardown()  # kills and reaps the spare, if any
+    assert rq_worker._spare is None
+    if spare is not None:
+        assert not is_alive(spare.pid)
 
 
 def test_a_simple_mode_worker_has_no_spare(start_worker: WorkerFactory, client: Client) -> None:
