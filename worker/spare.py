@@ -42,7 +42,8 @@ log = structlog.get_logger(__name__)
 
 _MAX_LINE = 4096
 SPARE_NAME = "cq-spare"  # its /proc/<pid>/comm while it waits
-_NAME = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_.:{}\-]+$")
+# RQ's names: printable ASCII without spaces, which keeps the handoff one short line.
+_NAME = Field(min_length=1, max_length=512, pattern=r"^[!-~]+$")
 
 
 class Handoff(BaseModel):
@@ -195,14 +196,14 @@ class SpareHorseMixin:
 
 
 def _hand_over(spare: Spare, job: Job, queue: Queue, execution: Execution) -> bool:
-    """Write the handoff line; False (nothing started) if the spare cannot take it."""
+    """Write the handoff line and close the pipe; False (nothing started) if the spare
+    cannot take it."""
     try:
         line = Handoff(job_id=job.id, queue=queue.name, execution_id=execution.id).line()
-    except ValidationError as exc:
-        log.warning("spare_horse_skipped", reason="unusual names", error=str(exc)[:300])
-        return False
-    try:
         written = os.write(spare.handoff_fd, line)  # < PIPE_BUF: one atomic write
+    except ValidationError as exc:
+        log.warning("spare_horse_skipped", reason="names it cannot carry", error=str(exc)[:300])
+        return False
     except OSError as exc:  # the spare is gone (EPIPE)
         log.warning("spare_horse_gone", pid=spare.pid, error=str(exc))
         return False

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
 
-from worker.spare import Handoff, read_handoff
+from worker.spare import Handoff, Spare, _hand_over, read_handoff
 
 GOOD = Handoff(job_id="0f" * 16, queue="claude:high", execution_id="ab12cd34")
 
@@ -62,7 +67,7 @@ def test_only_the_first_line_counts() -> None:
         b"not json\n",
         b'{"job_id": "a", "queue": "q"}\n',  # a field missing
         b'{"job_id": "a", "queue": "q", "execution_id": "e", "more": 1}\n',
-        b'{"job_id": "a b", "queue": "q", "execution_id": "e"}\n',  # not a name
+        b'{"job_id": "a b", "queue": "q", "execution_id": "e"}\n',  # a space
         b'{"job_id": "a\\n", "queue": "q", "execution_id": "e"}\n',
         b'{"job_id": "' + b"a" * 600 + b'", "queue": "q", "execution_id": "e"}\n',
         b"x" * 10_000 + b"\n",  # past the line limit before any newline
@@ -81,3 +86,45 @@ def test_a_name_that_cannot_be_handed_over_is_refused_before_writing() -> None:
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     result = _read(data)
     assert result is None or isinstance(result, Handoff)
+
+
+def _objects(job_id: str) -> tuple[Job, Queue, Execution]:
+    # Stand-ins with the attributes _hand_over reads (RQ's objects need Redis).
+    job = cast(Job, SimpleNamespace(id=job_id))
+    queue = cast(Queue, SimpleNamespace(name="claude"))
+    return job, queue, cast(Execution, SimpleNamespace(id="ex1"))
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_a_handover_writes_one_line_and_closes_the_pipe() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        assert _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("run1"))
+        assert _closed(write_fd)
+        assert read_handoff(read_fd) == Handoff(job_id="run1", queue="claude", execution_id="ex1")
+    finally:
+        os.close(read_fd)
+
+
+def test_a_job_id_it_cannot_carry_is_not_handed_over_and_the_pipe_is_closed() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        assert not _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("two words"))
+        assert _closed(write_fd)
+        assert read_handoff(read_fd) is None  # end of file, nothing written
+    finally:
+        os.close(read_fd)
+
+
+def test_a_spare_that_is_gone_is_not_handed_the_job() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # as when the spare died: writing gets EPIPE
+    assert not _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("run1"))
+    assert _closed(write_fd)
