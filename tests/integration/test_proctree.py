@@ -141,3 +141,29 @@ def test_the_cli_dies_with_the_process_that_spawned_it(how: str) -> None:
     if not ready:
         os.kill(pid, signal.SIGKILL)
     assert ready, "the CLI outlived the process that spawned it"
+
+
+def test_kernel_threads_are_told_apart_and_never_read_for_a_marker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker import proctree
+
+    me = proctree.read_stat(os.getpid())
+    assert me is not None and not me.kernel
+    kthreadd = proctree.read_stat(2)
+    comm = Path("/proc/2/comm")
+    if kthreadd is None or not comm.exists() or comm.read_text().strip() != "kthreadd":
+        pytest.skip("no kthreadd in this pid namespace")
+    assert kthreadd.kernel
+    # A marker scan reads no kernel thread's environment: none is a run's process.
+    read: list[int] = []
+
+    def has_marker(pid: int, marker: bytes) -> bool:
+        read.append(pid)
+        return False
+
+    monkeypatch.setattr(proctree, "_has_marker", has_marker)
+    stats = proctree._all_stats()
+    assert proctree._run_pids(uuid.uuid4().hex, None, stats) == set()
+    kernel = {s.pid for s in stats if s.kernel}
+    assert kernel and read and not kernel & set(read)
