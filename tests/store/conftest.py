@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,10 +11,26 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared.runstore import AsyncRunStore, RunStore
+from shared.events import Event, EventType, QueuedData
+from shared.jobs import PromptJob, RunRequest, new_run_id
+from shared.runstore import AsyncRunStore, Claimed, NewRun, RunStore
 from shared.settings import Settings
 
 Call = Callable[..., Any]
+
+
+def running_run(store: RunStore, session_id: str, profile: str = "readonly") -> tuple[str, str]:
+    """A run of the session, submitted and claimed: its run id and fencing token."""
+    request = RunRequest(
+        run_id=new_run_id(),
+        submitted_at=time.time(),
+        job=PromptJob(session_id=session_id, prompt="p"),
+    )
+    queued = Event(type=EventType.QUEUED, data=QueuedData(profile=profile))
+    store.submit(NewRun(request=request, queued=queued, rq_timeout_s=60, result_ttl_s=60))
+    claim = store.claim(session_id, request.run_id, worker="w", host="h")
+    assert isinstance(claim, Claimed)
+    return request.run_id, claim.token
 
 
 @pytest.fixture

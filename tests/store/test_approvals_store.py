@@ -17,33 +17,23 @@ from shared.events import (
     EventType,
     PermissionDecisionData,
     PermissionRequestData,
-    QueuedData,
     RunStatus,
 )
-from shared.jobs import PromptJob, RunRequest, new_run_id
+from shared.jobs import new_run_id
 from shared.runstore import (
     AnswerOutcome,
     CancelOutcome,
-    Claimed,
     Condition,
     Decision,
-    NewRun,
     RunStore,
 )
-from tests.store.conftest import Call
+from tests.store.conftest import Call, running_run
 
 SESSION = "appr"
 
 
 def _running(store: RunStore) -> str:
-    request = RunRequest(
-        run_id=new_run_id(), submitted_at=time.time(), job=PromptJob(session_id=SESSION, prompt="p")
-    )
-    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="ask"))
-    store.submit(NewRun(request=request, queued=queued, rq_timeout_s=60, result_ttl_s=60))
-    claim = store.claim(SESSION, request.run_id, worker="w", host="h")
-    assert isinstance(claim, Claimed)
-    return request.run_id
+    return running_run(store, SESSION, profile="ask")[0]
 
 
 def _request(request_id: str, expires_at: float = 0.0) -> PermissionRequestData:

@@ -11,9 +11,9 @@ import redis
 from pydantic import ValidationError
 
 from producer import Client
-from shared.events import Event, EventType, QueuedData, TextData, encode_body
-from shared.jobs import PromptJob, RunRequest, new_run_id
-from shared.runstore import Claimed, NewRun, RunStore
+from shared.events import Event, EventType, TextData, encode_body
+from shared.runstore import RunStore
+from tests.store.conftest import running_run
 
 SESSION = "gc-history"
 
@@ -21,24 +21,18 @@ SESSION = "gc-history"
 @pytest.fixture
 def log_of_3000(store: RunStore) -> str:
     """A session log of 3,001 events (three replay pages and more)."""
-    request = RunRequest(
-        run_id=new_run_id(), submitted_at=time.time(), job=PromptJob(session_id=SESSION, prompt="x")
-    )
-    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
-    store.submit(NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600))
-    claim = store.claim(SESSION, request.run_id, worker="w", host="h")
-    assert isinstance(claim, Claimed)
+    run_id, token = running_run(store, SESSION)
     bodies = [
         encode_body(
             SESSION,
-            request.run_id,
+            run_id,
             time.time(),
             Event(type=EventType.TEXT, data=TextData(text=f"{i}")),
         )
         for i in range(3000)
     ]
-    store.append(SESSION, request.run_id, token=claim.token, first_index=1, bodies=bodies)
-    return request.run_id
+    store.append(SESSION, run_id, token=token, first_index=1, bodies=bodies)
+    return run_id
 
 
 @pytest.fixture
