@@ -99,11 +99,3 @@ def test_the_setting_decides_whether_a_spare_is_forked(settings: Settings, wante
     assert rq_worker._spare is None
     if spare is not None:
         assert not is_alive(spare.pid)
-
-
-def test_a_simple_mode_worker_has_no_spare(start_worker: WorkerFactory, client: Client) -> None:
-    worker = start_worker(mode="simple")
-    # Once it is idle in its loop (a job ran), nothing of it waits as a spare.
-    handle = client.submit(session_id="spare-3", prompt="hello")
-    assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
-    assert _spares(worker.pid) == []
