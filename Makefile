@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # on 2026-12-07, 6 took 192-210 s (4 runs), 4 took 199-248 s (5 runs) and 8 259 s.
 TEST_PROCS ?= 6
 
-.PHONY: bytecode install demo test test-fast test-e2e bench lint typecheck fixtures redis postgres chromium clean
+.PHONY: bytecode install demo test test-fast test-e2e bench lint typecheck fixtures redis postgres chromium promtool clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,10 +42,13 @@ postgres:  ## make sure a PostgreSQL answers at 127.0.0.1:5432 with a database t
 chromium:  ## make sure Debian's chromium is installed (the web console's browser tests)
 	@bash .ci/ensure-chromium
 
+promtool: $(STAMP)  ## make sure promtool is at hand (the ops tier's alert-rule check), in .venv/bin
+	@bash .ci/ensure-promtool
+
 demo: install bytecode redis  ## start a worker, submit a prompt, stream its events
 	$(BIN)/python -m devtools.demo
 
-test: install bytecode redis postgres chromium  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
+test: install bytecode redis postgres chromium promtool  ## the whole suite: unit, integration (real RQ workers), e2e (real claude CLI), slow
 	$(BIN)/pytest -q -n $(TEST_PROCS) $(PYTEST_ARGS)
 
 test-fast: install bytecode redis  ## skip slow and e2e tests
