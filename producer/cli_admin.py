@@ -95,7 +95,7 @@ def worker(
         from worker.pool import run_pool
 
         sys.exit(run_pool(settings, processes=processes, burst=burst, name=name, mode=mode))
-    from worker.rqworker import run_worker
+    from worker.entry import run_worker
 
     sys.exit(
         run_worker(settings, name=name, burst=burst, mode="simple" if mode == "simple" else "fork")

@@ -31,6 +31,7 @@ _PRELOAD = (
     "producer.cli",
     "producer.doctor",
     "worker.rqworker",
+    "worker.entry",
     "worker.pool",
     "worker.metrics",
     "worker.job",

@@ -363,8 +363,8 @@ def run_with_metrics(
     """`claude-queue worker` with metrics written into `directory` (chosen before this
     module was imported: shared.metrics.metrics_directory). With `serve_on` (host,
     port) /metrics is served from this process; without, a pool serves it."""
+    from worker.entry import run_worker
     from worker.pool import run_pool
-    from worker.rqworker import run_worker
 
     if serve_on is None:
         metrics = build_metrics(settings, directory)

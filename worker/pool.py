@@ -22,8 +22,8 @@ from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
 from shared.metrics import absorb_dead_process
 from shared.settings import Settings, redact_url
+from worker.entry import default_worker_name
 from worker.proctree import hide_environment
-from worker.rqworker import default_worker_name
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The RQ worker classes that run prompt jobs, and the `claude-queue worker` entry.
+"""The RQ worker classes that run prompt jobs (`claude-queue worker`'s entry: worker/entry.py).
 
 A worker class is a whole claude-queue worker: it builds its context (from the
 settings it is given, or from CLAUDE_QUEUE_* variables), guards which jobs run,
@@ -21,11 +21,9 @@ How a run ended, and what RQ records for its job:
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -37,7 +35,6 @@ from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 from rq.utils import import_job_class
 
-from shared.backoff import Backoff, reconnect_backoff
 from shared.connection import sync_redis
 from shared.events import RunStatus
 from shared.exitcodes import ExitCode
@@ -48,11 +45,9 @@ from shared.rqjobs import (
     mark_canceled,
     prune_canceled,
 )
-from shared.scheduling import served_queue_names
-from shared.settings import Settings, SettingsError, redact_url
+from shared.settings import Settings, SettingsError
 from shared.version import package_version
 from worker.context import WorkerContext
-from worker.cron import start_cron_ticker
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
 from worker.maintenance import Maintenance
@@ -71,7 +66,6 @@ from worker.spare import SpareHorseMixin
 from worker.webhooks import enqueue_for_run
 
 if TYPE_CHECKING:
-    from worker.archiver import Archiver
     from worker.metrics import WorkerMetrics
 
 log = structlog.get_logger(__name__)
@@ -413,103 +407,3 @@ class SimpleClaudeWorker(_ClaudeWorkerMixin, SimpleWorker):
     """Runs jobs in the worker process itself (no fork)."""
 
     mode = "simple"
-
-
-def default_worker_name(settings: Settings) -> str:
-    """`<host>.<pid>` unless settings name the worker."""
-    return settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
-
-
-def build_worker(
-    settings: Settings,
-    *,
-    name: str | None = None,
-    mode: WorkerMode = "fork",
-    metrics: WorkerMetrics | None = None,
-) -> ForkingClaudeWorker | SimpleClaudeWorker:
-    """A worker on the configured queue, with these settings."""
-    worker_class = ForkingClaudeWorker if mode == "fork" else SimpleClaudeWorker
-    return worker_class(
-        served_queue_names(settings.queue_name),  # high, default, low: served in order
-        name=name or default_worker_name(settings),
-        connection=sync_redis(settings),
-        settings=settings,
-        metrics=metrics,
-    )
-
-
-def run_worker(
-    settings: Settings,
-    *,
-    name: str | None = None,
-    burst: bool = False,
-    mode: WorkerMode = "fork",
-    metrics: WorkerMetrics | None = None,
-) -> int:
-    """Process entry of `claude-queue worker`: work the queue until stopped."""
-    configure_logging(settings)
-    rq_worker = build_worker(settings, name=name, mode=mode, metrics=metrics)
-    try:
-        rq_worker.connection.ping()
-    except (redis.RedisError, OSError) as exc:
-        log.error(
-            "redis_unreachable", redis=settings.redis_url_redacted, error=redact_url(str(exc))
-        )
-        return ExitCode.REDIS_UNREACHABLE
-    # The archive drainer (None when the archive is off): a burst worker drains first.
-    archiver: Archiver | None = None
-    if settings.archive_enabled:  # psycopg is imported only then
-        from worker.archiver import start_archiver
-
-        archiver = start_archiver(settings, consumer=rq_worker.name)
-    # With RQ's scheduler (delayed runs), the cron ticker (None without the scheduler).
-    ticker = None if burst else start_cron_ticker(settings)
-    try:
-        return _work(rq_worker, settings, burst=burst, mode=mode, metrics=metrics)
-    finally:
-        if ticker is not None:
-            ticker.stop()
-        if archiver is not None:
-            archiver.stop(drain_s=settings.shutdown_grace_s if burst else 0.0)
-
-
-def _work(
-    rq_worker: ForkingClaudeWorker | SimpleClaudeWorker,
-    settings: Settings,
-    *,
-    burst: bool,
-    mode: WorkerMode,
-    metrics: WorkerMetrics | None,
-) -> int:
-    while True:
-        try:
-            rq_worker.work(
-                burst=burst,
-                with_scheduler=settings.scheduler,
-                logging_level=settings.log_level.upper(),
-            )
-            # Outside burst mode RQ's loop returns only when asked to stop, or when it
-            # "found an unhandled exception, quitting" (it logs it and returns): e.g.
-            # Redis reset during its heartbeat right after a dequeue. Work on.
-            asked = rq_worker._stop_requested or rq_worker._shutdown_requested_date is not None
-            if burst or asked:  # RQ's SIGTERM handler notes the date, idle or busy
-                return ExitCode.OK
-            log.warning("worker_loop_quit_unasked", note="waiting for Redis, then working again")
-        except redis.ConnectionError as exc:
-            # RQ's own loop gives up when Redis is away at the wrong moment (e.g.
-            # checking a job whose horse died). Wait for Redis, then work again.
-            log.warning("worker_loop_lost_redis", error=str(exc))
-        _await_redis(rq_worker, reconnect_backoff(settings))
-        with contextlib.suppress(redis.RedisError):
-            rq_worker.register_death()  # type: ignore[no-untyped-call]
-        rq_worker = build_worker(settings, name=rq_worker.name, mode=mode, metrics=metrics)
-
-
-def _await_redis(rq_worker: ForkingClaudeWorker | SimpleClaudeWorker, backoff: Backoff) -> None:
-    delays = backoff.delays()
-    while True:
-        try:
-            rq_worker.connection.ping()
-            return
-        except redis.RedisError:
-            time.sleep(next(delays))

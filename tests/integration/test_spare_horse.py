@@ -14,8 +14,9 @@ from producer import Client
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.helpers import is_spare, wait_until
+from worker.entry import build_worker
 from worker.proctree import is_alive, read_stat
-from worker.rqworker import ForkingClaudeWorker, build_worker
+from worker.rqworker import ForkingClaudeWorker
 
 WAIT_S = 30.0
 
