@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, NoReturn
 
 import redis
@@ -100,12 +102,15 @@ class SpareHorseMixin:
     _horse_pid: int
     _stop_requested: bool
     _spare: Spare | None = None
+    # A stop signal that came while os.fork() ran its at-fork hooks: handled after.
+    _forking: bool = False
+    _deferred_stops: list[tuple[Callable[[int, FrameType | None], None], int]] | None = None
 
     # -- in the worker ---------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, *args: Any, **kwargs: Any) -> Any:
         if self._spare is None and not self._stop_requested and self._wants_spare():
-            self._spare = self._fork_spare()
+            self._fork_spare()  # sets self._spare
         return super().dequeue_job_and_maintain_ttl(timeout, *args, **kwargs)  # type: ignore[misc]
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
@@ -127,8 +132,33 @@ class SpareHorseMixin:
             discard(spare)
         super().teardown()  # type: ignore[misc]
 
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._defer(self.request_stop, signum):
+            return
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._defer(self.request_force_stop, signum):
+            return
+        super().request_force_stop(signum, frame)  # type: ignore[misc]
+
+    def _defer(self, handler: Callable[[int, FrameType | None], None], signum: int) -> bool:
+        """Whether a stop signal must wait until os.fork() has returned.
+
+        Python runs signal handlers between bytecodes, also in os.fork()'s at-fork hooks
+        (logging's, in the parent), and there an exception is printed and dropped: the
+        StopRequested or SystemExit RQ's handler raises, and with it the stop, was lost
+        (a SIGTERM in that window left an idle worker waiting on its queues)."""
+        if not self._forking:
+            return False
+        if self._deferred_stops is None:
+            self._deferred_stops = []
+        self._deferred_stops.append((handler, signum))
+        return True
+
     def _fork_spare(self) -> Spare | None:
         read_fd, write_fd = os.pipe()  # both close on exec: the CLI never holds them
+        self._forking = True
         try:
             pid = os.fork()
         except OSError as exc:
@@ -136,11 +166,20 @@ class SpareHorseMixin:
             os.close(write_fd)
             log.warning("spare_horse_not_forked", error=str(exc))
             return None
+        finally:
+            self._forking = False
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             os.close(write_fd)
             self._serve_as_spare(read_fd)
         os.close(read_fd)
-        return Spare(pid=pid, handoff_fd=write_fd)
+        self._spare = Spare(pid=pid, handoff_fd=write_fd)  # teardown ends it, whatever follows
+        self._run_deferred_stops()
+        return self._spare
+
+    def _run_deferred_stops(self) -> None:
+        deferred, self._deferred_stops = self._deferred_stops, None
+        for handler, signum in deferred or ():
+            handler(signum, None)  # may raise StopRequested / SystemExit, as RQ means it to
 
     # -- in the spare ----------------------------------------------------------
 

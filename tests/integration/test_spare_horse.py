@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from rq.exceptions import StopRequested
 
 from producer import Client
 from shared.settings import Settings
@@ -100,3 +101,24 @@ def test_the_setting_decides_whether_a_spare_is_forked(settings: Settings, wante
     assert rq_worker._spare is None
     if spare is not None:
         assert not is_alive(spare.pid)
+
+
+def test_a_stop_signal_while_the_spare_is_forked_is_handled_once_the_fork_returns(
+    settings: Settings,
+) -> None:
+    # Python may run the handler inside os.fork()'s at-fork hooks, which drop whatever
+    # it raises: a SIGTERM there once left an idle worker waiting on its queues.
+    rq_worker = build_worker(settings, mode="fork")
+    assert isinstance(rq_worker, ForkingClaudeWorker)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rq_worker._forking = True
+        rq_worker.request_stop(signal.SIGTERM, None)  # deferred, nothing raised
+        assert rq_worker._deferred_stops
+        rq_worker._forking = False
+        with pytest.raises(StopRequested):  # RQ's idle stop, raised where it counts
+            rq_worker._run_deferred_stops()
+        assert rq_worker._deferred_stops is None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
