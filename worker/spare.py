@@ -162,9 +162,11 @@ class SpareHorseMixin:
         try:
             pid = os.fork()
         except OSError as exc:
+            self._forking = False
             os.close(read_fd)
             os.close(write_fd)
             log.warning("spare_horse_not_forked", error=str(exc))
+            self._run_deferred_stops()
             return None
         finally:
             self._forking = False
