@@ -164,10 +164,11 @@ def _await_job(client: redis.Redis, settings: Settings, run_id: str, *status: Jo
     """Poll the delivery job until it is in one of `status` (a bounded wait)."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        if client.exists(f"rq:job:{delivery_job_id(run_id)}"):
-            job = _job(client, run_id)
-            if job.get_status() in status:
-                return job
+        # get_status() reads the status again, after the fetch: fetched once more so
+        # the fields read next are not from before the status changed.
+        exists = client.exists(f"rq:job:{delivery_job_id(run_id)}")
+        if exists and _job(client, run_id).get_status() in status:
+            return _job(client, run_id)
         assert time.monotonic() < deadline, f"delivery of {run_id} never reached {status}"
         promote_due(client, settings)
         time.sleep(0.05)
