@@ -16,10 +16,10 @@ import time
 
 from shared.events import Event, EventType, StartedData, encode_body
 from shared.jobs import PromptJob, RunRequest, new_run_id
+from worker.cli_env import cli_environment
 from worker.command import build_command
 from worker.context import WorkerContext
 from worker.parser import parse_line
-from worker.runner import _cli_env
 
 _INIT_LINE = (
     b'{"type":"system","subtype":"init","session_id":"00000000-0000-4000-8000-000000000000",'
@@ -34,7 +34,7 @@ def rehearse(ctx: WorkerContext) -> None:
         mode="json"
     )
     request = RunRequest.model_validate(payload)  # as worker/job.py reads a payload
-    _cli_env(ctx)
+    cli_environment(ctx.settings, os.environ)  # as the runner builds the CLI's
     build_command(
         request,
         ctx.settings,

@@ -110,7 +110,7 @@ class SpareHorseMixin:
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, *args: Any, **kwargs: Any) -> Any:
         if self._spare is None and not self._stop_requested and self._wants_spare():
-            self._fork_spare()  # sets self._spare
+            self._fork_spare()
         return super().dequeue_job_and_maintain_ttl(timeout, *args, **kwargs)  # type: ignore[misc]
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
@@ -156,7 +156,8 @@ class SpareHorseMixin:
         self._deferred_stops.append((handler, signum))
         return True
 
-    def _fork_spare(self) -> Spare | None:
+    def _fork_spare(self) -> None:
+        """Fork a spare into self._spare (left None if the fork fails)."""
         read_fd, write_fd = os.pipe()  # both close on exec: the CLI never holds them
         self._forking = True
         try:
@@ -167,7 +168,7 @@ class SpareHorseMixin:
             os.close(write_fd)
             log.warning("spare_horse_not_forked", error=str(exc))
             self._run_deferred_stops()
-            return None
+            return
         finally:
             self._forking = False
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
@@ -176,7 +177,6 @@ class SpareHorseMixin:
         os.close(read_fd)
         self._spare = Spare(pid=pid, handoff_fd=write_fd)  # teardown ends it, whatever follows
         self._run_deferred_stops()
-        return self._spare
 
     def _run_deferred_stops(self) -> None:
         deferred, self._deferred_stops = self._deferred_stops, None
