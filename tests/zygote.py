@@ -245,7 +245,9 @@ def _text(data: bytes) -> str:
 
 
 def _feed(in_w: int, data: bytes) -> None:
-    with open(in_w, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+    # The suppress outside the file: a child that exited unread makes the buffered
+    # write fail at close (as subprocess.run ignores it), not only at write.
+    with contextlib.suppress(BrokenPipeError), open(in_w, "wb") as pipe:
         pipe.write(data)
 
 
