@@ -24,7 +24,9 @@ def test_a_job_popped_by_a_worker_that_died_is_put_back_and_runs(
     assert [(r.session_id, r.run_id) for r in unclaimed] == [("vanish", handle.run_id)]
     assert redis_client.lrem(queue_key(settings.queue_name), 0, handle.run_id) == 1
     quick = settings.model_copy(
-        update={"lease_ttl_s": 1.0, "lease_renew_s": 0.4, "reaper_interval_s": 0.2}
+        # A 1 s lease was shorter than one run on a loaded CI box: the run was fenced
+        # off as lost while it ran. 3 s still rescues the job within seconds.
+        update={"lease_ttl_s": 3.0, "lease_renew_s": 1.0, "reaper_interval_s": 0.2}
     )
     start_worker("rescuer", settings_override=quick)
     events = list(handle.stream(timeout_s=60))
