@@ -16,6 +16,7 @@ from shared.ids import is_run_id
 from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, placing, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
+from shared.runstore.line import WriteLine
 from shared.runstore.model import (
     AnswerOutcome,
     Appended,
@@ -46,13 +47,27 @@ class RunStore:
         self._reader: redis.Redis | None = None
         self._scripts: dict[Script, RedisScript] = {}
         self._queues: SubmitQueues | None = None
+        self._line: WriteLine | None = None
 
-    def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
-        script = self._scripts.get(call.script)
+    def _script(self, name: Script) -> RedisScript:
+        script = self._scripts.get(name)
         if script is None:
             # On first use: a stand-in client (tests) needs no scripts it never runs.
-            script = self._scripts[call.script] = self.redis.register_script(call.script.value)
-        return script(keys=call.keys, args=call.args, client=pipe)
+            script = self._scripts[name] = self.redis.register_script(name.value)
+        return script
+
+    def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
+        return self._script(call.script)(keys=call.keys, args=call.args, client=pipe)
+
+    def _run_on_line(self, call: ScriptCall) -> Any:
+        """An event write on the held write line (line.py); through redis-py's client
+        where replicas must confirm it (WAIT), or for a stand-in client without a pool."""
+        if self.settings.redis_min_replicas or not hasattr(self.redis, "connection_pool"):
+            return self._run_replicated(call)
+        if self._line is None:
+            self._line = WriteLine(self.redis)
+        script = self._script(call.script)
+        return self._line.evalsha(script.sha, call.script.value, call.keys, call.args)
 
     def _run_replicated(self, call: ScriptCall) -> Any:
         """Run an event-writing script; with redis_min_replicas, acknowledged only once
@@ -280,7 +295,7 @@ class RunStore:
             touch=touch,
             now=time.time() if now is None else now,
         )
-        return replies.appended(self._run_replicated(call))
+        return replies.appended(self._run_on_line(call))
 
     def force_finish(
         self,
