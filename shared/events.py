@@ -330,46 +330,55 @@ class Envelope(BaseModel):
     __hash__ = None  # type: ignore[assignment]  # data is a dict: never hashable
 
 
-_ENVELOPE_FIELDS = tuple(Envelope.model_fields)  # seq, session_id, run_id, ts, type, data
-_ALL_FIELDS_SET = set(_ENVELOPE_FIELDS)
+_ALL_FIELDS_SET = set(Envelope.model_fields)  # seq, session_id, run_id, ts, type, data
 _EVENT_TYPES: dict[str, EventType] = {member.value: member for member in EventType}
-_decode_json = msgspec.json.Decoder().decode  # big ints stay ints (orjson makes them floats)
 _new_envelope = Envelope.__new__
 _set = object.__setattr__
 
 
-def _canonical(raw: str | bytes) -> Envelope | None:
-    """The envelope, if raw is one in exactly the shape our writers produce; else None.
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    """An envelope as our writers put it on the wire: msgspec checks each field's JSON
+    type in C while it decodes (strict: no coercion but int -> float for ts)."""
 
-    Canonical: a JSON object with the six fields in order and no others, `seq` an int >= 1,
-    `session_id`, `run_id` and `type` strings, `ts` a number and `data` an object (JSON
-    types checked exactly, no coercion). Such input is valid for pydantic too, and gives
-    the same envelope: this only skips pydantic's generic machinery. Anything else returns
-    None and goes through pydantic.
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    session_id: str
+    run_id: str
+    ts: float
+    type: str
+    data: dict[str, Any]
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+
+
+def _canonical(raw: str | bytes) -> Envelope | None:
+    """The envelope, if raw is one in the shape our writers produce; else None.
+
+    Canonical: a JSON object with the six fields and no others, `seq` an int >= 1 (within
+    64 bits), `session_id`, `run_id` and `type` strings, `ts` a number and `data` an
+    object (JSON types checked exactly, no coercion). Such input is valid for pydantic
+    too, and gives the same envelope: this only skips pydantic's generic machinery.
+    Anything else returns None and goes through pydantic.
     """
     try:
-        obj = _decode_json(raw)
-    except msgspec.DecodeError:  # pydantic decides, and words the error
+        wire = _decode_wire(raw)
+    except msgspec.DecodeError:  # (ValidationError is one) pydantic decides and words it
         return None
-    if type(obj) is not dict or tuple(obj) != _ENVELOPE_FIELDS:  # these, in this order
-        return None
-    seq, ts, type_ = obj["seq"], obj["ts"], obj["type"]
-    if (
-        type(seq) is not int
-        or seq < 1
-        or type(obj["session_id"]) is not str
-        or type(obj["run_id"]) is not str
-        or type(type_) is not str
-        or type(obj["data"]) is not dict
-    ):
-        return None
-    if type(ts) is not float:
-        if type(ts) is not int:
-            return None
-        obj["ts"] = float(ts)
-    obj["type"] = _EVENT_TYPES.get(type_, type_)
+    type_ = wire.type
     envelope = _new_envelope(Envelope)
-    _set(envelope, "__dict__", obj)  # what pydantic's validation sets, field by field
+    # What pydantic's validation sets, field by field, in the fields' order.
+    _set(
+        envelope,
+        "__dict__",
+        {
+            "seq": wire.seq,
+            "session_id": wire.session_id,
+            "run_id": wire.run_id,
+            "ts": wire.ts,
+            "type": _EVENT_TYPES.get(type_, type_),
+            "data": wire.data,
+        },
+    )
     # One set for all of them: pydantic never changes a frozen model's set (model_copy
     # copies it first), and a set per envelope was a tenth of a replay's decode.
     _set(envelope, "__pydantic_fields_set__", _ALL_FIELDS_SET)
