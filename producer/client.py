@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
-from redis.client import PubSub
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -27,8 +26,8 @@ from producer.errors import redis_errors
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
+from producer.streamio import deliveries
 from producer.submission import prepare, validate_job
-from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed, sync_redis
 from shared.events import Envelope, FinishedData
 from shared.gcpause import gc_paused
@@ -171,12 +170,19 @@ class Client:
 
     # -- read ---------------------------------------------------------------
 
+    @redis_errors()
     def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
         """Every logged event of a session after seq `after`."""
+        events: list[Envelope] = []
         # Off for the whole read, not per page: the pages' raw replies trigger
         # collections too, each walking every envelope read so far (shared/gcpause.py).
-        with gc_paused():
-            return list(self.stream(session_id, after=after, follow=False))
+        with (
+            gc_paused(),
+            closing(deliveries(self, sl.StreamSpec(session_id, after, False))) as pages,
+        ):
+            for batch in pages:
+                events.extend(batch)  # a page at a time, not an envelope at a time
+        return events
 
     @redis_errors()
     def stream(
@@ -196,58 +202,10 @@ class Client:
         `run_id`, when given; StreamEnded if the session is deleted first).
         Reconnects by itself if Redis drops. The decisions are `StreamLoop`'s.
         """
-        spec = sl.StreamSpec(
-            session_id, after, follow, stop_at_finish, run_id, timeout_s, self.archive is not None
-        )
-        loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
-        pubsub: PubSub | None = None
-        try:
-            action = loop.next_action()
-            while True:
-                match action:
-                    case sl.Deliver(envelopes):
-                        yield from envelopes
-                        action = loop.next_action()
-                    case sl.Reconnect(delay_s, error):
-                        log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
-                        _closed(pubsub)
-                        pubsub = None
-                        time.sleep(delay_s)
-                        action = loop.next_action()
-                    case sl.Subscribe():
-                        pubsub = self.redis.pubsub()
-                        action = loop.send(self._io(session_id, action, pubsub))
-                    case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
-                        action = loop.send(self._io(session_id, action, pubsub))
-                    case sl.Done():
-                        return
-                    case sl.Fail(error):
-                        raise error
-        finally:
-            _closed(pubsub)
-
-    def _io(self, session_id: str, action: sl.IoAction, pubsub: PubSub | None) -> sl.Input:
-        """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
-        try:
-            match action:
-                case sl.Subscribe():
-                    assert pubsub is not None
-                    subscribe_confirmed(pubsub, self.keys.channel(session_id))
-                    return sl.Subscribed()
-                case sl.ReadReplay(after, upto, count):
-                    return sl.ReplayPage(self.store.replay_page(session_id, after, upto, count))
-                case sl.ReadArchive(after, upto, count):
-                    assert self.archive is not None
-                    page = self.archive.replay_page(session_id, after, upto, count)
-                    return sl.ArchivePage(page or [], available=page is not None)
-                case sl.WaitLive(timeout_s):
-                    assert pubsub is not None
-                    live = live_envelope(pubsub.get_message(timeout=timeout_s))
-                    return sl.Idle() if live is None else sl.Live(live)
-                case sl.ProbeSession():
-                    return sl.SessionProbed(self.store.last_seq(session_id))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return sl.ConnectionLost(exc)
+        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        with closing(deliveries(self, spec)) as batches:
+            for batch in batches:
+                yield from batch
 
     # -- cancel -------------------------------------------------------------
 
@@ -342,12 +300,6 @@ class Client:
     def status(self) -> QueueStatus:
         """Queue depth, the queue's workers and the runs in progress."""
         return read_status(self.redis, self.settings, self.keys)
-
-
-def _closed(pubsub: PubSub | None) -> None:
-    """Close a stream's pub/sub connection, if it has one."""
-    if pubsub is not None:
-        pubsub.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ the live channel. Live messages may repeat what the replay already gave
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -36,6 +37,19 @@ class SeqCursor:
         if envelope.seq > self.last_seq + 1:
             return Verdict.GAP
         return Verdict.DELIVER
+
+    def take(self, envelopes: Sequence[Envelope]) -> int:
+        """Deliver envelopes, each newer than the last delivered: how many are taken (all,
+        unless the stopping point comes first). The same as `delivered` on each in turn."""
+        if not self.stop_at_finish:  # no stopping point to look for: only the last counts
+            if envelopes:
+                self.last_seq = envelopes[-1].seq
+            return len(envelopes)
+        for taken, envelope in enumerate(envelopes, 1):
+            self.delivered(envelope)
+            if self.done:
+                return taken
+        return len(envelopes)
 
     def delivered(self, envelope: Envelope) -> None:
         self.last_seq = envelope.seq

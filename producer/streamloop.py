@@ -349,15 +349,9 @@ class StreamLoop:
         self._archive_ended_at = self.cursor.last_seq
         return [*actions, self._read(self.cursor.last_seq, replaying.upto)]
 
-    def _take(self, envelopes: list[Envelope]) -> tuple[Envelope, ...]:
+    def _take(self, envelopes: Sequence[Envelope]) -> tuple[Envelope, ...]:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
-        taken: list[Envelope] = []
-        for envelope in envelopes:
-            taken.append(envelope)
-            self.cursor.delivered(envelope)
-            if self.cursor.done:
-                break
-        return tuple(taken)
+        return tuple(envelopes[: self.cursor.take(envelopes)])
 
     def _on_live(self, envelope: Envelope) -> list[Action]:
         verdict = self.cursor.judge(envelope)

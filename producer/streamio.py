@@ -1,0 +1,86 @@
+"""The sync I/O shell of a StreamLoop (producer/streamloop.py decides; this reads Redis
+and the archive and sleeps as it says). Client.stream and Client.history run on it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import redis
+import structlog
+from redis.client import PubSub
+
+from producer import streamloop as sl
+from producer.cursor import live_envelope
+from shared.backoff import reconnect_backoff
+from shared.connection import subscribe_confirmed
+from shared.events import Envelope
+
+if TYPE_CHECKING:
+    from producer.client import Client
+
+log = structlog.get_logger(__name__)
+
+
+def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope, ...]]:
+    """What a StreamLoop delivers, a batch at a time, its I/O done here."""
+    spec = replace(spec, archive=client.archive is not None)
+    loop = sl.StreamLoop(spec, backoff=reconnect_backoff(client.settings))
+    session_id = spec.session_id
+    pubsub: PubSub | None = None
+    try:
+        action = loop.next_action()
+        while True:
+            match action:
+                case sl.Deliver(envelopes):
+                    yield envelopes
+                    action = loop.next_action()
+                case sl.Reconnect(delay_s, error):
+                    log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
+                    _closed(pubsub)
+                    pubsub = None
+                    time.sleep(delay_s)
+                    action = loop.next_action()
+                case sl.Subscribe():
+                    pubsub = client.redis.pubsub()
+                    action = loop.send(_io(client, session_id, action, pubsub))
+                case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
+                    action = loop.send(_io(client, session_id, action, pubsub))
+                case sl.Done():
+                    return
+                case sl.Fail(error):
+                    raise error
+    finally:
+        _closed(pubsub)
+
+
+def _io(client: Client, session_id: str, action: sl.IoAction, pubsub: PubSub | None) -> sl.Input:
+    """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
+    try:
+        match action:
+            case sl.Subscribe():
+                assert pubsub is not None
+                subscribe_confirmed(pubsub, client.keys.channel(session_id))
+                return sl.Subscribed()
+            case sl.ReadReplay(after, upto, count):
+                return sl.ReplayPage(client.store.replay_page(session_id, after, upto, count))
+            case sl.ReadArchive(after, upto, count):
+                assert client.archive is not None
+                page = client.archive.replay_page(session_id, after, upto, count)
+                return sl.ArchivePage(page or [], available=page is not None)
+            case sl.WaitLive(timeout_s):
+                assert pubsub is not None
+                live = live_envelope(pubsub.get_message(timeout=timeout_s))
+                return sl.Idle() if live is None else sl.Live(live)
+            case sl.ProbeSession():
+                return sl.SessionProbed(client.store.last_seq(session_id))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return sl.ConnectionLost(exc)
+
+
+def _closed(pubsub: PubSub | None) -> None:
+    """Close a stream's pub/sub connection, if it has one."""
+    if pubsub is not None:
+        pubsub.close()
