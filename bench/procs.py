@@ -151,12 +151,22 @@ def pss_mb(pid: int) -> float:
 
 def reaped_children_cpu_s(pid: int) -> float:
     """CPU seconds of a process's reaped descendants (cutime + cstime), 0 if gone."""
+    return _stat_cpu_s(pid, 13)
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of the process itself (utime + stime), 0 if gone."""
+    return _stat_cpu_s(pid, 11)
+
+
+def _stat_cpu_s(pid: int, first: int) -> float:
+    """Two adjacent clock-tick fields of /proc/<pid>/stat (counted after the command)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
     except OSError:
         return 0.0
     fields = raw[raw.rfind(")") + 2 :].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
 def kill_if_alive(pid: int, ticks: int | None) -> None:
