@@ -60,14 +60,20 @@ class RunStore:
         return self._script(call.script)(keys=call.keys, args=call.args, client=pipe)
 
     def _run_on_line(self, call: ScriptCall) -> Any:
-        """An event write on the held write line (line.py); through redis-py's client
-        where replicas must confirm it (WAIT), or for a stand-in client without a pool."""
-        if self.settings.redis_min_replicas or not hasattr(self.redis, "connection_pool"):
+        """_run_replicated on the held write line (line.py), WAIT included; through
+        redis-py's client for a stand-in client without a pool (tests)."""
+        if not hasattr(self.redis, "connection_pool"):
             return self._run_replicated(call)
         if self._line is None:
             self._line = WriteLine(self.redis)
-        script = self._script(call.script)
-        return self._line.evalsha(script.sha, call.script.value, call.keys, call.args)
+        sha, wanted = self._script(call.script).sha, self.settings.redis_min_replicas
+        if wanted == 0:
+            return self._line.evalsha(sha, call.script.value, call.keys, call.args)
+        wait = ("WAIT", wanted, self.settings.redis_replica_wait_ms)
+        reply, acknowledged = self._line.evalsha(
+            sha, call.script.value, call.keys, call.args, then=wait
+        )
+        return self._confirmed(reply, acknowledged)
 
     def _run_replicated(self, call: ScriptCall) -> Any:
         """Run an event-writing script; with redis_min_replicas, acknowledged only once
@@ -85,6 +91,11 @@ class RunStore:
                 "WAIT", wanted, self.settings.redis_replica_wait_ms
             )
             reply, acknowledged = pipe.execute()
+        return self._confirmed(reply, acknowledged)
+
+    def _confirmed(self, reply: Any, acknowledged: Any) -> Any:
+        """The write's reply, if enough replicas acknowledged it; else ReplicasBehind."""
+        wanted = self.settings.redis_min_replicas
         if int(acknowledged) < wanted:
             raise ReplicasBehind(
                 f"{acknowledged} of {wanted} replicas confirmed the write within "

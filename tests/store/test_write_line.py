@@ -11,6 +11,7 @@ import uuid
 import pytest
 import redis
 
+from shared.connection import ReplicasBehind
 from shared.events import Event, EventType, TextData, encode_body
 from shared.runstore import RunStore
 from shared.runstore.line import WriteLine
@@ -139,12 +140,33 @@ def test_a_forked_child_takes_its_own_connection(store: RunStore) -> None:
     assert [e.data["text"] for e in store.replay("forked", after=1)] == ["t1", "t2", "t3"]
 
 
-def test_with_replicas_required_appends_go_through_the_client(
+def test_a_write_replicas_must_confirm_waits_on_the_line(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    # WAIT must run on the write's own connection: redis-py's pipeline does that.
-    store = RunStore(redis_client, settings.model_copy(update={"redis_min_replicas": 1}))
+    # No replica here: WAIT (on the write's own connection) answers 0, ReplicasBehind.
+    required = settings.model_copy(update={"redis_min_replicas": 1, "redis_replica_wait_ms": 20})
+    store = RunStore(redis_client, required)
     run_id, token = running_run(store, "replicas")
-    with pytest.raises(redis.ConnectionError):  # no replica here: ReplicasBehind
-        _append(store, "replicas", run_id, token, 1)
-    assert store._line is None
+    for _ in range(2):  # the writer's retry of the same event is not logged twice
+        with pytest.raises(ReplicasBehind, match="0 of 1 replicas"):
+            _append(store, "replicas", run_id, token, 1)
+    assert store._line is not None and store._line._conn is not None
+    assert [e.data["text"] for e in store.replay("replicas", after=1)] == ["t1"]
+
+
+def test_an_error_reply_before_the_wait_leaves_the_line_in_step(
+    redis_client: redis.Redis,
+) -> None:
+    line = WriteLine(redis_client)
+    good = "return ARGV[1]"
+    assert line.evalsha(_sha(good), good, [], ["w"]) == b"w"
+    assert line._conn is not None
+    first = line._conn._sock
+    bad = "return redis.call('NOSUCHCOMMAND')"
+    with pytest.raises(redis.ResponseError):
+        line.evalsha(_sha(bad), bad, [], [], then=("ECHO", "after"))
+    assert line.evalsha(_sha(good), good, [], ["x"], then=("ECHO", "y")) == (b"x", b"y")
+    # Every reply was read: the same connection, not one replaced for unread data.
+    assert line._conn._sock is first
+    assert line.evalsha(_sha(good), good, [], ["z"]) == b"z"
+    line.close()
