@@ -64,12 +64,15 @@ CLI_ENV_ALLOW_LIST: tuple[str, ...] = (
 )
 
 
+# The allow-list split once: exact names, and the prefixes of the "*" entries (one
+# str.startswith call takes them all). Checking each entry per name was ~1.5 ms a run.
+_EXACT_NAMES = frozenset(entry for entry in CLI_ENV_ALLOW_LIST if not entry.endswith("*"))
+_PREFIXES = tuple(entry[:-1] for entry in CLI_ENV_ALLOW_LIST if entry.endswith("*"))
+
+
 def allowed_by_default(name: str) -> bool:
     """Whether the allow-list passes `name` from the worker's environment to the CLI."""
-    for entry in CLI_ENV_ALLOW_LIST:
-        if name == entry or (entry.endswith("*") and name.startswith(entry[:-1])):
-            return True
-    return False
+    return name in _EXACT_NAMES or name.startswith(_PREFIXES)
 
 
 def _is_worker_setting(name: str) -> bool:

@@ -105,6 +105,25 @@ def test_prefix_entries_match_prefixes_and_exact_entries_match_exactly() -> None
     assert not allowed_by_default("path")  # names are case-sensitive on Linux
 
 
+def _listed(name: str) -> bool:
+    """The allow-list read entry by entry, as its comment states it."""
+    return any(
+        name.startswith(entry[:-1]) if entry.endswith("*") else name == entry
+        for entry in CLI_ENV_ALLOW_LIST
+    )
+
+
+@given(
+    st.sampled_from([e.rstrip("*") for e in CLI_ENV_ALLOW_LIST]) | st.just(""),
+    st.text(max_size=12),
+    st.booleans(),
+)
+def test_the_check_admits_exactly_what_the_list_names(stem: str, rest: str, cut: bool) -> None:
+    # Names near the entries: an entry, an entry's prefix, an entry plus anything.
+    name = stem[: len(stem) // 2] if cut else stem + rest
+    assert allowed_by_default(name) == _listed(name)
+
+
 def test_allow_list_never_admits_worker_settings() -> None:
     for entry in CLI_ENV_ALLOW_LIST:
         assert not "CLAUDE_QUEUE_".startswith(entry.rstrip("*")), entry
