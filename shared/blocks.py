@@ -94,10 +94,32 @@ KNOWN_BLOCK_TYPES = frozenset(
 )
 
 
+# The block models whose tag is their `type` (neither unknown nor malformed, which
+# have fixed tags). Matched by exact class first: pydantic's isinstance runs Python
+# code, and pydantic calls this once to validate a block and again to serialize it.
+_TYPED_BLOCKS = frozenset(
+    {
+        TextBlock,
+        ThinkingBlock,
+        RedactedThinkingBlock,
+        ToolUseBlock,
+        ServerToolUseBlock,
+        ToolResultBlock,
+        ImageBlock,
+    }
+)
+
+
 def _block_tag(value: Any) -> str:
-    if isinstance(value, UnknownBlock | MalformedBlock):
+    kind = type(value)
+    if kind is dict:  # a raw block (parse_block): the common case
+        block_type = value.get("type")
+    elif kind in _TYPED_BLOCKS:  # a block model being serialized or validated again
+        block_type = value.type
+    elif isinstance(value, UnknownBlock | MalformedBlock):
         return "unknown" if isinstance(value, UnknownBlock) else "malformed"
-    block_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    else:
+        block_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if block_type == "malformed":
         return "malformed"
     known = isinstance(block_type, str) and block_type in KNOWN_BLOCK_TYPES
