@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 
 _MAX_LINE = 4096
 SPARE_NAME = "cq-spare"  # its /proc/<pid>/comm while it waits
+# Connections a run holds at once: its main thread, the held write line
+# (shared/runstore/line.py), the lease heartbeat and the control subscription.
+_RUN_CONNECTIONS = 4
 # RQ's names: printable ASCII without spaces, which keeps the handoff one short line.
 _NAME = Field(min_length=1, max_length=512, pattern=r"^[!-~]+$")
 
@@ -194,7 +197,7 @@ class SpareHorseMixin:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             was_named = set_process_name(SPARE_NAME)  # `ps` tells the waiting spare apart
             with contextlib.suppress(redis.RedisError):  # the job's own calls will say
-                self.connection.ping()  # redis-py opens this process's own connection
+                open_connections(self.connection, _RUN_CONNECTIONS)
             with contextlib.suppress(Exception):  # only a head start; the job says more
                 self._warm_up()
             handoff = read_handoff(read_fd)
@@ -267,3 +270,16 @@ def _end(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def open_connections(client: redis.Redis, count: int) -> None:
+    """Leave `count` connected connections in the client's pool (this process's own,
+    after a fork), each checked as the pool checks one it hands out."""
+    pool = client.connection_pool
+    taken: list[Any] = []
+    try:
+        for _ in range(count):
+            taken.append(pool.get_connection())  # connects, and says so if it cannot
+    finally:
+        for connection in taken:
+            pool.release(connection)

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import redis
 from rq.exceptions import StopRequested
 
 from producer import Client
@@ -18,6 +19,7 @@ from tests.helpers import is_spare, wait_until
 from worker.entry import build_worker
 from worker.proctree import is_alive, read_stat
 from worker.rqworker import ForkingClaudeWorker
+from worker.spare import open_connections
 
 WAIT_S = 30.0
 
@@ -122,3 +124,22 @@ def test_a_stop_signal_while_the_spare_is_forked_is_handled_once_the_fork_return
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def test_a_spare_opens_the_connections_a_run_holds(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, client_name="cq-open-test")
+
+    def named() -> int:
+        listed = client.client_list()
+        return sum(1 for c in listed if c.get("name") == "cq-open-test")
+
+    try:
+        open_connections(client, 3)
+        pool = client.connection_pool
+        idle = list(pool._available_connections)
+        assert len(idle) == 3 and all(c._sock is not None for c in idle)
+        assert named() == 3  # the listing itself borrows one of them
+        open_connections(client, 3)  # already open: none added
+        assert named() == 3
+    finally:
+        client.close()
