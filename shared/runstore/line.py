@@ -4,16 +4,16 @@ per-command machinery.
 Every batch of events is one EVALSHA. Through redis-py's client one such call takes
 a connection from the pool and gives it back, packs each argument in Python, goes
 through the observability hooks and the response callbacks: ~110 us a call on this
-machine, where the same EVALSHA packed by hiredis on a connection kept for it takes
-~44 us (bench/README.md, "A held write line for event appends"). A write that replicas
-must confirm sends its WAIT right behind it, on the same connection.
+machine, where the line takes ~51 us for the same call (bench/README.md, "A held write
+line for event appends"). A write that replicas must confirm sends its WAIT right
+behind it, on the same connection.
 
 The line keeps one connection of the client's own pool, so its credentials, db, TLS
-and Sentinel master discovery are the client's. Before each call it runs the pool's own
-check of a connection it hands out (a connection Redis closed is replaced), then sends
-with the connection's retry policy; every reply is read, error replies too, and redis-py's
-connection drops itself on any error mid-reply, so a reply is never read by the wrong
-call. After a fork the inherited
+and Sentinel master discovery are the client's. Before each call it runs the pool's
+own check of a connection it hands out (a connection Redis closed is replaced), then
+sends the hiredis-packed commands with the connection's retry policy. Every reply is
+read, error replies too, and redis-py's connection drops itself on any error
+mid-reply, so a reply is never read by the wrong call. After a fork the inherited
 connection is left to the parent and a new one taken.
 """
 

@@ -7,16 +7,13 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import redis
-from redis.commands.core import Script as RedisScript
 
 from shared import rqjobs
-from shared.connection import ReplicasBehind
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.ids import is_run_id
 from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, placing, replies
-from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls, Script, ScriptCall
-from shared.runstore.line import WriteLine
+from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, RunCalls
 from shared.runstore.model import (
     AnswerOutcome,
     Appended,
@@ -33,6 +30,7 @@ from shared.runstore.model import (
     SessionInfo,
     Submitted,
 )
+from shared.runstore.scripting import ScriptRunner
 from shared.settings import Settings
 
 
@@ -45,63 +43,8 @@ class RunStore:
         self.calls = RunCalls.from_settings(settings)
         self.keys = self.calls.keys
         self._reader: redis.Redis | None = None
-        self._scripts: dict[Script, RedisScript] = {}
+        self.scripts = ScriptRunner(client, settings)
         self._queues: SubmitQueues | None = None
-        self._line: WriteLine | None = None
-
-    def _script(self, name: Script) -> RedisScript:
-        script = self._scripts.get(name)
-        if script is None:
-            # On first use: a stand-in client (tests) needs no scripts it never runs.
-            script = self._scripts[name] = self.redis.register_script(name.value)
-        return script
-
-    def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
-        return self._script(call.script)(keys=call.keys, args=call.args, client=pipe)
-
-    def _run_on_line(self, call: ScriptCall) -> Any:
-        """_run_replicated on the held write line (line.py), WAIT included; through
-        redis-py's client for a stand-in client without a pool (tests)."""
-        if not hasattr(self.redis, "connection_pool"):
-            return self._run_replicated(call)
-        if self._line is None:
-            self._line = WriteLine(self.redis)
-        sha, wanted = self._script(call.script).sha, self.settings.redis_min_replicas
-        if wanted == 0:
-            return self._line.evalsha(sha, call.script.value, call.keys, call.args)
-        wait = ("WAIT", wanted, self.settings.redis_replica_wait_ms)
-        reply, acknowledged = self._line.evalsha(
-            sha, call.script.value, call.keys, call.args, then=wait
-        )
-        return self._confirmed(reply, acknowledged)
-
-    def _run_replicated(self, call: ScriptCall) -> Any:
-        """Run an event-writing script; with redis_min_replicas, acknowledged only once
-        that many replicas hold it (WAIT on the same connection, in one round trip).
-
-        Raises ReplicasBehind (a ConnectionError) when they do not confirm in time:
-        the write stays on the master, and its writer retries it as after an outage.
-        """
-        wanted = self.settings.redis_min_replicas
-        if wanted == 0:
-            return self._run(call)
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._run(call, pipe)
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                "WAIT", wanted, self.settings.redis_replica_wait_ms
-            )
-            reply, acknowledged = pipe.execute()
-        return self._confirmed(reply, acknowledged)
-
-    def _confirmed(self, reply: Any, acknowledged: Any) -> Any:
-        """The write's reply, if enough replicas acknowledged it; else ReplicasBehind."""
-        wanted = self.settings.redis_min_replicas
-        if int(acknowledged) < wanted:
-            raise ReplicasBehind(
-                f"{acknowledged} of {wanted} replicas confirmed the write within "
-                f"{self.settings.redis_replica_wait_ms} ms (CLAUDE_QUEUE_REDIS_MIN_REPLICAS)"
-            )
-        return reply
 
     # -- producers ---------------------------------------------------------
 
@@ -136,7 +79,7 @@ class RunStore:
                     queue = self._queues.get(routed, placing.list_name(queue_name, where))
                     placed = placing.placed(run, where)
                     placing.enqueue(queue, placed, pipe, where)
-                    self._run(self.calls.submit(placed), pipe)
+                    self.scripts.run(self.calls.submit(placed), pipe)
                     record, written = placing.record_writes(k, placed, where)
                     pipe.hset(record, mapping=written)  # type: ignore[arg-type]
                     return Submitted(queued_seq=int(pipe.execute()[-2]))
@@ -154,7 +97,7 @@ class RunStore:
         call = self.calls.cancel(
             session_id, run_id, reason=reason, now=time.time(), grace_s=grace_s
         )
-        outcome = replies.cancel_outcome(self._run(call))
+        outcome = replies.cancel_outcome(self.scripts.run(call))
         if outcome is CancelOutcome.CANCELLED_QUEUED and self._withdraw_job(run_id):
             with self.redis.pipeline() as pipe:
                 self.calls.canceled_job(pipe, run_id)
@@ -273,11 +216,11 @@ class RunStore:
     def claim(self, session_id: str, run_id: str, *, worker: str, host: str) -> ClaimResult:
         """Start the run for this worker if it heads its session and the lease is free."""
         call = self.calls.claim(session_id, run_id, worker=worker, host=host, now=time.time())
-        return replies.claim_result(self._run(call))
+        return replies.claim_result(self.scripts.run(call))
 
     def renew(self, session_id: str, run_id: str, token: str) -> bool:
         """Extend the session lease while it is still this token's; False once lost."""
-        return bool(self._run(self.calls.renew(session_id, run_id, token)) == 1)
+        return bool(self.scripts.run(self.calls.renew(session_id, run_id, token)) == 1)
 
     def append(
         self,
@@ -306,7 +249,7 @@ class RunStore:
             touch=touch,
             now=time.time() if now is None else now,
         )
-        return replies.appended(self._run_on_line(call))
+        return replies.appended(self.scripts.write_events(call))
 
     def force_finish(
         self,
@@ -333,7 +276,7 @@ class RunStore:
             now=time.time(),
             open_requests=[o.request.request_id for o in open_requests],
         )
-        return bool(self._run_replicated(call) == 1)
+        return bool(self.scripts.run_replicated(call) == 1)
 
     def run_record(self, session_id: str, run_id: str) -> RunRecord:
         values = self.redis.hmget(self.keys.run(session_id, run_id), list(calls.RUN_RECORD_FIELDS))
@@ -369,7 +312,7 @@ class RunStore:
     ) -> AnswerOutcome:
         """Record the request's decision unless one exists; with notify, tell the owner."""
         call = self.calls.decide(session_id, run_id, request_id, decision, notify=notify)
-        return replies.answer_outcome(self._run(call))
+        return replies.answer_outcome(self.scripts.run(call))
 
     def decisions(
         self, session_id: str, run_id: str, request_ids: list[str]
@@ -405,7 +348,7 @@ class RunStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for session_id in session_ids:
-            self._run(self.calls.withdraw_warm(worker, session_id), pipe)
+            self.scripts.run(self.calls.withdraw_warm(worker, session_id), pipe)
         pipe.hdel(self.keys.worker_warm(worker), *session_ids)
         pipe.execute()
 

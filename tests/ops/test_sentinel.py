@@ -126,9 +126,9 @@ def test_write_unconfirmed_by_replicas_is_an_outage(
         store = RunStore(connection, one)
         demanding = RunStore(connection, two)
         call = store.calls.renew("s", "r", "token")  # any script: WAIT follows it alike
-        assert store._run_replicated(call) == 0
+        assert store.scripts.run_replicated(call) == 0
         with pytest.raises(ReplicasBehind, match="1 of 2 replicas") as raised:
-            demanding._run_replicated(call)
+            demanding.scripts.run_replicated(call)
         assert isinstance(raised.value, redis.ConnectionError)
 
 

@@ -30,6 +30,7 @@ from shared.rqjobs import (
 )
 from shared.runstore import AsyncRunStore, Busy, NewRun, RunStore, Submitted
 from shared.runstore.calls import ScriptCall
+from shared.runstore.scripting import ScriptRunner
 from shared.settings import Settings
 from worker.reaper import release_worker_queues
 
@@ -132,7 +133,7 @@ def test_reject_if_busy_still_holds_with_routing(
     assert _waiting(redis_client, worker_queue_name(settings.queue_name, "wA")) == [first.run_id]
 
 
-class _WithdrawnMeanwhile(RunStore):
+class _WithdrawnMeanwhile(ScriptRunner):
     """Withdraws the advertisement once, between submit's read of it and its EXEC (the
     worker became busy just then)."""
 
@@ -141,21 +142,22 @@ class _WithdrawnMeanwhile(RunStore):
         self.other = other
         self.withdrawn = False
 
-    def _run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
+    def run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
         if pipe is not None and not self.withdrawn:
             self.withdrawn = True
             self.other.withdraw_warm("wA", ["s1"])
-        return super()._run(call, pipe)
+        return super().run(call, pipe)
 
 
 def test_an_advertisement_withdrawn_before_the_commit_sends_the_run_to_the_shared_queue(
     store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("wA", {"s1": time.time() + 60})
-    racing = _WithdrawnMeanwhile(redis_client, settings, store)
+    racing = RunStore(redis_client, settings)
+    racing.scripts = meanwhile = _WithdrawnMeanwhile(redis_client, settings, store)
     run = _new_run("s1")
     assert isinstance(racing.submit(run), Submitted)
-    assert racing.withdrawn
+    assert meanwhile.withdrawn
     assert _waiting(redis_client, settings.queue_name) == [run.run_id]
     assert _waiting(redis_client, worker_queue_name(settings.queue_name, "wA")) == []
     assert store.pending_runs("s1") == [run.run_id]  # queued once, not twice

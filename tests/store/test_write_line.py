@@ -37,8 +37,8 @@ def _sha(source: str) -> str:
 
 def _line_addr(store: RunStore) -> str:
     """The client address Redis sees for the store's write line."""
-    assert store._line is not None and store._line._conn is not None
-    sock = store._line._conn._sock
+    assert store.scripts._line is not None and store.scripts._line._conn is not None
+    sock = store.scripts._line._conn._sock
     assert sock is not None
     host, port = sock.getsockname()[:2]
     return f"{host}:{port}"
@@ -150,7 +150,7 @@ def test_a_write_replicas_must_confirm_waits_on_the_line(
     for _ in range(2):  # the writer's retry of the same event is not logged twice
         with pytest.raises(ReplicasBehind, match="0 of 1 replicas"):
             _append(store, "replicas", run_id, token, 1)
-    assert store._line is not None and store._line._conn is not None
+    assert store.scripts._line is not None and store.scripts._line._conn is not None
     assert [e.data["text"] for e in store.replay("replicas", after=1)] == ["t1"]
 
 
