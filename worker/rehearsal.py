@@ -16,7 +16,6 @@ import time
 
 from shared.events import Event, EventType, StartedData, encode_body
 from shared.jobs import PromptJob, RunRequest, new_run_id
-from worker.cli_env import cli_environment
 from worker.command import build_command
 from worker.context import WorkerContext
 from worker.parser import parse_line
@@ -34,8 +33,7 @@ def rehearse(ctx: WorkerContext) -> None:
         mode="json"
     )
     request = RunRequest.model_validate(payload)  # as worker/job.py reads a payload
-    cli_environment(ctx.settings, os.environ)  # as the runner builds the CLI's
-    build_command(
+    build_command(  # builds the CLI's environment too, as the runner does
         request,
         ctx.settings,
         worker_name=ctx.worker_name,
