@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import redis
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.connection import Connection
 from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
@@ -276,7 +277,7 @@ def open_connections(client: redis.Redis, count: int) -> None:
     """Leave `count` connected connections in the client's pool (this process's own,
     after a fork), each checked as the pool checks one it hands out."""
     pool = client.connection_pool
-    taken: list[Any] = []
+    taken: list[Connection] = []
     try:
         for _ in range(count):
             taken.append(pool.get_connection())  # connects, and says so if it cannot
