@@ -2,9 +2,9 @@
 
 Fan-out: one gateway process (API key set, defaults otherwise) and one worker per run.
 Each trial opens fresh sessions, runs a short warm-up run on each (so every stream has
-a `finished` to prove it is live), then connects the SSE clients (asyncio + httpx-sse,
-in client processes of their own) and, in another process, the baseline: `AsyncClient`
-streams on the same sessions (the Redis client alone, what the gateway itself uses).
+a `finished` to prove it is live), then connects the SSE clients (asyncio and a lean
+HTTP/1.1 reader, bench/sse_wire.py, in client processes of their own) and, in another
+process, the baseline: `AsyncClient` streams on the same sessions (the Redis client alone, what the gateway itself uses).
 Once every client has received its warm-up `finished`, the measured runs
 (`FAKE: many rate=R size=200`) start on all sessions at once. Each event carries the
 fake CLI's `t=<monotonic_ns>`; latency = arrival at the client - that stamp (same host,
@@ -40,7 +40,6 @@ from bench.harness import PREFIX, RUN_TIMEOUT_S, Harness, Workers
 from bench.sse_clients import (
     API_KEY,
     AUTH,
-    FRAME_END,
     QUEUE,
     READY_TIMEOUT_S,
     START_EVENTS,
@@ -48,6 +47,7 @@ from bench.sse_clients import (
     Sample,
     client_main,
 )
+from bench.sse_wire import FRAME_END
 from bench.stats import MS, Row, median, percentile, trials_row
 
 TARGET_ADDED_P99_MS = 50.0

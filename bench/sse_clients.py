@@ -1,5 +1,6 @@
 """The client side of the gateway benchmark: processes that follow sessions over SSE
-(httpx-sse) or over Redis (AsyncClient, the baseline) and report per-event latency."""
+(a lean HTTP/1.1 reader, bench/sse_wire.py) or over Redis (AsyncClient, the baseline)
+and report per-event latency."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
-import httpx
 import structlog
-from httpx_sse import aconnect_sse
 
 from bench import procs
 from bench.direct import first_text
 from bench.harness import PREFIX, RUN_TIMEOUT_S, LogCounter
+from bench.sse_wire import open_stream
 from producer import AsyncClient
 from shared.settings import Settings
 
@@ -30,9 +30,9 @@ MAX_RECONNECTS = 100
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 _STAMP = re.compile(r"t=(\d+);i=(\d+);")  # the fake's stamp: write time (ns), index
 START_EVENTS = 5  # a run's first stamped events, reported apart (they follow its start burst)
-_STAMP_JSON = re.compile(r'"text":"t=(\d+);i=(\d+);')  # the same, in an SSE frame's data
+_STAMP_JSON = re.compile(rb'"text":"t=(\d+);i=(\d+);')  # the same, in an SSE frame's data
+_READ_BYTES = 65536
 Sample = tuple[int, float]  # (event index in its run, write -> arrival in ms)
-FRAME_END = b"\r\n\r\n"  # sse-starlette's separator
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +90,9 @@ class Tally:
 async def _follow_all(conn: Connection, spec: Follow) -> dict[str, Any]:
     tally = Tally(len(spec.sessions) * spec.per_session)
     if spec.kind == "sse":
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-        timeout = httpx.Timeout(60.0, read=RUN_TIMEOUT_S)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=AUTH) as http:
-            urls = [f"{spec.gateway_url}/v1/sessions/{s}/events" for s in spec.sessions]
-            follow = [_follow_sse(http, url, tally) for url in urls * spec.per_session]
-            return await _measure(conn, follow, tally)
+        urls = [f"{spec.gateway_url}/v1/sessions/{s}/events" for s in spec.sessions]
+        follow = [_follow_sse(url, tally) for url in urls * spec.per_session]
+        return await _measure(conn, follow, tally)
     settings = Settings(redis_url=spec.redis_url, key_prefix=PREFIX, queue_name=QUEUE)
     async with AsyncClient(settings) as client:
         sessions = list(spec.sessions) * spec.per_session
@@ -134,30 +131,38 @@ async def _measure(
     }
 
 
-async def _follow_sse(http: httpx.AsyncClient, url: str, tally: Tally) -> list[Sample]:
+async def _follow_sse(url: str, tally: Tally) -> list[Sample]:
     """One SSE client: from seq 0 to the second `finished` (warm-up run, measured run).
-    A dropped client reconnects with Last-Event-ID, as an EventSource does."""
+    A dropped client reconnects with Last-Event-ID, as an EventSource does. The lean
+    reader (bench/sse_wire.py) keeps the load's own CPU off the gateway's cores."""
     out: list[Sample] = []
-    finished, last_id = 0, "0"
+    finished, last_id = 0, b"0"
     for _attempt in range(MAX_RECONNECTS):
+        writer = None
         try:
-            headers = {"Last-Event-ID": last_id}
-            async with aconnect_sse(http, "GET", url, headers=headers) as source:
-                source.response.raise_for_status()
-                async for sse in source.aiter_sse():
-                    now = time.monotonic_ns()
-                    last_id = sse.id or last_id
-                    if sse.event == "message" and finished:
-                        if match := _STAMP_JSON.search(sse.data):
+            headers = {**AUTH, "Last-Event-ID": last_id.decode()}
+            reader, writer, frames = await open_stream(url, headers)
+            while not frames.ended:
+                data = await reader.read(_READ_BYTES)
+                if not data:
+                    break  # the connection closed: reconnect
+                now = time.monotonic_ns()
+                for frame in frames.feed(data):
+                    last_id = frame.id or last_id
+                    if frame.event == b"message" and finished:
+                        if match := _STAMP_JSON.search(frame.data):
                             out.append((int(match[2]), (now - int(match[1])) / 1e6))
-                    elif sse.event == "finished":
+                    elif frame.event == b"finished":
                         finished += 1
                         if finished == 2:
                             await tally.mark_done()
                             return out
                         tally.mark_live()
-        except httpx.TransportError:
+        except (OSError, asyncio.IncompleteReadError):
             pass
+        finally:
+            if writer is not None:
+                writer.close()
         tally.reconnects += 1
     raise RuntimeError(f"{url}: still not finished after {MAX_RECONNECTS} connections")
 
