@@ -4,9 +4,10 @@ Fan-out: one gateway process (API key set, defaults otherwise) and one worker pe
 Each trial opens fresh sessions, runs a short warm-up run on each (so every stream has
 a `finished` to prove it is live), then connects the SSE clients (asyncio and a lean
 HTTP/1.1 reader, bench/sse_wire.py, in client processes of their own) and, in another
-process, the baseline: `AsyncClient` streams on the same sessions (the Redis client alone, what the gateway itself uses).
-Once every client has received its warm-up `finished`, the measured runs
-(`FAKE: many rate=R size=200`) start on all sessions at once. Each event carries the
+process, the baseline: `AsyncClient` streams on the same sessions (the Redis client
+alone, what the gateway itself uses). Once every client has received its warm-up
+`finished`, the measured runs (`FAKE: many rate=R size=200`) start on all sessions at
+once. Each event carries the
 fake CLI's `t=<monotonic_ns>`; latency = arrival at the client - that stamp (same host,
 same clock). Added = SSE percentile - baseline percentile, same trials. RSS: the
 gateway's VmHWM (peak) against its VmRSS once idle before the clients connect.

@@ -29,8 +29,9 @@ from rich.panel import Panel
 from devtools.fake_anthropic import SCENARIOS, FakeAnthropic
 from producer.client import Client
 from producer.render import Renderer
+from shared.envnames import SettingsError
 from shared.events import EventType
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_CLI = REPO / "devtools" / "claude-cli" / "node_modules" / ".bin" / "claude"

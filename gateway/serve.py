@@ -10,7 +10,8 @@ import uvicorn
 
 from gateway.gcpolicy import tune_for_serving
 from shared.logging import configure_logging
-from shared.settings import Settings, redact_url
+from shared.settings import Settings
+from shared.urls import redact_url
 
 log = structlog.get_logger(__name__)
 

@@ -12,9 +12,10 @@ from rich.console import Console
 
 from producer.client import Client
 from producer.errors import InvalidJobError, RedisUnavailable, redis_errors
+from shared.envnames import SettingsError
 from shared.exitcodes import ExitCode
 from shared.runstore import SessionInfo
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 
 def settings_or_exit() -> Settings:

@@ -23,7 +23,8 @@ def complete_session_id(
 ) -> list[CompletionItem]:
     """Session ids starting with what was typed; nothing (never an error) without Redis."""
     from producer.client import Client
-    from shared.settings import Settings, SettingsError
+    from shared.envnames import SettingsError
+    from shared.settings import Settings
 
     try:
         settings = Settings.from_environment()

@@ -27,7 +27,8 @@ def doctor(as_json: bool, offline: bool) -> None:
     only a fail makes the exit code 1.
     """
     from producer.doctor import Check, Report, Status, run_checks
-    from shared.settings import Settings, SettingsError
+    from shared.envnames import SettingsError
+    from shared.settings import Settings
 
     try:
         settings = Settings.from_environment()

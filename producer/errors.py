@@ -22,8 +22,10 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from shared.envnames import SettingsError
 from shared.errors import ClaudeQueueError
-from shared.settings import Settings, SettingsError, redact_url
+from shared.settings import Settings
+from shared.urls import redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 

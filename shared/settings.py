@@ -6,7 +6,6 @@ the project reads the environment anywhere else.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -15,8 +14,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -26,60 +23,21 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from shared.errors import ClaudeQueueError
-from shared.jobs import LIMIT_KEY_PATTERN, describe_validation_error
+from shared.envnames import (
+    ENV_PREFIX,
+    SettingsError,
+    describe_settings_error,
+    describe_source_error,
+    unknown_names_check,
+)
+from shared.jobs import LIMIT_KEY_PATTERN
+from shared.profiles import DEFAULT_SYSTEM_PROMPT_TEMPLATE, PermissionProfile, default_profiles
+from shared.urls import redact_url, sentinel_address
 
 MiB = 1024 * 1024
-ENV_PREFIX = "CLAUDE_QUEUE_"
-# CLAUDE_QUEUE_* names that are not settings: the markers a worker gives each CLI
-# process (so a `claude-queue` command run by a tool still starts), and the test db.
-NOT_SETTINGS = frozenset(
-    {"CLAUDE_QUEUE_RUN_ID", "CLAUDE_QUEUE_SCOPE", "CLAUDE_QUEUE_TEST_REDIS_URL"}
-)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 ARCHIVE_SCHEMES = ("postgresql", "postgres")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
-class SettingsError(ClaudeQueueError, ValueError):
-    """The configuration cannot be used; the message names what to fix."""
-
-
-PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk"]
-
-DEFAULT_SYSTEM_PROMPT_TEMPLATE = (
-    "You are running unattended on a claude-queue worker ({worker}) for session {session_id}, "
-    "run {run_id}. Nobody can answer questions mid-run, so finish the task or explain clearly "
-    "what blocked you."
-)
-
-
-class PermissionProfile(BaseModel):
-    """What a job may let the CLI do; jobs name a profile, never raw flags."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    permission_mode: PermissionMode = "default"
-    allowed_tools: tuple[str, ...] = ()
-    disallowed_tools: tuple[str, ...] = ()
-    # "ask": a tool the profile does not allow becomes a permission request that a
-    # person answers through the queue; "never": the CLI refuses it.
-    approval: Literal["never", "ask"] = "never"
-
-
-def default_profiles() -> dict[str, PermissionProfile]:
-    """Profiles every worker knows unless settings replace them."""
-    return {
-        "readonly": PermissionProfile(allowed_tools=("Read", "Glob", "Grep")),
-        "ask": PermissionProfile(allowed_tools=("Read", "Glob", "Grep"), approval="ask"),
-        "edit": PermissionProfile(
-            permission_mode="acceptEdits", allowed_tools=("Read", "Glob", "Grep", "Edit", "Write")
-        ),
-        "bash": PermissionProfile(
-            permission_mode="acceptEdits",
-            allowed_tools=("Bash", "Read", "Glob", "Grep", "Edit", "Write"),
-        ),
-    }
 
 
 class Settings(BaseSettings):
@@ -440,13 +398,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise SettingsError(describe_settings_error(exc)) from None
         except SourceError as exc:  # a list or object setting whose value is not JSON
-            match = re.search(r'field "(\w+)"', str(exc))
-            name = (
-                f"CLAUDE_QUEUE_{match.group(1).upper()}" if match else "a CLAUDE_QUEUE_* variable"
-            )
-            raise SettingsError(
-                f"{name}: not valid JSON (list and object settings are JSON)"
-            ) from None
+            raise SettingsError(describe_source_error(exc)) from None
 
 
 def known_environment_names() -> list[str]:
@@ -456,65 +408,4 @@ def known_environment_names() -> list[str]:
 
 def check_environment_names(environ: Mapping[str, str]) -> None:
     """Raise SettingsError for a CLAUDE_QUEUE_* variable no setting reads."""
-    known = set(known_environment_names())
-    unknown = sorted(
-        name
-        for name in environ
-        if name.upper().startswith(ENV_PREFIX) and name not in known and name not in NOT_SETTINGS
-    )
-    if not unknown:
-        return
-    problems = []
-    for name in unknown:
-        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        problems.append(f"{name} is not a claude-queue setting{hint}")
-    raise SettingsError("; ".join(problems))
-
-
-def describe_settings_error(exc: Exception) -> str:
-    """One line per bad setting, named as its environment variable; values never shown."""
-    return describe_validation_error(exc, name=_variable_name)
-
-
-def _variable_name(loc: list[str]) -> str:
-    return ".".join([ENV_PREFIX + loc[0].upper(), *loc[1:]]) if loc else "settings"
-
-
-_QUERY_SECRET = re.compile(
-    r"(?i)([?&;](?:[^=&#;]*(?:pass|token|secret|auth|key|cred)[^=&#;]*)=)[^&#;]*"
-)
-_HIDDEN = r"\1***"
-
-
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
-
-
-def sentinel_address(address: str) -> tuple[str, int]:
-    """`host:port` (or `[v6]:port`) as a pair; ValueError naming what is wrong."""
-    host, colon, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        valid_host = bool(host) and all(c in "0123456789abcdefABCDEF:." for c in host)
-    else:
-        valid_host = bool(_HOST.fullmatch(host))
-    if not colon or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"a sentinel address must be host:port; got {address!r}")
-    return host, int(port)
-
-
-def redact_url(url: str) -> str:
-    """Hide every credential in a URL: user info and secret-looking query values.
-
-    Everything between `://` and the last `@` is taken as user info, so an
-    ambiguous URL (unescaped `/ ? #` in a password) is over-redacted, never leaked.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_SECRET.sub(_HIDDEN, url)
-    if "@" in rest:
-        userinfo, _, hostpart = rest.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        # A lone user part may be a token (redis://TOKEN@host): hide it whole.
-        rest = f"{user}:***@{hostpart}" if colon else f"***@{hostpart}"
-    return f"{scheme}://{_QUERY_SECRET.sub(_HIDDEN, rest)}"
+    unknown_names_check(environ, known_environment_names())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.settings import ENV_PREFIX, Settings
+from shared.envnames import ENV_PREFIX
+from shared.settings import Settings
 
 # Every worker environment variable the CLI gets by default. A trailing "*" matches
 # a prefix. Everything else (cloud credentials such as AWS_SECRET_ACCESS_KEY or

@@ -20,7 +20,8 @@ from shared.connection import sync_redis
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
 from shared.scheduling import served_queue_names
-from shared.settings import Settings, redact_url
+from shared.settings import Settings
+from shared.urls import redact_url
 from worker.cron import start_cron_ticker
 from worker.rqworker import ForkingClaudeWorker, SimpleClaudeWorker, WorkerMode
 

@@ -21,7 +21,8 @@ from shared.connection import sync_redis
 from shared.exitcodes import ExitCode
 from shared.logging import configure_logging
 from shared.metrics import absorb_dead_process
-from shared.settings import Settings, redact_url
+from shared.settings import Settings
+from shared.urls import redact_url
 from worker.entry import default_worker_name
 from worker.proctree import hide_environment
 

@@ -36,6 +36,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import import_job_class
 
 from shared.connection import sync_redis
+from shared.envnames import SettingsError
 from shared.events import RunStatus
 from shared.exitcodes import ExitCode
 from shared.keys import keys_from
@@ -45,7 +46,7 @@ from shared.rqjobs import (
     mark_canceled,
     prune_canceled,
 )
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.version import package_version
 from worker.context import WorkerContext
 from worker.job import RunEnded, RunInterrupted, bound_context

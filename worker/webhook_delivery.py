@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from shared.settings import redact_url
+from shared.urls import redact_url
 from shared.webhooks import address_problem, host_problem, url_problem
 
 Resolver = Callable[[str, int], list[str]]

@@ -39,7 +39,8 @@ from shared.events import Envelope, EventType
 from shared.jobs import WEBHOOK_FUNCTION, RunRequest, describe_validation_error
 from shared.rqjobs import job_key, queue_key
 from shared.runstore import replies
-from shared.settings import Settings, redact_url
+from shared.settings import Settings
+from shared.urls import redact_url
 from shared.version import package_version
 from shared.webhooks import (
     DELIVERY_HEADER,

@@ -25,7 +25,8 @@ from producer.doctor import (
     judge_replicas,
     judge_workers,
 )
-from shared.settings import PermissionProfile, Settings
+from shared.profiles import PermissionProfile
+from shared.settings import Settings
 from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.ops.support import worker_argv
 from tests.redis_server import RedisServer

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from producer.errors import InvalidJobError
 from producer.submission import validate_job
 from shared.jobs import PromptJob, RunRequest
-from shared.settings import PermissionProfile, Settings
+from shared.profiles import PermissionProfile
+from shared.settings import Settings
 from worker import markers
 from worker.command import (
     CliCommand,

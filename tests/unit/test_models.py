@@ -10,6 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from producer.errors import ClaudeQueueError, InvalidJobError
 from producer.submission import prepare, validate_job
+from shared.envnames import SettingsError
 from shared.events import (
     Envelope,
     ErrorCode,
@@ -28,14 +29,10 @@ from shared.jobs import (
     RunRequest,
     describe_validation_error,
 )
+from shared.profiles import PermissionProfile
 from shared.runstore import RunCalls
-from shared.settings import (
-    PermissionProfile,
-    Settings,
-    SettingsError,
-    check_environment_names,
-    redact_url,
-)
+from shared.settings import Settings, check_environment_names
+from shared.urls import redact_url
 
 PASSWORD = "s3cr3t-P4ss"
 REDIS_URL = f"redis://default:{PASSWORD}@redis.example:6380/2"
