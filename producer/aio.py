@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis
 import redis.asyncio as aioredis
-import structlog
 
 from producer import streamloop as sl
+from producer.aiostream import deliveries, next_live
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
 from producer.cancelling import (
     CancelOutcome,
@@ -23,7 +22,7 @@ from producer.cancelling import (
 from producer.client import Client
 from producer.cursor import finished_of
 from producer.errors import redis_errors
-from producer.fanout import LOST, PubSubFanout, Subscription
+from producer.fanout import PubSubFanout
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
 from producer.status import QueueStatus, read_status
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from producer.archive import AsyncArchiveReader
     from shared.archive import SessionPage, TotalsRow
 
-log = structlog.get_logger(__name__)
-
 
 class AsyncClient:
     """Asyncio client, on redis.asyncio (RQ's enqueue is recorded, then sent natively)."""
@@ -51,7 +48,7 @@ class AsyncClient:
         self.store = AsyncRunStore(self.redis, settings)
         self.keys = self.store.keys
         self._sync = Client(settings)
-        self._fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
+        self.fanout = PubSubFanout(self.redis, reconnect_backoff(settings))
         self.archive: AsyncArchiveReader | None = None
         if settings.archive_enabled:  # psycopg is imported only then
             from producer.archive import AsyncArchiveReader
@@ -67,7 +64,7 @@ class AsyncClient:
         return cls(Settings(redis_url=url, **overrides))
 
     async def aclose(self) -> None:
-        await self._fanout.aclose()
+        await self.fanout.aclose()
         await self.redis.aclose()
         self._sync.close()
         if self.archive is not None:
@@ -154,8 +151,17 @@ class AsyncClient:
         """See `Client.status`; RQ's API is synchronous, so it runs in a thread."""
         return await asyncio.to_thread(read_status, self._sync.redis, self.settings, self.keys)
 
+    @redis_errors()
     async def history(self, session_id: str, *, after: int = 0) -> list[Envelope]:
-        return [e async for e in self.stream(session_id, after=after, follow=False)]
+        """Every logged event of a session after seq `after`; see `Client.history`."""
+        events: list[Envelope] = []
+        batches = deliveries(self, sl.StreamSpec(session_id, after, False))
+        try:
+            async for batch in batches:
+                events.extend(batch)  # a page at a time, not an envelope at a time
+        finally:
+            await batches.aclose()
+        return events
 
     @redis_errors()
     async def stream(
@@ -169,73 +175,14 @@ class AsyncClient:
         timeout_s: float | None = None,
     ) -> AsyncIterator[Envelope]:
         """Subscribe, replay after `after`, then follow; see `Client.stream`."""
-        spec = sl.StreamSpec(
-            session_id, after, follow, stop_at_finish, run_id, timeout_s, self.archive is not None
-        )
-        loop = sl.StreamLoop(spec, backoff=reconnect_backoff(self.settings))
-        subscription: Subscription | None = None
+        spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
+        batches = deliveries(self, spec)
         try:
-            action = loop.next_action()
-            while True:
-                match action:
-                    case sl.Deliver(envelopes):
-                        for envelope in envelopes:
-                            yield envelope
-                        action = loop.next_action()
-                    case sl.Reconnect(delay_s, error):
-                        log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
-                        await self._unsubscribed(subscription)
-                        subscription = None
-                        await asyncio.sleep(delay_s)
-                        action = loop.next_action()
-                    case sl.Subscribe():
-                        try:
-                            subscription = await self._fanout.open(self.keys.channel(session_id))
-                            action = loop.send(sl.Subscribed())
-                        except (redis.ConnectionError, redis.TimeoutError) as exc:
-                            action = loop.send(sl.ConnectionLost(exc))
-                    case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
-                        action = loop.send(await self._io(session_id, action, subscription))
-                    case sl.Done():
-                        return
-                    case sl.Fail(error):
-                        raise error
+            async for batch in batches:
+                for envelope in batch:
+                    yield envelope
         finally:
-            await self._unsubscribed(subscription)
-
-    async def _io(
-        self,
-        session_id: str,
-        action: sl.ReadReplay | sl.ReadArchive | sl.WaitLive | sl.ProbeSession,
-        subscription: Subscription | None,
-    ) -> sl.Input:
-        """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
-        try:
-            match action:
-                case sl.ReadReplay(after, upto, count):
-                    return sl.ReplayPage(
-                        await self.store.replay_page(session_id, after, upto, count)
-                    )
-                case sl.ReadArchive(after, upto, count):
-                    assert self.archive is not None
-                    page = await self.archive.replay_page(session_id, after, upto, count)
-                    return sl.ArchivePage(page or [], available=page is not None)
-                case sl.WaitLive(timeout_s):
-                    assert subscription is not None
-                    if subscription.lagging:  # live events were dropped: the log has them
-                        subscription.lagging = False
-                        return sl.Lagged()
-                    live = await _next_live(subscription, timeout_s)
-                    return sl.Idle() if live is None else sl.Live(live)
-                case sl.ProbeSession():
-                    return sl.SessionProbed(await self.store.last_seq(session_id))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return sl.ConnectionLost(exc)
-
-    async def _unsubscribed(self, subscription: Subscription | None) -> None:
-        """Leave the fan-out, if this stream joined it."""
-        if subscription is not None:
-            await self._fanout.close(subscription)
+            await batches.aclose()
 
     @redis_errors()
     async def cancel(
@@ -254,7 +201,7 @@ class AsyncClient:
         if target is None:
             return CancelResult(CancelOutcome.NOTHING_TO_CANCEL, session_id, None)
         channel = self.keys.channel(session_id)
-        subscription = await self._fanout.open(channel) if wait else None
+        subscription = await self.fanout.open(channel) if wait else None
         try:
             outcome = await self.store.cancel(session_id, target, reason=reason, grace_s=grace_s)
             if outcome is not CancelOutcome.CANCELLED_RUNNING or subscription is None:
@@ -262,7 +209,7 @@ class AsyncClient:
             limit = wait_limit_s(grace_s, timeout_s, self.settings.cancel_ack_timeout_s)
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
-                if waiter.is_done(await _next_live(subscription, pause)):
+                if waiter.is_done(await next_live(subscription, pause)):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():
@@ -274,7 +221,7 @@ class AsyncClient:
             return CancelResult(CancelOutcome.OWNER_UNREACHABLE, session_id, target)
         finally:
             if subscription is not None:
-                await self._fanout.close(subscription)
+                await self.fanout.close(subscription)
 
     @redis_errors()
     async def respond(
@@ -309,22 +256,6 @@ class AsyncClient:
         """See `Client.open_requests`."""
         require_session_id(session_id)
         return await self.store.open_requests(session_id)
-
-
-async def _next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
-    """The next live event, None after timeout_s; raises if the connection was lost."""
-    queue = subscription.queue
-    if queue.empty():  # else no timer: under load the next message is usually there
-        try:
-            async with asyncio.timeout(timeout_s):
-                message = await queue.get()
-        except TimeoutError:
-            return None
-    else:
-        message = queue.get_nowait()
-    if message is LOST:
-        raise redis.ConnectionError("the pub/sub connection was lost")
-    return message.envelope()
 
 
 @dataclass(frozen=True, slots=True)

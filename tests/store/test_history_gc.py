@@ -1,7 +1,9 @@
-"""Client.history() reads with the cyclic collector paused, and leaves it as it was."""
+"""Client.history() reads with the cyclic collector paused, and leaves it as it was;
+AsyncClient.history() reads the same pages."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Iterator
@@ -10,9 +12,10 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from producer import Client
+from producer import AsyncClient, Client
 from shared.events import Event, EventType, TextData, encode_body
 from shared.runstore import RunStore
+from shared.settings import Settings
 from tests.store.conftest import running_run
 
 SESSION = "gc-history"
@@ -75,3 +78,30 @@ def test_the_collector_is_back_on_after_a_history_that_raised(
     with pytest.raises(ValidationError):
         client.history(SESSION)
     assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("log_of_3000")
+def test_async_history_reads_every_page_in_order(client: Client, settings: Settings) -> None:
+    async def read() -> tuple[list[int], list[int]]:
+        async with AsyncClient(settings) as aclient:
+            whole = [e.seq for e in await aclient.history(SESSION)]
+            later = [e.seq for e in await aclient.history(SESSION, after=1500)]
+            return whole, later
+
+    whole, later = asyncio.run(read())
+    assert whole == [e.seq for e in client.history(SESSION)] == list(range(1, 3002))
+    assert later == list(range(1501, 3002))
+
+
+def test_async_history_raises_on_a_broken_entry(
+    settings: Settings, redis_client: redis.Redis, store: RunStore
+) -> None:
+    redis_client.xadd(store.keys.log(SESSION), {"e": b'{"seq": "broken"}'}, id="1-0")
+    redis_client.set(store.keys.seq(SESSION), 1)
+
+    async def read() -> None:
+        async with AsyncClient(settings) as aclient:
+            await aclient.history(SESSION)
+
+    with pytest.raises(ValidationError):
+        asyncio.run(read())

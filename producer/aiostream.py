@@ -1,0 +1,110 @@
+"""The asyncio I/O shell of a StreamLoop (producer/streamloop.py decides; this reads
+Redis and the archive and sleeps as it says). AsyncClient.stream and .history run on it;
+producer/streamio.py is the same shell for the sync client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import redis
+import structlog
+
+from producer import streamloop as sl
+from producer.fanout import LOST, Subscription
+from shared.backoff import reconnect_backoff
+from shared.events import Envelope
+
+if TYPE_CHECKING:
+    from producer.aio import AsyncClient
+
+log = structlog.get_logger(__name__)
+
+
+async def deliveries(
+    client: AsyncClient, spec: sl.StreamSpec
+) -> AsyncGenerator[tuple[Envelope, ...]]:
+    """What a StreamLoop delivers, a batch at a time, its I/O done here."""
+    spec = replace(spec, archive=client.archive is not None)
+    loop = sl.StreamLoop(spec, backoff=reconnect_backoff(client.settings))
+    subscription: Subscription | None = None
+    try:
+        action = loop.next_action()
+        while True:
+            match action:
+                case sl.Deliver(envelopes):
+                    yield envelopes
+                    action = loop.next_action()
+                case sl.Reconnect(delay_s, error):
+                    log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
+                    await _unsubscribed(client, subscription)
+                    subscription = None
+                    await asyncio.sleep(delay_s)
+                    action = loop.next_action()
+                case sl.Subscribe():
+                    try:
+                        channel = client.keys.channel(spec.session_id)
+                        subscription = await client.fanout.open(channel)
+                        action = loop.send(sl.Subscribed())
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        action = loop.send(sl.ConnectionLost(exc))
+                case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
+                    action = loop.send(await _io(client, spec.session_id, action, subscription))
+                case sl.Done():
+                    return
+                case sl.Fail(error):
+                    raise error
+    finally:
+        await _unsubscribed(client, subscription)
+
+
+async def _io(
+    client: AsyncClient,
+    session_id: str,
+    action: sl.ReadReplay | sl.ReadArchive | sl.WaitLive | sl.ProbeSession,
+    subscription: Subscription | None,
+) -> sl.Input:
+    """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
+    try:
+        match action:
+            case sl.ReadReplay(after, upto, count):
+                return sl.ReplayPage(await client.store.replay_page(session_id, after, upto, count))
+            case sl.ReadArchive(after, upto, count):
+                assert client.archive is not None
+                page = await client.archive.replay_page(session_id, after, upto, count)
+                return sl.ArchivePage(page or [], available=page is not None)
+            case sl.WaitLive(timeout_s):
+                assert subscription is not None
+                if subscription.lagging:  # live events were dropped: the log has them
+                    subscription.lagging = False
+                    return sl.Lagged()
+                live = await next_live(subscription, timeout_s)
+                return sl.Idle() if live is None else sl.Live(live)
+            case sl.ProbeSession():
+                return sl.SessionProbed(await client.store.last_seq(session_id))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return sl.ConnectionLost(exc)
+
+
+async def _unsubscribed(client: AsyncClient, subscription: Subscription | None) -> None:
+    """Leave the fan-out, if this stream joined it."""
+    if subscription is not None:
+        await client.fanout.close(subscription)
+
+
+async def next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
+    """The next live event, None after timeout_s; raises if the connection was lost."""
+    queue = subscription.queue
+    if queue.empty():  # else no timer: under load the next message is usually there
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await queue.get()
+        except TimeoutError:
+            return None
+    else:
+        message = queue.get_nowait()
+    if message is LOST:
+        raise redis.ConnectionError("the pub/sub connection was lost")
+    return message.envelope()
