@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from rich.console import Console
 
-from bench import report
+from bench import hostspeed, report
 from bench.harness import DEFAULT_URL, Harness
 from bench.stats import Row
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     started = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    loop_at_start = hostspeed.python_loop_ms()
     harness = Harness(quick=args.quick, redis_url=args.redis_url, mode=args.worker_mode)
     try:
         for name in args.names:
@@ -110,12 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         harness.close(keep_files=False)
         return 130
     harness.close(keep_files=bool(errors))
+    loop_at_end = hostspeed.python_loop_ms()
     total = round(time.monotonic() - started, 1)
     title = f"claude-queue bench ({mode}, {total:.0f} s)"
     report.show(console, rows, title, errors)
     extra: dict[str, Any] = {
         "worker_mode": args.worker_mode,
         "load_avg_at_start": load_at_start,
+        "host_speed": {
+            "python_loop_iterations": hostspeed.LOOP_ITERATIONS,
+            "python_loop_ms_at_start": loop_at_start,
+            "python_loop_ms_at_end": loop_at_end,
+        },
         "seconds": {**seconds, "total": total},
         "client_log_events": dict(harness.logs.counts),
         "client_log_samples": harness.logs.samples,
@@ -123,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         extra["files_kept"] = str(harness.tmp)
     path = report.write(rows, quick=args.quick, argv=argv, errors=errors, extra=extra)
-    console.print(f"results: {path}")
+    console.print(
+        f"host speed ({hostspeed.LOOP_ITERATIONS:,}-iteration Python loop): "
+        f"{loop_at_start:.0f} ms at the start, {loop_at_end:.0f} ms at the end\nresults: {path}"
+    )
     if harness.logs.counts:
         console.print(f"client log events: {dict(harness.logs.counts)}")
         for name, sample in harness.logs.samples.items():
