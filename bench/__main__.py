@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     started = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    loop_at_start = hostspeed.python_loop_ms()
+    loop_at_start, wake_at_start = hostspeed.python_loop_ms(), hostspeed.pipe_round_trip_us()
     harness = Harness(quick=args.quick, redis_url=args.redis_url, mode=args.worker_mode)
     try:
         for name in args.names:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.close(keep_files=False)
         return 130
     harness.close(keep_files=bool(errors))
-    loop_at_end = hostspeed.python_loop_ms()
+    loop_at_end, wake_at_end = hostspeed.python_loop_ms(), hostspeed.pipe_round_trip_us()
     total = round(time.monotonic() - started, 1)
     title = f"claude-queue bench ({mode}, {total:.0f} s)"
     report.show(console, rows, title, errors)
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             "python_loop_iterations": hostspeed.LOOP_ITERATIONS,
             "python_loop_ms_at_start": loop_at_start,
             "python_loop_ms_at_end": loop_at_end,
+            "pipe_round_trip_us_at_start": wake_at_start,
+            "pipe_round_trip_us_at_end": wake_at_end,
         },
         "seconds": {**seconds, "total": total},
         "client_log_events": dict(harness.logs.counts),
@@ -131,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         extra["files_kept"] = str(harness.tmp)
     path = report.write(rows, quick=args.quick, argv=argv, errors=errors, extra=extra)
     console.print(
-        f"host speed ({hostspeed.LOOP_ITERATIONS:,}-iteration Python loop): "
-        f"{loop_at_start:.0f} ms at the start, {loop_at_end:.0f} ms at the end\nresults: {path}"
+        f"host speed: {hostspeed.LOOP_ITERATIONS:,}-iteration Python loop {loop_at_start:.0f} ms"
+        f" at the start, {loop_at_end:.0f} ms at the end; pipe round trip {wake_at_start:.0f} /"
+        f" {wake_at_end:.0f} us\nresults: {path}"
     )
     if harness.logs.counts:
         console.print(f"client log events: {dict(harness.logs.counts)}")

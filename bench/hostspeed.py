@@ -2,13 +2,17 @@
 
 On this shared VM the same code's figures move by 2-3x from one hour to the next
 (bench/README.md calls these phases). Every results.json records the loop's time at the
-start and at the end of the run, so two runs can be compared knowing whether the host
-itself was slower; a figure is never adjusted by it.
+start and at the end of the run, and the round trip of one byte to another process
+over a pipe, so two runs can be compared knowing whether the host itself was slower;
+a figure is never adjusted by either.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 LOOP_ITERATIONS = 3_000_000
@@ -24,3 +28,31 @@ def python_loop_ms(repeats: int = 3) -> float:
             total += i
         times.append((time.perf_counter() - t0) * 1000)
     return round(statistics.median(times), 1)
+
+
+_ECHO = "import os\nwhile (b := os.read(0, 1)):\n    os.write(1, b)\n"
+
+
+def pipe_round_trip_us(trips: int = 2000) -> float:
+    """Median time for one byte to go to another process over a pipe and back, in us.
+
+    The loop above measures compute; this measures waking a sleeping process, which is
+    what the latency rows pay at every hop, and which moves with the VM's scheduling
+    even when the loop's time does not."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    send, receive = child.stdin.fileno(), child.stdout.fileno()
+    times = []
+    try:
+        for _ in range(trips + 100):  # the first 100: warm-up
+            t0 = time.perf_counter()
+            os.write(send, b"x")
+            os.read(receive, 1)
+            times.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+        child.stdout.close()
+    return round(statistics.median(times[100:]), 1)
