@@ -66,6 +66,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -134,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     path = report.write(rows, quick=args.quick, argv=argv, errors=errors, extra=extra)
     console.print(
         f"host speed: {hostspeed.LOOP_ITERATIONS:,}-iteration Python loop {loop_at_start:.0f} ms"
-        f" at the start, {loop_at_end:.0f} ms at the end; pipe round trip {wake_at_start:.0f} /"
-        f" {wake_at_end:.0f} us\nresults: {path}"
+        f" at the start, {loop_at_end:.0f} ms at the end; pipe round trip"
+        f" {_us(wake_at_start)} / {_us(wake_at_end)} us\nresults: {path}"
     )
     if harness.logs.counts:
         console.print(f"client log events: {dict(harness.logs.counts)}")

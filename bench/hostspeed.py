@@ -9,7 +9,9 @@ a figure is never adjusted by either.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -30,11 +32,13 @@ def python_loop_ms(repeats: int = 3) -> float:
     return round(statistics.median(times), 1)
 
 
+_ECHO_TIMEOUT_S = 1.0
 _ECHO = "import os\nwhile (b := os.read(0, 1)):\n    os.write(1, b)\n"
 
 
-def pipe_round_trip_us(trips: int = 2000) -> float:
-    """Median time for one byte to go to another process over a pipe and back, in us.
+def pipe_round_trip_us(trips: int = 2000) -> float | None:
+    """Median time for one byte to go to another process over a pipe and back, in us;
+    None if the echo process failed (a run's results are never lost to this probe).
 
     The loop above measures compute; this measures waking a sleeping process, which is
     what the latency rows pay at every hop, and which moves with the VM's scheduling
@@ -49,10 +53,27 @@ def pipe_round_trip_us(trips: int = 2000) -> float:
         for _ in range(trips + 100):  # the first 100: warm-up
             t0 = time.perf_counter()
             os.write(send, b"x")
-            os.read(receive, 1)
+            # Bounded: an echo that stopped answering costs a second, not the run.
+            if not select.select([receive], [], [], _ECHO_TIMEOUT_S)[0]:
+                return None
+            if os.read(receive, 1) != b"x":
+                return None
             times.append((time.perf_counter() - t0) * 1e6)
+    except OSError:
+        return None
     finally:
-        child.stdin.close()
-        child.wait(timeout=10)
-        child.stdout.close()
+        _stop(child)
     return round(statistics.median(times[100:]), 1)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Close the echo's pipes and reap it (killed if it does not exit by itself)."""
+    assert child.stdin is not None and child.stdout is not None
+    with contextlib.suppress(OSError):
+        child.stdin.close()
+    try:
+        child.wait(timeout=_ECHO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    child.stdout.close()

@@ -19,7 +19,7 @@ import structlog
 from bench import procs
 from bench.direct import first_text
 from bench.harness import PREFIX, RUN_TIMEOUT_S, LogCounter
-from bench.sse_wire import open_stream
+from bench.sse_wire import SseReader, open_stream
 from producer import AsyncClient
 from shared.settings import Settings
 
@@ -131,40 +131,63 @@ async def _measure(
     }
 
 
+@dataclass(slots=True)
+class _SseState:
+    """What one SSE client carries from connection to connection."""
+
+    finished: int = 0
+    last_id: bytes = b"0"
+
+
 async def _follow_sse(url: str, tally: Tally) -> list[Sample]:
     """One SSE client: from seq 0 to the second `finished` (warm-up run, measured run).
     A dropped client reconnects with Last-Event-ID, as an EventSource does. The lean
     reader (bench/sse_wire.py) keeps the load's own CPU off the gateway's cores."""
     out: list[Sample] = []
-    finished, last_id = 0, b"0"
+    state = _SseState()
     for _attempt in range(MAX_RECONNECTS):
         writer = None
         try:
-            headers = {**AUTH, "Last-Event-ID": last_id.decode()}
-            reader, writer, frames = await open_stream(url, headers)
-            while not frames.ended:
-                data = await reader.read(_READ_BYTES)
-                if not data:
-                    break  # the connection closed: reconnect
-                now = time.monotonic_ns()
-                for frame in frames.feed(data):
-                    last_id = frame.id or last_id
-                    if frame.event == b"message" and finished:
-                        if match := _STAMP_JSON.search(frame.data):
-                            out.append((int(match[2]), (now - int(match[1])) / 1e6))
-                    elif frame.event == b"finished":
-                        finished += 1
-                        if finished == 2:
-                            await tally.mark_done()
-                            return out
-                        tally.mark_live()
-        except (OSError, asyncio.IncompleteReadError):
+            # A stalled connection is dropped and resumed, as httpx's read timeout did.
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                headers = {**AUTH, "Last-Event-ID": state.last_id.decode()}
+                reader, writer, frames = await open_stream(url, headers)
+                await _read_frames(reader, frames, state, out, tally)
+            if state.finished == 2:
+                await tally.mark_done()
+                return out
+        except (OSError, asyncio.IncompleteReadError):  # TimeoutError is an OSError
             pass
         finally:
             if writer is not None:
                 writer.close()
         tally.reconnects += 1
     raise RuntimeError(f"{url}: still not finished after {MAX_RECONNECTS} connections")
+
+
+async def _read_frames(
+    reader: asyncio.StreamReader,
+    frames: SseReader,
+    state: _SseState,
+    out: list[Sample],
+    tally: Tally,
+) -> None:
+    """Read one connection until the second `finished` or until it ends."""
+    while not frames.ended:
+        data = await reader.read(_READ_BYTES)
+        if not data:
+            return  # the connection closed
+        now = time.monotonic_ns()
+        for frame in frames.feed(data):
+            state.last_id = frame.id or state.last_id
+            if frame.event == b"message" and state.finished:
+                if match := _STAMP_JSON.search(frame.data):
+                    out.append((int(match[2]), (now - int(match[1])) / 1e6))
+            elif frame.event == b"finished":
+                state.finished += 1
+                if state.finished == 2:
+                    return
+                tally.mark_live()
 
 
 async def _follow_redis(client: AsyncClient, session: str, tally: Tally) -> list[Sample]:

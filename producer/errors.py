@@ -6,7 +6,7 @@ ClaudeQueueError
 ├── StreamTimeout       (also a TimeoutError): stream(timeout_s=...) ran out
 ├── StreamEnded         a run's stream ended before its `finished` event
 ├── RedisUnavailable    (also a ConnectionError): Redis did not answer
-└── SettingsError       (also a ValueError; shared.settings): bad CLAUDE_QUEUE_* configuration
+└── SettingsError       (also a ValueError; shared.envnames): bad CLAUDE_QUEUE_* configuration
 
 Redis connection failures never reach callers as redis-py classes: the client's
 public methods turn them into RedisUnavailable (see `redis_errors`).

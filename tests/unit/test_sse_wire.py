@@ -72,3 +72,21 @@ def test_a_frame_without_event_is_a_message_and_a_comment_is_no_frame() -> None:
 
 def test_chunk_extensions_are_ignored() -> None:
     assert Dechunker().feed(b"3;name=v\r\nabc\r\n0\r\n\r\n") == b"abc"
+
+
+def test_fields_in_any_order_and_data_over_several_lines() -> None:
+    # sse-starlette's own encoder (the gateway's fallback for a type with a line break)
+    # writes one `data:` line per line of the data; EventSource joins them with "\n".
+    raw = b"data: a\r\nevent: message\r\ndata: b\r\nid: 9"
+    assert parse_frame(raw) == Frame(b"9", b"message", b"a\nb")
+
+
+def test_heartbeats_between_frames_are_skipped() -> None:
+    reader = SseReader(chunked=False)
+    body = b": heartbeat\r\n\r\nid: 1\r\ndata: x\r\n\r\n: heartbeat\r\n\r\nid: 2\r\ndata: y\r\n\r\n"
+    got = list(reader.feed(body))
+    assert got == [Frame(b"1", b"message", b"x"), Frame(b"2", b"message", b"y")]
+
+
+def test_a_frame_with_empty_data() -> None:
+    assert parse_frame(b"id: 4\r\nevent: ping\r\ndata: ") == Frame(b"4", b"ping", b"")
