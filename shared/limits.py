@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from shared.events import envelope_header
+from shared.encode import envelope_header
 from shared.keys import Keys
 from shared.runstore.scripts import _APPEND_FN
 

@@ -18,7 +18,8 @@ from enum import Enum
 import redis
 
 from shared.control import CancelRequest
-from shared.events import Envelope, Event, PermissionRequestData, RunStatus, encode_body
+from shared.encode import encode_body
+from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.runstore import (
     REPLAY_PAGE,
     AnswerOutcome,

@@ -30,15 +30,8 @@ import redis
 import structlog
 
 from shared.backoff import retry_backoff
-from shared.events import (
-    ErrorCode,
-    ErrorData,
-    Event,
-    EventType,
-    RunStatus,
-    encode_with_header,
-    envelope_header,
-)
+from shared.encode import encode_with_header, envelope_header
+from shared.events import ErrorCode, ErrorData, Event, EventType, RunStatus
 from shared.runstore import RunStore
 from worker.truncate import truncate_json
 

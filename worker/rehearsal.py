@@ -14,7 +14,8 @@ import os
 import tempfile
 import time
 
-from shared.events import Event, EventType, StartedData, encode_body
+from shared.encode import encode_body
+from shared.events import Event, EventType, StartedData
 from shared.jobs import PromptJob, RunRequest, new_run_id
 from worker.command import build_command
 from worker.context import WorkerContext

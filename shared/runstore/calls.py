@@ -16,6 +16,7 @@ from rq import Queue
 
 from shared import rqjobs
 from shared.control import CancelRequest, PermissionAnswer
+from shared.encode import encode_body
 from shared.events import (
     DecisionReason,
     Event,
@@ -25,7 +26,6 @@ from shared.events import (
     PermissionDecisionData,
     PermissionRequestData,
     RunStatus,
-    encode_body,
 )
 from shared.ids import is_request_id, is_session_id
 from shared.jobs import JOB_FUNCTION

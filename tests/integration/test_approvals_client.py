@@ -20,14 +20,8 @@ from redis.client import PubSub
 from producer import AnswerOutcome, AsyncClient, AsyncRunHandle, Client, InvalidJobError
 from producer.cancelling import CancelOutcome
 from shared.control import MAX_GRACE_S
-from shared.events import (
-    Event,
-    EventType,
-    FinishedData,
-    PermissionRequestData,
-    RunStatus,
-    encode_body,
-)
+from shared.encode import encode_body
+from shared.events import Event, EventType, FinishedData, PermissionRequestData, RunStatus
 from shared.runstore import Claimed, Decision, RunStore
 from shared.settings import Settings
 

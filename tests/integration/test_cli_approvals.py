@@ -19,6 +19,7 @@ import pytest
 
 from producer.cli_approvals import default_decider
 from producer.client import Client
+from shared.encode import encode_body
 from shared.events import (
     DecisionReason,
     Event,
@@ -28,7 +29,6 @@ from shared.events import (
     PermissionDecisionData,
     PermissionRequestData,
     RunStatus,
-    encode_body,
 )
 from shared.runstore import Claimed, Decision, RunStore
 from shared.settings import Settings

@@ -8,16 +8,8 @@ import pytest
 import redis
 
 from producer.submission import prepare
-from shared.events import (
-    ErrorCode,
-    ErrorData,
-    Event,
-    EventType,
-    FinishedData,
-    RunStatus,
-    TextData,
-    encode_body,
-)
+from shared.encode import encode_body
+from shared.events import ErrorCode, ErrorData, Event, EventType, FinishedData, RunStatus, TextData
 from shared.jobs import PromptJob
 from shared.runstore import (
     Appended,

@@ -13,7 +13,8 @@ import redis
 from pydantic import ValidationError
 
 from producer import AsyncClient, Client
-from shared.events import Event, EventType, TextData, encode_body
+from shared.encode import encode_body
+from shared.events import Event, EventType, TextData
 from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.store.conftest import running_run

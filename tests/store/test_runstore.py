@@ -10,6 +10,7 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from shared.encode import encode_body
 from shared.events import (
     Envelope,
     ErrorCode,
@@ -20,7 +21,6 @@ from shared.events import (
     QueuedData,
     RunStatus,
     TextData,
-    encode_body,
 )
 from shared.jobs import JOB_FUNCTION, PromptJob, RunRequest, new_run_id
 from shared.keys import Keys

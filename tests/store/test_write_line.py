@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from shared.connection import ReplicasBehind
-from shared.events import Event, EventType, TextData, encode_body
+from shared.encode import encode_body
+from shared.events import Event, EventType, TextData
 from shared.runstore import RunStore
 from shared.runstore.line import WriteLine
 from shared.settings import Settings

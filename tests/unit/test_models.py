@@ -10,6 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from producer.errors import ClaudeQueueError, InvalidJobError
 from producer.submission import prepare, validate_job
+from shared.encode import encode_body
 from shared.envnames import SettingsError
 from shared.events import (
     Envelope,
@@ -21,7 +22,6 @@ from shared.events import (
     MessageData,
     QueuedData,
     RunStatus,
-    encode_body,
 )
 from shared.jobs import (
     MAX_CONTEXT_BYTES,
