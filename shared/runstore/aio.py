@@ -75,7 +75,7 @@ class AsyncRunStore:
         # RQ reads it (INFO) before its first enqueue; the recorder cannot ask.
         if self._queues.server_version is None:
             info = await self.redis.info("server")
-            self._queues.server_version = calls.version_tuple(info["redis_version"])
+            self._queues.server_version = placing.version_tuple(info["redis_version"])
 
     async def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
         """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC, on
@@ -96,7 +96,9 @@ class AsyncRunStore:
                         for m in waiting
                     ]
                     where = placing.placement(run, records, now=time.time())
-                    routed = calls.routed_worker(await pipe.get(owner)) if where.may_route else None
+                    routed = None
+                    if where.may_route:
+                        routed = placing.routed_worker(await pipe.get(owner))
                     placed = placing.placed(run, where)
                     recorded = self._recorded_enqueue(
                         placed, routed, placing.list_name(queue_name, where), where

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from redis.client import Pipeline
-from rq import Queue
-
 from shared import rqjobs
 from shared.control import CancelRequest, PermissionAnswer
 from shared.encode import encode_body
@@ -28,7 +25,6 @@ from shared.events import (
     RunStatus,
 )
 from shared.ids import is_request_id, is_session_id
-from shared.jobs import JOB_FUNCTION
 from shared.keys import Keys, keys_from
 from shared.runstore import scripts
 from shared.runstore.model import (
@@ -397,29 +393,3 @@ def require_session_id(session_id: str) -> None:
     """ValueError unless this is a session id: it is about to name keys and a SCAN pattern."""
     if not is_session_id(session_id):
         raise ValueError(f"{session_id!r} is not a session id")
-
-
-def routed_worker(owner: object) -> str | None:
-    """The worker a run goes to, from its session's warm owner key as read (bytes, str or
-    None): a worker name that may name an own queue, else None (the shared queue)."""
-    name = owner.decode(errors="replace") if isinstance(owner, bytes) else owner
-    return name if rqjobs.is_worker_name(name) else None
-
-
-def enqueue_job(queue: Queue, run: NewRun, pipe: Pipeline) -> None:
-    """Queue RQ's enqueue of the run's job on `pipe` (it leaves the pipeline in MULTI)."""
-    queue.enqueue_call(
-        JOB_FUNCTION,
-        args=(run.payload,),
-        job_id=run.run_id,
-        timeout=run.rq_timeout_s,
-        result_ttl=run.result_ttl_s,
-        description=f"claude-queue run for session {run.session_id}",
-        pipeline=pipe,
-    )
-
-
-def version_tuple(version: object) -> tuple[int, int, int]:
-    """A Redis server version (INFO's redis_version) as RQ keeps it: (major, minor, patch)."""
-    parts = [int(p) for p in str(version).split(".")[:3]]
-    return (*parts, 0, 0, 0)[:3]  # type: ignore[return-value]

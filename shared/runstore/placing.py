@@ -11,10 +11,10 @@ from typing import Any
 from redis.client import Pipeline
 from rq import Queue
 
+from shared import rqjobs
 from shared.events import Event, QueuedData
 from shared.jobs import JOB_FUNCTION, Priority
 from shared.keys import Keys
-from shared.runstore.calls import enqueue_job
 from shared.runstore.model import NewRun
 from shared.scheduling import (
     PRIORITY_FIELD,
@@ -130,3 +130,29 @@ def enqueue(queue: Queue, run: NewRun, pipe: Pipeline, where: Placement) -> None
     if not pipe.explicit_transaction:
         pipe.multi()
     queue.schedule_job(job, datetime.fromtimestamp(where.enqueue_at, UTC), pipeline=pipe)
+
+
+def routed_worker(owner: object) -> str | None:
+    """The worker a run goes to, from its session's warm owner key as read (bytes, str or
+    None): a worker name that may name an own queue, else None (the shared queue)."""
+    name = owner.decode(errors="replace") if isinstance(owner, bytes) else owner
+    return name if rqjobs.is_worker_name(name) else None
+
+
+def enqueue_job(queue: Queue, run: NewRun, pipe: Pipeline) -> None:
+    """Queue RQ's enqueue of the run's job on `pipe` (it leaves the pipeline in MULTI)."""
+    queue.enqueue_call(
+        JOB_FUNCTION,
+        args=(run.payload,),
+        job_id=run.run_id,
+        timeout=run.rq_timeout_s,
+        result_ttl=run.result_ttl_s,
+        description=f"claude-queue run for session {run.session_id}",
+        pipeline=pipe,
+    )
+
+
+def version_tuple(version: object) -> tuple[int, int, int]:
+    """A Redis server version (INFO's redis_version) as RQ keeps it: (major, minor, patch)."""
+    parts = [int(p) for p in str(version).split(".")[:3]]
+    return (*parts, 0, 0, 0)[:3]  # type: ignore[return-value]

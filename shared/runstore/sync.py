@@ -74,7 +74,7 @@ class RunStore(WorkerRegistry):
                         for m in waiting
                     ]
                     where = placing.placement(run, records, now=time.time())
-                    routed = calls.routed_worker(pipe.get(owner)) if where.may_route else None
+                    routed = placing.routed_worker(pipe.get(owner)) if where.may_route else None
                     queue = self._queues.get(routed, placing.list_name(queue_name, where))
                     placed = placing.placed(run, where)
                     placing.enqueue(queue, placed, pipe, where)
