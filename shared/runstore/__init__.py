@@ -12,7 +12,10 @@ worker's conversation state and transcript are written by worker/session.py).
 - scripts.py: the Lua scripts (each transition is atomic, fenced where it must be).
 - model.py: states, conditions and results, as types.
 - calls.py / replies.py: KEYS/ARGV of every call, and what every reply means (pure).
-- sync.py / aio.py: RunStore and AsyncRunStore, thin faces that only do I/O.
+- placing.py: where submit puts a run (behind its session's waiting runs, on which queue).
+- sync.py / aio.py: RunStore and AsyncRunStore, thin faces that only do I/O; registry.py
+  holds RunStore's part for what workers hold (warm CLIs, running and held runs);
+  scripting.py and line.py run its scripts (event writes on one held connection).
 """
 
 from shared.runstore.aio import AsyncRunStore

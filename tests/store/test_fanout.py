@@ -201,7 +201,7 @@ def test_an_open_cancelled_before_its_confirmation_leaves_nothing_behind(tmp_pat
             finally:
                 server.proc.send_signal(signal.SIGCONT)
             deadline = asyncio.get_running_loop().time() + WAIT_S
-            while (await client.pubsub_numsub("abandoned"))[0][1] != 0:
+            while (await client.pubsub_numsub(ch("abandoned")))[0][1] != 0:
                 assert asyncio.get_running_loop().time() < deadline, "still subscribed"
                 await asyncio.sleep(0.02)  # polling the server's own count
             later = await fanout.open(ch("abandoned"))  # and the channel can be followed again
