@@ -118,15 +118,7 @@ def enqueue(queue: Queue, run: NewRun, pipe: Pipeline, where: Placement) -> None
     if where.enqueue_at is None:
         enqueue_job(queue, run, pipe)
         return
-    job = queue.create_job(
-        JOB_FUNCTION,
-        args=(run.payload,),
-        job_id=run.run_id,
-        timeout=run.rq_timeout_s,
-        result_ttl=run.result_ttl_s,
-        description=f"claude-queue run for session {run.session_id}",
-        meta={PRIORITY_META: where.priority},
-    )
+    job = queue.create_job(JOB_FUNCTION, **_job_fields(run), meta={PRIORITY_META: where.priority})
     if not pipe.explicit_transaction:
         pipe.multi()
     queue.schedule_job(job, datetime.fromtimestamp(where.enqueue_at, UTC), pipeline=pipe)
@@ -141,15 +133,18 @@ def routed_worker(owner: object) -> str | None:
 
 def enqueue_job(queue: Queue, run: NewRun, pipe: Pipeline) -> None:
     """Queue RQ's enqueue of the run's job on `pipe` (it leaves the pipeline in MULTI)."""
-    queue.enqueue_call(
-        JOB_FUNCTION,
-        args=(run.payload,),
-        job_id=run.run_id,
-        timeout=run.rq_timeout_s,
-        result_ttl=run.result_ttl_s,
-        description=f"claude-queue run for session {run.session_id}",
-        pipeline=pipe,
-    )
+    queue.enqueue_call(JOB_FUNCTION, **_job_fields(run), pipeline=pipe)
+
+
+def _job_fields(run: NewRun) -> dict[str, Any]:
+    """The RQ job of a run, as enqueued now or scheduled for later alike."""
+    return {
+        "args": (run.payload,),
+        "job_id": run.run_id,
+        "timeout": run.rq_timeout_s,
+        "result_ttl": run.result_ttl_s,
+        "description": f"claude-queue run for session {run.session_id}",
+    }
 
 
 def version_tuple(version: object) -> tuple[int, int, int]:
