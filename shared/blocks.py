@@ -81,6 +81,21 @@ class MalformedBlock(_Block):
     block: Any
 
 
+# Every block model: fields and extras only, no alias or custom serializer (so their
+# JSON is their fields then their extras, which shared/encode.py relies on).
+BLOCK_MODELS: tuple[type[BaseModel], ...] = (
+    TextBlock,
+    ThinkingBlock,
+    RedactedThinkingBlock,
+    ToolUseBlock,
+    ServerToolUseBlock,
+    ToolResultBlock,
+    ImageBlock,
+    UnknownBlock,
+    MalformedBlock,
+)
+
+
 KNOWN_BLOCK_TYPES = frozenset(
     {
         "text",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -63,7 +63,7 @@ class AppendCall:
     run_id: str
     token: str
     first_index: int
-    bodies: tuple[str, ...]
+    bodies: tuple[str | bytes, ...]
     final_status: RunStatus | None
 
 
@@ -109,9 +109,10 @@ class FakeRunStore(RunStore):
     def _session(self, session_id: str) -> _Session:
         return self._sessions.setdefault(session_id, _Session())
 
-    def _write(self, session_id: str, body: str) -> int:
+    def _write(self, session_id: str, body: str | bytes) -> int:
         log = self._session(session_id).log
-        log.append(f'{{"seq":{len(log) + 1},{body}')
+        text = body.decode() if isinstance(body, bytes) else body  # as Redis takes either
+        log.append(f'{{"seq":{len(log) + 1},{text}')
         return len(log)
 
     # -- test helpers ----------------------------------------------------------
@@ -234,7 +235,7 @@ class FakeRunStore(RunStore):
         *,
         token: str,
         first_index: int,
-        bodies: list[str],
+        bodies: Sequence[str | bytes],
         final_status: RunStatus | None = None,
         touch: bool = True,
         now: float | None = None,
@@ -257,7 +258,7 @@ class FakeRunStore(RunStore):
         run_id: str,
         token: str,
         first_index: int,
-        bodies: list[str],
+        bodies: Sequence[str | bytes],
         final_status: RunStatus | None,
     ) -> Appended:
         run = self.runs.get(run_id)

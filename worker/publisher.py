@@ -30,7 +30,7 @@ import redis
 import structlog
 
 from shared.backoff import retry_backoff
-from shared.encode import encode_with_header, envelope_header
+from shared.encode import data_json, encode_with_header, envelope_header
 from shared.events import ErrorCode, ErrorData, Event, EventType, RunStatus
 from shared.runstore import RunStore
 from worker.truncate import truncate_json
@@ -94,7 +94,7 @@ class Publisher:
         self._clock = clock
         self._header = envelope_header(session_id, run_id)
         self._touched_at = -math.inf
-        self._pending: deque[tuple[int, str, int, str]] = deque()  # index, body, bytes, type
+        self._pending: deque[tuple[int, bytes, int, str]] = deque()  # index, body, bytes, type
         self._next_index = 1
         self._buffered_bytes = 0
         self._logged_bytes = 0
@@ -131,10 +131,10 @@ class Publisher:
         """
         ts = self._clock()
         body = self._encode(event, ts)
-        size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+        size = len(body) + _ENTRY_OVERHEAD_BYTES
         if size > self._max_event_bytes:
             body = self._shrink(event, ts, size)
-            size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+            size = len(body) + _ENTRY_OVERHEAD_BYTES
         allowed = self._log_budget - self._headroom
         if not closing and self._logged_bytes + size > allowed:
             raise LogBudgetExceeded(
@@ -150,7 +150,7 @@ class Publisher:
             self._meter.added(event)
             self._meter.buffered(self._buffered_bytes)
 
-    def _encode(self, event: Event, ts: float) -> str:
+    def _encode(self, event: Event, ts: float) -> bytes:
         try:
             return encode_with_header(self._header, ts, event)
         except (ValueError, RecursionError) as exc:  # e.g. nesting past the serializer's depth
@@ -163,11 +163,11 @@ class Publisher:
                 self._header, ts, Event(type=EventType.ERROR, data=unencodable)
             )
 
-    def _shrink(self, event: Event, ts: float, size: int) -> str:
+    def _shrink(self, event: Event, ts: float, size: int) -> bytes:
         """The event with its longest strings truncated to fit, else an event_too_large error."""
         value = event.data.model_dump(mode="json")
         # What the envelope adds around `data`, as pydantic encodes it.
-        overhead = size - _utf8_len(event.data.model_dump_json())
+        overhead = size - len(data_json(event.data))
         target = self._max_event_bytes - overhead
         for _ in range(_SHRINK_ATTEMPTS):
             cut = truncate_json(value, target)
@@ -178,7 +178,7 @@ class Publisher:
                 body = encode_with_header(self._header, ts, Event(type=event.type, data=data))
             except ValueError:  # a cut string broke the model (pydantic errors are ValueErrors)
                 break
-            new_size = _utf8_len(body) + _ENTRY_OVERHEAD_BYTES
+            new_size = len(body) + _ENTRY_OVERHEAD_BYTES
             if new_size <= self._max_event_bytes:
                 log.warning(
                     "event_truncated",
@@ -256,7 +256,7 @@ class Publisher:
 
     def _drain(self, final_status: RunStatus | None) -> None:
         while True:
-            batch: list[tuple[int, str]] = []
+            batch: list[tuple[int, bytes]] = []
             types: list[str] = []
             size = 0
             for index, body, body_size, event_type in self._pending:
@@ -279,7 +279,7 @@ class Publisher:
             if last_batch:
                 return
 
-    def _write(self, batch: list[tuple[int, str]], final_status: RunStatus | None) -> None:
+    def _write(self, batch: list[tuple[int, bytes]], final_status: RunStatus | None) -> None:
         first_index = batch[0][0] if batch else self._next_index
         # Expiry and the session index are refreshed on the first write, the last,
         # and once a minute: not on every event (most of a small write's Redis CPU).
@@ -302,8 +302,3 @@ class Publisher:
         self.published += len(batch)
         if written.last_seq:
             self.last_seq = written.last_seq
-
-
-def _utf8_len(text: str) -> int:
-    # isascii() is O(1) in CPython: the common case needs no encoding pass.
-    return len(text) if text.isascii() else len(text.encode())

@@ -36,7 +36,7 @@ from shared.runstore.model import (
 )
 from shared.settings import Settings
 
-ScriptArg = str | int | float
+ScriptArg = str | bytes | int | float
 Command = tuple[ScriptArg, ...]
 # Replay pages of this many entries: large enough to amortise the round trip, small
 # enough that one page never holds a client's memory for long.
@@ -147,7 +147,7 @@ class RunCalls:
         *,
         token: str,
         first_index: int,
-        bodies: Sequence[str],
+        bodies: Sequence[str | bytes],
         final_status: RunStatus | None,
         touch: bool,
         now: float,

@@ -28,7 +28,7 @@ from hiredis import pack_command  # redis[hiredis]: the same bytes as redis-py's
 from redis.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 
-Arg = str | int | float
+Arg = str | bytes | int | float
 Command = tuple[Arg, ...]
 
 

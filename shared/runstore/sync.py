@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import redis
@@ -228,7 +228,7 @@ class RunStore(WorkerRegistry):
         *,
         token: str,
         first_index: int,
-        bodies: list[str],
+        bodies: Sequence[str | bytes],
         final_status: RunStatus | None = None,
         touch: bool = True,
         now: float | None = None,
