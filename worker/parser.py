@@ -25,6 +25,7 @@ from shared.events import (
     StreamEventData,
     TextData,
 )
+from shared.trusted import trusted
 from worker.cliproto import ControlRequest, control_request
 from worker.errors import error_event
 
@@ -47,7 +48,7 @@ class Parsed:
 
 
 def _event(event_type: EventType, data: Any) -> Event:
-    return Event.model_construct(type=event_type, data=data)
+    return trusted(Event, {"type": event_type, "data": data})
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -105,14 +106,18 @@ def _message(line: dict[str, Any], role: str) -> Parsed:
         if line.get("api_error_status") is not None:
             detail["api_error_status"] = line.get("api_error_status")
         return Parsed([error_event(code, text, **detail)])
-    data = MessageData(
-        role="assistant" if role == "assistant" else "user",
-        content=blocks,
-        message_id=_str_or_none(message.get("id")),
-        model=_str_or_none(message.get("model")),
-        parent_tool_use_id=_str_or_none(line.get("parent_tool_use_id")),
-        stop_reason=_str_or_none(message.get("stop_reason")),
-        usage=_dict_or_none(message.get("usage")),
+    # Every value checked here (the blocks by their models): no second validation.
+    data = trusted(
+        MessageData,
+        {
+            "role": "assistant" if role == "assistant" else "user",
+            "content": blocks,
+            "message_id": _str_or_none(message.get("id")),
+            "model": _str_or_none(message.get("model")),
+            "parent_tool_use_id": _str_or_none(line.get("parent_tool_use_id")),
+            "stop_reason": _str_or_none(message.get("stop_reason")),
+            "usage": _dict_or_none(message.get("usage")),
+        },
     )
     return Parsed([_event(EventType.MESSAGE, data)])
 
@@ -201,9 +206,12 @@ def _error_line(line: dict[str, Any]) -> Parsed:
 
 
 def _stream_event(line: dict[str, Any]) -> Parsed:
-    data = StreamEventData(
-        event=_dict_or_none(line.get("event")) or {},
-        parent_tool_use_id=_str_or_none(line.get("parent_tool_use_id")),
+    data = trusted(
+        StreamEventData,
+        {
+            "event": _dict_or_none(line.get("event")) or {},
+            "parent_tool_use_id": _str_or_none(line.get("parent_tool_use_id")),
+        },
     )
     return Parsed([_event(EventType.STREAM_EVENT, data)])
 
