@@ -13,7 +13,7 @@ import structlog
 from redis.client import PubSub
 
 from producer import streamloop as sl
-from producer.cursor import live_envelope
+from producer.cursor import live_envelope, seen_before
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed
 from shared.events import Envelope
@@ -45,9 +45,10 @@ def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope,
                     action = loop.next_action()
                 case sl.Subscribe():
                     pubsub = client.redis.pubsub()
-                    action = loop.send(_io(client, session_id, action, pubsub))
+                    action = loop.send(_io(client, session_id, action, pubsub, 0))
                 case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
-                    action = loop.send(_io(client, session_id, action, pubsub))
+                    last_seq = loop.cursor.last_seq
+                    action = loop.send(_io(client, session_id, action, pubsub, last_seq))
                 case sl.Done():
                     return
                 case sl.Fail(error):
@@ -56,8 +57,11 @@ def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope,
         _closed(pubsub)
 
 
-def _io(client: Client, session_id: str, action: sl.IoAction, pubsub: PubSub | None) -> sl.Input:
-    """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
+def _io(
+    client: Client, session_id: str, action: sl.IoAction, pubsub: PubSub | None, last_seq: int
+) -> sl.Input:
+    """Perform one I/O action of a StreamLoop; a dropped connection is an answer too.
+    `last_seq` is the loop's cursor: live messages up to it are duplicates."""
     try:
         match action:
             case sl.Subscribe():
@@ -72,7 +76,12 @@ def _io(client: Client, session_id: str, action: sl.IoAction, pubsub: PubSub | N
                 return sl.ArchivePage(page or [], available=page is not None)
             case sl.WaitLive(timeout_s):
                 assert pubsub is not None
-                live = live_envelope(pubsub.get_message(timeout=timeout_s))
+                message = pubsub.get_message(timeout=timeout_s)
+                # What a stream read from the log while catching up it hears again live:
+                # passed over undecoded, as long as more are waiting (Idle if none).
+                while seen_before(message, last_seq):
+                    message = pubsub.get_message(timeout=0)
+                live = live_envelope(message)
                 return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(client.store.last_seq(session_id))

@@ -76,6 +76,20 @@ def test_joining_mid_run_sees_no_gap_and_no_duplicate(
     assert joined[-1].type is EventType.FINISHED
 
 
+def test_a_stream_catching_up_on_a_burst_delivers_each_event_once_in_order(
+    client: Client, start_worker: WorkerFactory
+) -> None:
+    # The stream subscribes, then reads the log while the burst is written: what it read
+    # there it hears again live, and passes over (producer/cursor.py, seen_before).
+    start_worker()
+    handle = client.submit(session_id="burst", prompt="FAKE: many n=3000 rate=0")
+    events = list(handle.stream(timeout_s=120))
+    assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + len(events)))
+    assert events[-1].type is EventType.FINISHED
+    assert events[-1].data["status"] == "succeeded"
+    assert len(events) > 3000
+
+
 def test_prompt_starting_with_dashes_reaches_stdin_verbatim(
     client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:

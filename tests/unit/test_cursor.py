@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from typing import Any
 
-from producer.cursor import SeqCursor, Verdict
-from shared.events import Envelope, EventType
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from producer.cursor import SeqCursor, Verdict, seen_before
+from shared.encode import encode_body
+from shared.events import Envelope, Event, EventType, TextData
 from shared.runstore.calls import replay_range
 
 RUN_A = "a" * 32
@@ -96,3 +102,45 @@ def test_stop_at_finish_of_given_run_only() -> None:
 def test_log_range_ids() -> None:
     assert replay_range(0, None) == ("1-0", "+")
     assert replay_range(41, 42) == ("42-0", "42-0")
+
+
+def published(seq: int, text: str = "x") -> dict[str, Any]:
+    """A pub/sub message as the append script publishes an envelope."""
+    body = encode_body("s1", RUN_A, 1.0, Event(type=EventType.TEXT, data=TextData(text=text)))
+    return {"type": "message", "channel": b"c", "data": (f'{{"seq":{seq},' + body).encode()}
+
+
+@given(st.integers(1, 2**63 - 1), st.integers(0, 2**63 - 1), st.text(max_size=20))
+def test_a_live_envelope_is_seen_before_exactly_when_its_seq_is_not_past_the_cursor(
+    seq: int, last_seq: int, text: str
+) -> None:
+    message = published(seq, text)
+    assert seen_before(message, last_seq) == (seq <= last_seq)
+    # and the seq it was judged by is the one its decode holds
+    assert Envelope.from_json(message["data"]).seq == seq
+
+
+@given(st.binary(max_size=40) | st.builds(lambda t: b'{"seq":' + t, st.binary(max_size=30)))
+def test_any_bytes_are_judged_without_raising_and_only_by_a_leading_seq(data: bytes) -> None:
+    message = {"type": "message", "channel": b"c", "data": data}
+    if seen_before(message, 10**30):
+        digits = data[len(b'{"seq":') :].split(b",", 1)[0]
+        assert data.startswith(b'{"seq":') and digits.isdigit()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        {"type": "subscribe", "channel": b"c", "data": 1},
+        {"type": "message", "channel": "c", "data": '{"seq":1,"x":1}'},  # str: decoded as ever
+        {"type": "message", "channel": b"c", "data": b'{"seq":-1,"x":1}'},
+        {"type": "message", "channel": b"c", "data": b'{"seq":1}'},  # no comma after it
+        {"type": "message", "channel": b"c", "data": b'{ "seq":1,"x":1}'},
+        {"type": "message", "channel": b"c", "data": json.dumps({"a": 1, "seq": 1}).encode()},
+    ],
+)
+def test_what_does_not_start_like_our_envelopes_is_left_to_the_decoder(
+    message: dict[str, object] | None,
+) -> None:
+    assert not seen_before(message, 10**6)
