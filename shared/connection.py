@@ -28,6 +28,18 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
+def _handshake(connection: redis.connection.AbstractConnection) -> None:
+    """redis-py's own handshake (HELLO, AUTH, SELECT), minus the health-check PING it
+    sends first: a connection that has just connected needs none, and its HELLO's
+    reply proves it as well. One round trip less per new connection (a work horse
+    opens ~6 a run)."""
+    connection.on_connect_check_health(check_health=False)
+
+
+# The sync clients' connections (the worker's and its work horses'): see _handshake.
+_SYNC_OPTIONS: dict[str, Any] = {**_OPTIONS, "redis_connect_func": _handshake}
+
+
 # Sentinels answer in microseconds; one that does not is skipped for the next.
 _SENTINEL_TIMEOUT_S = 0.5
 # redis-py's asyncio pool fails a command at once ("Too many connections", which reads
@@ -85,7 +97,7 @@ def sync_redis(settings: Settings, *, timeout_s: float | None = None) -> redis.R
             **{**_master_options(settings), **extra},  # the caller's bound wins over the URL's
         )
         return client
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **_OPTIONS, **extra)
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **_SYNC_OPTIONS, **extra)
 
 
 def _timeouts(seconds: float) -> dict[str, float]:
