@@ -36,6 +36,7 @@ from gateway.sse import SseStats, encode_frame
 from producer.cursor import SeqCursor
 from producer.streamloop import PROBE_INTERVAL_S
 from shared.events import Envelope, EventType
+from shared.forwarded import Forwarded
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +277,7 @@ class HubFeed:
         self.dropped.set()
 
 
-async def _aclose(source: AsyncIterator[Envelope]) -> None:
+async def _aclose(source: AsyncIterator[Envelope | Forwarded]) -> None:
     aclose = getattr(source, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):

@@ -36,6 +36,7 @@ from gateway.sse import encode_frame
 from producer.aio import AsyncClient
 from shared.backoff import Backoff
 from shared.events import Envelope
+from shared.forwarded import Forwarded
 from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ class HubSource(Protocol):
         """Every envelope after `after`, then live ones, forever (the hub's stream)."""
         ...
 
-    def replay(self, session_id: str, after: int) -> AsyncIterator[Envelope]:
-        """The logged envelopes after `after` (archive included), then the end."""
+    def replay(self, session_id: str, after: int) -> AsyncIterator[Envelope | Forwarded]:
+        """The logged envelopes after `after` (archive included), then the end: only
+        written out again, so they may come as Forwarded ones (data not decoded)."""
         ...
 
 
@@ -216,11 +218,11 @@ class RedisSource:
     def follow(self, session_id: str, after: int) -> AsyncIterator[Envelope]:
         return self._client.stream(session_id, after=after)
 
-    def replay(self, session_id: str, after: int) -> AsyncIterator[Envelope]:
-        return self._client.stream(session_id, after=after, follow=False)
+    def replay(self, session_id: str, after: int) -> AsyncIterator[Envelope | Forwarded]:
+        return self._client.forward(session_id, after=after)
 
 
-async def _aclose(source: AsyncIterator[Envelope]) -> None:
+async def _aclose(source: AsyncIterator[Envelope | Forwarded]) -> None:
     aclose = getattr(source, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):

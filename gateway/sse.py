@@ -16,6 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message, Receive, Scope, Send
 
 from shared.events import Envelope
+from shared.forwarded import Forwarded
 
 if TYPE_CHECKING:
     from gateway.feed import HubFeed
@@ -33,7 +34,7 @@ class SseStats:
     high_water: int = 0
 
 
-def encode_frame(envelope: Envelope) -> bytes:
+def encode_frame(envelope: Envelope | Forwarded) -> bytes:
     """`id: <seq>`, `event: <type>`, `data: <envelope JSON>`: ServerSentEvent's bytes."""
     data = envelope.to_json()  # the JSON it was read from: decoded once, never re-encoded
     event = str(envelope.type)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from producer import streamloop as sl
-from producer.aiostream import deliveries, next_live
+from producer.aiostream import deliveries, forwarded_deliveries, next_live
 from producer.approvals import AnswerOutcome, AnswerResult, prepare_answer
 from producer.cancelling import (
     CancelOutcome,
@@ -30,6 +30,7 @@ from producer.submission import prepare, validate_job
 from shared.backoff import reconnect_backoff
 from shared.connection import async_redis
 from shared.events import Envelope, FinishedData
+from shared.forwarded import Forwarded
 from shared.jobs import OnBusy, PromptJob
 from shared.runstore import AsyncRunStore, Busy, OpenRequest
 from shared.settings import Settings
@@ -177,6 +178,20 @@ class AsyncClient:
         """Subscribe, replay after `after`, then follow; see `Client.stream`."""
         spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
         batches = deliveries(self, spec)
+        try:
+            async for batch in batches:
+                for envelope in batch:
+                    yield envelope
+        finally:
+            await batches.aclose()
+
+    @redis_errors()
+    async def forward(self, session_id: str, *, after: int = 0) -> AsyncIterator[Forwarded]:
+        """The session's logged events after `after` (archive included), each validated
+        but its `data` left as JSON: for a reader that only passes envelopes on (the
+        gateway's SSE replay). `stream(..., follow=False)` with decoded envelopes."""
+        spec = sl.StreamSpec(session_id, after, follow=False)
+        batches = forwarded_deliveries(self, spec)
         try:
             async for batch in batches:
                 for envelope in batch:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -16,6 +16,7 @@ from producer import streamloop as sl
 from producer.fanout import LOST, Subscription
 from shared.backoff import reconnect_backoff
 from shared.events import Envelope
+from shared.forwarded import Forwarded
 
 if TYPE_CHECKING:
     from producer.aio import AsyncClient
@@ -23,10 +24,24 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def deliveries(
-    client: AsyncClient, spec: sl.StreamSpec
-) -> AsyncGenerator[tuple[Envelope, ...]]:
+def deliveries(client: AsyncClient, spec: sl.StreamSpec) -> AsyncGenerator[tuple[Envelope, ...]]:
     """What a StreamLoop delivers, a batch at a time, its I/O done here."""
+    return _deliveries(client, spec, forward=False)
+
+
+def forwarded_deliveries(
+    client: AsyncClient, spec: sl.StreamSpec
+) -> AsyncGenerator[tuple[Forwarded, ...]]:
+    """deliveries of a replay (no live part) whose envelopes are only passed on: each
+    validated, its `data` not decoded (shared/forwarded.py)."""
+    if spec.follow:
+        raise ValueError("forwarded envelopes are for replays: follow=False")
+    return _deliveries(client, spec, forward=True)
+
+
+async def _deliveries(
+    client: AsyncClient, spec: sl.StreamSpec, *, forward: bool
+) -> AsyncGenerator[tuple[Any, ...]]:
     spec = replace(spec, archive=client.archive is not None)
     loop = sl.StreamLoop(spec, backoff=reconnect_backoff(client.settings))
     subscription: Subscription | None = None
@@ -51,7 +66,8 @@ async def deliveries(
                     except (redis.ConnectionError, redis.TimeoutError) as exc:
                         action = loop.send(sl.ConnectionLost(exc))
                 case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
-                    action = loop.send(await _io(client, spec.session_id, action, subscription))
+                    answer = await _io(client, spec.session_id, action, subscription, forward)
+                    action = loop.send(answer)
                 case sl.Done():
                     return
                 case sl.Fail(error):
@@ -65,16 +81,16 @@ async def _io(
     session_id: str,
     action: sl.ReadReplay | sl.ReadArchive | sl.WaitLive | sl.ProbeSession,
     subscription: Subscription | None,
+    forward: bool,
 ) -> sl.Input:
     """Perform one I/O action of a StreamLoop; a dropped connection is an answer too."""
     try:
         match action:
             case sl.ReadReplay(after, upto, count):
-                return sl.ReplayPage(await client.store.replay_page(session_id, after, upto, count))
-            case sl.ReadArchive(after, upto, count):
-                assert client.archive is not None
-                page = await client.archive.replay_page(session_id, after, upto, count)
-                return sl.ArchivePage(page or [], available=page is not None)
+                read = client.store.forward_page if forward else client.store.replay_page
+                return sl.ReplayPage(await read(session_id, after, upto, count))
+            case sl.ReadArchive():
+                return await _archive_page(client, session_id, action, forward)
             case sl.WaitLive(timeout_s):
                 assert subscription is not None
                 if subscription.lagging:  # live events were dropped: the log has them
@@ -86,6 +102,18 @@ async def _io(
                 return sl.SessionProbed(await client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         return sl.ConnectionLost(exc)
+
+
+async def _archive_page(
+    client: AsyncClient, session_id: str, read: sl.ReadArchive, forward: bool
+) -> sl.ArchivePage[Any]:
+    assert client.archive is not None
+    page = await client.archive.replay_page(session_id, read.after, read.upto, read.count)
+    if page is None:
+        return sl.ArchivePage([], available=False)
+    if forward:  # the archive's come decoded anyway
+        return sl.ArchivePage([Forwarded.of(envelope) for envelope in page])
+    return sl.ArchivePage(page)
 
 
 async def _unsubscribed(client: AsyncClient, subscription: Subscription | None) -> None:

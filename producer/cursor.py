@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from shared.events import Envelope, EventType, FinishedData
 from shared.runstore import replies
@@ -22,6 +22,19 @@ class Verdict(Enum):
     GAP = "gap"
 
 
+class Sequenced(Protocol):
+    """What the ordering rules read of an event: an Envelope, or a Forwarded one."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def type(self) -> EventType | str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+
 @dataclass(slots=True)
 class SeqCursor:
     """Last seq delivered, and when to stop."""
@@ -31,14 +44,14 @@ class SeqCursor:
     run_id: str | None = None
     done: bool = False
 
-    def judge(self, envelope: Envelope) -> Verdict:
+    def judge(self, envelope: Sequenced) -> Verdict:
         if envelope.seq <= self.last_seq:
             return Verdict.DUPLICATE
         if envelope.seq > self.last_seq + 1:
             return Verdict.GAP
         return Verdict.DELIVER
 
-    def take(self, envelopes: Sequence[Envelope]) -> int:
+    def take(self, envelopes: Sequence[Sequenced]) -> int:
         """Deliver envelopes, each newer than the last delivered: how many are taken (all,
         unless the stopping point comes first). The same as `delivered` on each in turn."""
         if not self.stop_at_finish:  # no stopping point to look for: only the last counts
@@ -51,7 +64,7 @@ class SeqCursor:
                 return taken
         return len(envelopes)
 
-    def delivered(self, envelope: Envelope) -> None:
+    def delivered(self, envelope: Sequenced) -> None:
         self.last_seq = envelope.seq
         if (
             self.stop_at_finish

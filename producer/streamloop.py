@@ -39,14 +39,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from producer.cursor import SeqCursor, Verdict
+from producer.cursor import SeqCursor, Sequenced, Verdict
 from producer.errors import StreamEnded, StreamTimeout
 from shared.backoff import SYSTEM_RANDOM, Backoff, RandomSource
-from shared.events import Envelope
 from shared.runstore import REPLAY_PAGE
 
 TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
+# What a stream carries: Envelopes (clients), or Forwarded ones (the gateway's replay).
+E = TypeVar("E", bound=Sequenced)
+
 PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives
 # How long a session may stay behind the cursor (see above): well past a failover and the
 # worker's next write, which a lease (15 s by default) bounds.
@@ -106,8 +109,8 @@ class ProbeSession:
 
 
 @dataclass(frozen=True, slots=True)
-class Deliver:
-    envelopes: tuple[Envelope, ...]
+class Deliver(Generic[E]):
+    envelopes: tuple[E, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ Action = (
     | ReadArchive
     | WaitLive
     | ProbeSession
-    | Deliver
+    | Deliver[Any]
     | Reconnect
     | Done
     | Fail
@@ -148,19 +151,19 @@ class Subscribed:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayPage:
-    envelopes: Sequence[Envelope]
+class ReplayPage(Generic[E]):
+    envelopes: Sequence[E]
 
 
 @dataclass(frozen=True, slots=True)
-class ArchivePage:
-    envelopes: Sequence[Envelope]
+class ArchivePage(Generic[E]):
+    envelopes: Sequence[E]
     available: bool = True  # False: the archive could not be read (the stream goes on)
 
 
 @dataclass(frozen=True, slots=True)
-class Live:
-    envelope: Envelope
+class Live(Generic[E]):
+    envelope: E
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,14 @@ class ConnectionLost:
 
 
 Input = (
-    Subscribed | ReplayPage | ArchivePage | Live | Lagged | Idle | SessionProbed | ConnectionLost
+    Subscribed
+    | ReplayPage[Any]
+    | ArchivePage[Any]
+    | Live[Any]
+    | Lagged
+    | Idle
+    | SessionProbed
+    | ConnectionLost
 )
 
 _ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
@@ -233,7 +243,7 @@ class StreamLoop:
         self._archiving: ReadArchive | None = None
         # The cursor at which the archive last had nothing more: not asked again there.
         self._archive_ended_at: int | None = None
-        self._gap_live: Envelope | None = None  # the live event that revealed a gap
+        self._gap_live: Sequenced | None = None  # the live event that revealed a gap
         self._awaiting: IoAction | None = None
         self._pending: deque[Action] = deque(self._open())
 
@@ -295,7 +305,7 @@ class StreamLoop:
         self._replaying = ReadReplay(after, upto, self._page_size)
         return self._replaying
 
-    def _on_page(self, envelopes: Sequence[Envelope]) -> list[Action]:
+    def _on_page(self, envelopes: Sequence[Sequenced]) -> list[Action]:
         request = self._replaying
         assert request is not None
         if self._archive_due(request, envelopes):
@@ -322,7 +332,7 @@ class StreamLoop:
         self._attempt = 0  # subscribed and replayed: the connection works again
         return [*actions, *self._follow(idle=False)]
 
-    def _archive_due(self, request: ReadReplay, envelopes: Sequence[Envelope]) -> bool:
+    def _archive_due(self, request: ReadReplay, envelopes: Sequence[Sequenced]) -> bool:
         """The log lacks seqs right after the cursor, and the archive may hold them."""
         if not self.spec.archive or self._archive_ended_at == request.after:
             return False
@@ -330,7 +340,7 @@ class StreamLoop:
             return False
         return not envelopes or envelopes[0].seq > request.after + 1
 
-    def _on_archive_page(self, envelopes: Sequence[Envelope], available: bool) -> list[Action]:
+    def _on_archive_page(self, envelopes: Sequence[Sequenced], available: bool) -> list[Action]:
         request = self._archiving
         replaying = self._replaying
         assert request is not None and replaying is not None
@@ -349,11 +359,11 @@ class StreamLoop:
         self._archive_ended_at = self.cursor.last_seq
         return [*actions, self._read(self.cursor.last_seq, replaying.upto)]
 
-    def _take(self, envelopes: Sequence[Envelope]) -> tuple[Envelope, ...]:
+    def _take(self, envelopes: Sequence[Sequenced]) -> tuple[Sequenced, ...]:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
         return tuple(envelopes[: self.cursor.take(envelopes)])
 
-    def _on_live(self, envelope: Envelope) -> list[Action]:
+    def _on_live(self, envelope: Sequenced) -> list[Action]:
         verdict = self.cursor.judge(envelope)
         if verdict is Verdict.DUPLICATE:
             return self._follow(idle=False)

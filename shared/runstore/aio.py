@@ -12,6 +12,7 @@ from redis.commands.core import AsyncScript
 
 from shared import rqjobs
 from shared.events import Envelope
+from shared.forwarded import Forwarded
 from shared.rqjobs import SubmitQueues
 from shared.runstore import calls, placing, replies
 from shared.runstore.calls import DELETE_BATCH, REPLAY_PAGE, Command, RunCalls, Script, ScriptCall
@@ -180,11 +181,22 @@ class AsyncRunStore:
         self, session_id: str, after: int, upto: int | None = None, count: int = REPLAY_PAGE
     ) -> list[Envelope]:
         """See RunStore.replay_page."""
+        return replies.envelopes(await self._log_entries(session_id, after, upto, count))
+
+    async def forward_page(
+        self, session_id: str, after: int, upto: int | None = None, count: int = REPLAY_PAGE
+    ) -> list[Forwarded]:
+        """replay_page's envelopes read only to be passed on (shared/forwarded.py)."""
+        return replies.forwarded(await self._log_entries(session_id, after, upto, count))
+
+    async def _log_entries(
+        self, session_id: str, after: int, upto: int | None, count: int
+    ) -> list[Any]:
         start, end = calls.replay_range(after, upto)
         entries = await self._log_reader().xrange(
             self.keys.log(session_id), start, end, count=count
         )
-        return replies.envelopes(cast(list[Any], entries))
+        return cast(list[Any], entries)
 
     async def replay(
         self, session_id: str, after: int = 0, upto: int | None = None

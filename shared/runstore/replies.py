@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from shared.control import MAX_GRACE_S
 from shared.events import Envelope, PermissionRequestData, envelopes_from_json
+from shared.forwarded import Forwarded, forwarded_page
 from shared.gcpause import gc_paused
 from shared.ids import is_request_id, is_run_id, is_session_id
 from shared.runstore.model import (
@@ -48,13 +49,22 @@ def text(value: object) -> str | None:
 
 def envelopes(entries: Iterable[Sequence[Any]]) -> list[Envelope]:
     """The envelopes of one XRANGE page, in its order."""
+    raws = _raws(entries)
+    with gc_paused():
+        return envelopes_from_json(raws)
+
+
+def forwarded(entries: Iterable[Sequence[Any]]) -> list[Forwarded]:
+    """The envelopes of one XRANGE page, in its order, read only to be passed on."""
+    return forwarded_page(_raws(entries))
+
+
+def _raws(entries: Iterable[Sequence[Any]]) -> list[bytes | str]:
     # The common case inline (a raw reply holding one field, `e`): ~1 us an entry saved.
-    raws = [
+    return [
         fields[1] if type(fields) is list and fields[0] == ENVELOPE_FIELD else _field(fields)
         for _entry_id, fields in entries  # (entry id, fields): raw replies are lists
     ]
-    with gc_paused():
-        return envelopes_from_json(raws)
 
 
 def raw_reply(response: object, **_options: object) -> object:
