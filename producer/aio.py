@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -38,6 +39,8 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from producer.archive import AsyncArchiveReader
     from shared.archive import SessionPage, TotalsRow
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -177,13 +180,9 @@ class AsyncClient:
     ) -> AsyncIterator[Envelope]:
         """Subscribe, replay after `after`, then follow; see `Client.stream`."""
         spec = sl.StreamSpec(session_id, after, follow, stop_at_finish, run_id, timeout_s)
-        batches = deliveries(self, spec)
-        try:
-            async for batch in batches:
-                for envelope in batch:
-                    yield envelope
-        finally:
-            await batches.aclose()
+        async with aclosing(_each(deliveries(self, spec))) as envelopes:
+            async for envelope in envelopes:
+                yield envelope
 
     @redis_errors()
     async def forward(self, session_id: str, *, after: int = 0) -> AsyncIterator[Forwarded]:
@@ -191,13 +190,9 @@ class AsyncClient:
         but its `data` left as JSON: for a reader that only passes envelopes on (the
         gateway's SSE replay). `stream(..., follow=False)` with decoded envelopes."""
         spec = sl.StreamSpec(session_id, after, follow=False)
-        batches = forwarded_deliveries(self, spec)
-        try:
-            async for batch in batches:
-                for envelope in batch:
-                    yield envelope
-        finally:
-            await batches.aclose()
+        async with aclosing(_each(forwarded_deliveries(self, spec))) as envelopes:
+            async for envelope in envelopes:
+                yield envelope
 
     @redis_errors()
     async def cancel(
@@ -333,3 +328,11 @@ class AsyncRunHandle:
             decided_by=decided_by,
             run_id=self.run_id,
         )
+
+
+async def _each(batches: AsyncGenerator[tuple[T, ...]]) -> AsyncGenerator[T]:
+    """A stream's batches one item at a time; the batches closed when this is."""
+    async with aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item

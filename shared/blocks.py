@@ -112,17 +112,7 @@ KNOWN_BLOCK_TYPES = frozenset(
 # The block models whose tag is their `type` (neither unknown nor malformed, which
 # have fixed tags). Matched by exact class first: pydantic's isinstance runs Python
 # code, and pydantic calls this once to validate a block and again to serialize it.
-_TYPED_BLOCKS = frozenset(
-    {
-        TextBlock,
-        ThinkingBlock,
-        RedactedThinkingBlock,
-        ToolUseBlock,
-        ServerToolUseBlock,
-        ToolResultBlock,
-        ImageBlock,
-    }
-)
+_TYPED_BLOCKS = frozenset(BLOCK_MODELS) - {UnknownBlock, MalformedBlock}
 
 
 def _block_tag(value: Any) -> str:

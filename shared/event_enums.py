@@ -42,6 +42,8 @@ class RunStatus(StrEnum):
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.FINISHED})
+# A type read from the wire as its member, where it is one (a newer worker's stays a str).
+EVENT_TYPE_OF: dict[str, EventType] = {member.value: member for member in EventType}
 
 
 class DecisionReason(StrEnum):

@@ -26,6 +26,7 @@ from shared.blocks import ContentBlock
 # The enums live in shared/event_enums.py; they are imported from here too (pyproject:
 # mypy's implicit_reexport for this module).
 from shared.event_enums import (
+    EVENT_TYPE_OF,
     READING,
     TERMINAL_EVENT_TYPES,
     ColdReason,  # noqa: F401  (re-exported)
@@ -330,7 +331,6 @@ class Envelope(BaseModel):
 
 
 _ALL_FIELDS_SET = set(Envelope.model_fields)  # seq, session_id, run_id, ts, type, data
-_EVENT_TYPES: dict[str, EventType] = {member.value: member for member in EventType}
 _new_envelope = Envelope.__new__
 _set = object.__setattr__
 
@@ -374,7 +374,7 @@ def _canonical(raw: str | bytes) -> Envelope | None:
             "session_id": wire.session_id,
             "run_id": wire.run_id,
             "ts": wire.ts,
-            "type": _EVENT_TYPES.get(type_, type_),
+            "type": EVENT_TYPE_OF.get(type_, type_),
             "data": wire.data,
         },
     )

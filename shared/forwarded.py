@@ -19,10 +19,9 @@ from typing import Annotated
 
 import msgspec
 
+from shared.event_enums import EVENT_TYPE_OF
 from shared.events import Envelope, EventType
 from shared.gcpause import gc_paused
-
-_EVENT_TYPES: dict[str, EventType] = {member.value: member for member in EventType}
 
 
 class Forwarded(msgspec.Struct, frozen=True):
@@ -69,7 +68,7 @@ def forwarded(raw: str | bytes) -> Forwarded:
     if memoryview(head.data)[:1].tobytes() != b"{" or "\n" in text or "\r" in text:
         return Forwarded.of(Envelope.from_json(raw))
     type_ = head.type
-    return Forwarded(head.seq, head.session_id, head.run_id, _EVENT_TYPES.get(type_, type_), text)
+    return Forwarded(head.seq, head.session_id, head.run_id, EVENT_TYPE_OF.get(type_, type_), text)
 
 
 def forwarded_page(raws: Sequence[str | bytes]) -> list[Forwarded]:
