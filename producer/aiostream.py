@@ -97,7 +97,7 @@ async def _io(
                     subscription.lagging = False
                     return sl.Lagged()
                 live = await next_live(subscription, timeout_s)
-                return sl.Live(live) if live else sl.Idle()
+                return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(await client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -122,18 +122,17 @@ async def _unsubscribed(client: AsyncClient, subscription: Subscription | None) 
         await client.fanout.close(subscription)
 
 
-async def next_live(subscription: Subscription, timeout_s: float) -> tuple[Envelope, ...]:
-    """The next live message's events, none after timeout_s; raises if the connection
-    was lost."""
+async def next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
+    """The next live event, None after timeout_s; raises if the connection was lost."""
     queue = subscription.queue
     if queue.empty():  # else no timer: under load the next message is usually there
         try:
             async with asyncio.timeout(timeout_s):
-                message = subscription.taken(await queue.get())
+                message = await queue.get()
         except TimeoutError:
-            return ()
+            return None
     else:
-        message = subscription.taken(queue.get_nowait())
+        message = queue.get_nowait()
     if message is LOST:
         raise redis.ConnectionError("the pub/sub connection was lost")
-    return message.envelopes()
+    return message.envelope()

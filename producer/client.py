@@ -21,7 +21,7 @@ from producer.cancelling import (
     require_grace,
     wait_limit_s,
 )
-from producer.cursor import finished_of, live_envelopes
+from producer.cursor import finished_of, live_envelope
 from producer.errors import redis_errors
 from producer.result import ResultCollector, RunResult, stream_ended
 from producer.sessions import SessionInfo, busy_error, require_session_id
@@ -242,7 +242,7 @@ class Client:
             limit = wait_limit_s(grace_s, timeout_s, self.settings.cancel_ack_timeout_s)
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
-                if waiter.is_done(live_envelopes(pubsub.get_message(timeout=pause))):
+                if waiter.is_done(live_envelope(pubsub.get_message(timeout=pause))):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():

@@ -35,13 +35,6 @@ class Sequenced(Protocol):
     def run_id(self) -> str: ...
 
 
-def follows(last_seq: int, seq: int) -> Verdict:
-    """How an event with this seq follows the last one delivered."""
-    if seq <= last_seq:
-        return Verdict.DUPLICATE
-    return Verdict.GAP if seq > last_seq + 1 else Verdict.DELIVER
-
-
 @dataclass(slots=True)
 class SeqCursor:
     """Last seq delivered, and when to stop."""
@@ -52,7 +45,11 @@ class SeqCursor:
     done: bool = False
 
     def judge(self, envelope: Sequenced) -> Verdict:
-        return follows(self.last_seq, envelope.seq)
+        if envelope.seq <= self.last_seq:
+            return Verdict.DUPLICATE
+        if envelope.seq > self.last_seq + 1:
+            return Verdict.GAP
+        return Verdict.DELIVER
 
     def take(self, envelopes: Sequence[Sequenced]) -> int:
         """Deliver envelopes, each newer than the last delivered: how many are taken (all,
@@ -84,38 +81,33 @@ def decode_page(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Envelop
 
 # Every envelope our writers publish starts so (the append script puts the seq first).
 _SEQ_HEAD = b'{"seq":'
-_SEQ_DIGITS = 21  # where a seq's comma must come by, past the head (20 digits at most)
+_SEQ_DIGITS_END = len(_SEQ_HEAD) + 21  # where a seq's comma must come by (20 digits at most)
 
 
 def seen_before(message: dict[str, Any] | None, last_seq: int) -> bool:
-    """A pub/sub message whose last envelope starts with a seq at or before last_seq.
+    """A pub/sub message whose envelope starts with a seq at or before last_seq.
 
-    A message carries one script call's envelopes, one per line, in seq order
-    (replies.live_batch): when its last is not past the cursor, none is. A stream that
-    caught up from the log hears it all again live: those messages are passed over by
-    that leading seq, undecoded (a decode is ~5-8 us an envelope). A message that does
-    not end like our writers' is not judged here: it is decoded and validated as ever.
-    One that claims a seq it does not hold can only be skipped, and the next message's
-    gap is then filled from the log, which is the record.
+    A stream that caught up from the log hears it all again live: those messages are
+    passed over by their leading seq, undecoded (a decode is ~5-8 us an envelope). A
+    message that does not start like our writers' is not judged here: it is decoded
+    and validated as ever. One that claims a seq it does not hold can only be skipped,
+    and the next message's gap is then filled from the log, which is the record.
     """
     if message is None or message.get("type") != "message":
         return False
     data = message.get("data")
-    if type(data) is not bytes:
+    if type(data) is not bytes or not data.startswith(_SEQ_HEAD):
         return False
-    head = data.rfind(b"\n") + 1 + len(_SEQ_HEAD)
-    if not data.startswith(_SEQ_HEAD, head - len(_SEQ_HEAD)):
-        return False
-    end = data.find(b",", head, head + _SEQ_DIGITS)
-    digits = data[head:end]
+    end = data.find(b",", len(_SEQ_HEAD), _SEQ_DIGITS_END)
+    digits = data[len(_SEQ_HEAD) : end]
     return end > 0 and digits.isdigit() and int(digits) <= last_seq
 
 
-def live_envelopes(message: dict[str, Any] | None) -> tuple[Envelope, ...]:
-    """The envelopes carried by a pub/sub message, in seq order; none for anything else."""
+def live_envelope(message: dict[str, Any] | None) -> Envelope | None:
+    """The envelope carried by a pub/sub message; None for anything else."""
     if message is None or message.get("type") != "message":
-        return ()
-    return replies.live_batch(message["data"])
+        return None
+    return Envelope.from_json(message["data"])
 
 
 def finished_of(envelope: Envelope, run_id: str) -> FinishedData | None:

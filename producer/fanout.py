@@ -25,40 +25,35 @@ import structlog
 
 from shared.backoff import Backoff
 from shared.events import Envelope
-from shared.runstore.replies import live_batch
 from shared.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
 _QUEUE_SIZE = 10_000
-# A message carries what one write appended (up to the publisher's 8 MiB batch): each
-# stream's queue is bounded in bytes too, like Redis' own pub/sub client limit (32 MiB).
-_QUEUE_BYTES = 32 * 1024 * 1024
 _CONFIRM_TIMEOUT_S = 10.0
 
 
 class LiveMessage:
     """One pub/sub message, shared by every stream on its channel; decoded on first use."""
 
-    __slots__ = ("_envelopes", "_error", "raw")
+    __slots__ = ("_envelope", "_error", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self._envelopes: tuple[Envelope, ...] | None = None
+        self._envelope: Envelope | None = None
         self._error: ValueError | None = None
 
-    def envelopes(self) -> tuple[Envelope, ...]:
-        """The envelopes it carries, in seq order (replies.live_batch); raises (every
-        time) if any is not a valid one."""
-        if self._envelopes is None:
+    def envelope(self) -> Envelope:
+        """The envelope it carries; raises (every time) if it is not a valid one."""
+        if self._envelope is None:
             if self._error is not None:
                 raise self._error
             try:
-                self._envelopes = live_batch(self.raw)
+                self._envelope = Envelope.from_json(self.raw)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 self._error = exc
                 raise
-        return self._envelopes
+        return self._envelope
 
 
 LOST: Final = LiveMessage(b"")  # queued when the shared connection dropped
@@ -69,26 +64,6 @@ class Subscription:
     channel: str
     queue: asyncio.Queue[LiveMessage] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     lagging: bool = False
-    queued_bytes: int = 0  # of the messages in its queue
-
-    def offer(self, live: LiveMessage) -> None:
-        """Queue a message, or mark the stream lagging when its queue is full (in messages
-        or bytes): it then catches up from the log."""
-        size = len(live.raw)
-        if self.queued_bytes + size > _QUEUE_BYTES:
-            self.lagging = True
-            return
-        try:
-            self.queue.put_nowait(live)
-        except asyncio.QueueFull:
-            self.lagging = True
-            return
-        self.queued_bytes += size
-
-    def taken(self, live: LiveMessage) -> LiveMessage:
-        """Count a message read from the queue out of its bytes."""
-        self.queued_bytes -= len(live.raw)
-        return live
 
 
 class PubSubFanout:
@@ -184,7 +159,10 @@ class PubSubFanout:
             assert isinstance(data, bytes)
             live = LiveMessage(data)
             for subscription in self._subscribers.get(channel, ()):
-                subscription.offer(live)
+                try:
+                    subscription.queue.put_nowait(live)
+                except asyncio.QueueFull:
+                    subscription.lagging = True  # it catches up from the log
 
     async def _reconnect(self, delay: float) -> None:
         """Tell every stream it lost messages, then subscribe again on a new connection."""

@@ -13,7 +13,7 @@ import structlog
 from redis.client import PubSub
 
 from producer import streamloop as sl
-from producer.cursor import live_envelopes, seen_before
+from producer.cursor import live_envelope, seen_before
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed
 from shared.events import Envelope
@@ -81,8 +81,8 @@ def _io(
                 # passed over undecoded, as long as more are waiting (Idle if none).
                 while seen_before(message, last_seq):
                     message = pubsub.get_message(timeout=0)
-                live = live_envelopes(message)
-                return sl.Live(live) if live else sl.Idle()
+                live = live_envelope(message)
+                return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -7,7 +7,7 @@ which returns the next action:
     Subscribe     subscribe to the session channel      -> Subscribed()
     ReadReplay    read one log page (after, upto]       -> ReplayPage(envelopes)
     ReadArchive   read one archive page (after, upto]   -> ArchivePage(envelopes, available)
-    WaitLive      wait up to timeout_s for live events  -> Live(envelopes) | Lagged() | Idle()
+    WaitLive      wait up to timeout_s for a live event -> Live(e) | Lagged() | Idle()
     ProbeSession  read the session's last seq           -> SessionProbed(seq or None)
     Deliver       hand the envelopes to the caller, then call next_action()
     Reconnect     drop the connection, sleep delay_s, then call next_action()
@@ -39,65 +39,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from producer.cursor import SeqCursor, Sequenced, Verdict, follows
+from producer.cursor import SeqCursor, Sequenced, Verdict
 from producer.errors import StreamEnded, StreamTimeout
-from producer.streamsteps import (
-    ANSWERS,
-    Action,
-    ArchivePage,
-    ConnectionLost,
-    Deliver,
-    Done,
-    Fail,
-    Idle,
-    Input,
-    IoAction,
-    Lagged,
-    Live,
-    ProbeSession,
-    ReadArchive,
-    ReadReplay,
-    Reconnect,
-    ReplayPage,
-    SessionProbed,
-    Subscribe,
-    Subscribed,
-    WaitLive,
-)
 from shared.backoff import SYSTEM_RANDOM, Backoff, RandomSource
 from shared.runstore import REPLAY_PAGE
 
-__all__ = [
-    "BEHIND_PATIENCE_S",
-    "PROBE_INTERVAL_S",
-    "TICK_S",
-    "Action",
-    "ArchivePage",
-    "ConnectionLost",
-    "Deliver",
-    "Done",
-    "Fail",
-    "Idle",
-    "Input",
-    "IoAction",
-    "Lagged",
-    "Live",
-    "ProbeSession",
-    "ReadArchive",
-    "ReadReplay",
-    "Reconnect",
-    "ReplayPage",
-    "SessionProbed",
-    "StreamLoop",
-    "StreamProtocolError",
-    "StreamSpec",
-    "Subscribe",
-    "Subscribed",
-    "WaitLive",
-]
-
 TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
+# What a stream carries: Envelopes (clients), or Forwarded ones (the gateway's replay).
+E = TypeVar("E", bound=Sequenced)
 
 PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives
 # How long a session may stay behind the cursor (see above): well past a failover and the
@@ -123,6 +74,136 @@ class StreamSpec:
     def run_bound(self) -> bool:
         """The stream waits for one run's `finished`, so it can tell when that never comes."""
         return self.follow and self.stop_at_finish and self.run_id is not None
+
+
+# -- actions (loop -> shell) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReplay:
+    after: int
+    upto: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadArchive:
+    after: int
+    upto: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitLive:
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSession:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Generic[E]):
+    envelopes: tuple[E, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    delay_s: float
+    error: Exception  # why: for the shell's log line
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: Exception
+
+
+Action = (
+    Subscribe
+    | ReadReplay
+    | ReadArchive
+    | WaitLive
+    | ProbeSession
+    | Deliver[Any]
+    | Reconnect
+    | Done
+    | Fail
+)
+IoAction = Subscribe | ReadReplay | ReadArchive | WaitLive | ProbeSession
+
+# -- inputs (shell -> loop) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPage(Generic[E]):
+    envelopes: Sequence[E]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage(Generic[E]):
+    envelopes: Sequence[E]
+    available: bool = True  # False: the archive could not be read (the stream goes on)
+
+
+@dataclass(frozen=True, slots=True)
+class Live(Generic[E]):
+    envelope: E
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """Live events were dropped before this stream read them (a full fan-out queue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """WaitLive ended with no live event."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionProbed:
+    last_seq: int | None  # None: the session has no seq key (deleted or expired)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    error: Exception
+
+
+Input = (
+    Subscribed
+    | ReplayPage[Any]
+    | ArchivePage[Any]
+    | Live[Any]
+    | Lagged
+    | Idle
+    | SessionProbed
+    | ConnectionLost
+)
+
+_ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
+    Subscribe: (Subscribed,),
+    ReadReplay: (ReplayPage,),
+    ReadArchive: (ArchivePage,),
+    WaitLive: (Live, Lagged, Idle),
+    ProbeSession: (SessionProbed,),
+}
 
 
 class StreamProtocolError(RuntimeError):
@@ -162,7 +243,7 @@ class StreamLoop:
         self._archiving: ReadArchive | None = None
         # The cursor at which the archive last had nothing more: not asked again there.
         self._archive_ended_at: int | None = None
-        self._gap_live: tuple[Sequenced, ...] = ()  # the live events past a gap
+        self._gap_live: Sequenced | None = None  # the live event that revealed a gap
         self._awaiting: IoAction | None = None
         self._pending: deque[Action] = deque(self._open())
 
@@ -188,7 +269,7 @@ class StreamLoop:
         awaiting = self._awaiting
         if awaiting is None:
             raise StreamProtocolError(f"{event} answers no action")
-        if not isinstance(event, (ConnectionLost, *ANSWERS[type(awaiting)])):
+        if not isinstance(event, (ConnectionLost, *_ANSWERS[type(awaiting)])):
             raise StreamProtocolError(f"{event} does not answer {awaiting}")
         self._awaiting = None
         self._pending.extend(self._react(event))
@@ -205,8 +286,8 @@ class StreamLoop:
                 actions = self._on_page(envelopes)
             case ArchivePage(envelopes, available):
                 actions = self._on_archive_page(envelopes, available)
-            case Live(envelopes):
-                actions = self._on_live(envelopes)
+            case Live(envelope):
+                actions = self._on_live(envelope)
             case Idle():
                 actions = self._follow(idle=True)
             case SessionProbed(last_seq):
@@ -217,7 +298,7 @@ class StreamLoop:
 
     def _open(self) -> list[Action]:
         """(Re)start: subscribe first when following, then replay after the cursor."""
-        self._gap_live = ()
+        self._gap_live = None
         return [Subscribe()] if self.spec.follow else [self._read(self.cursor.last_seq, None)]
 
     def _read(self, after: int, upto: int | None) -> ReadReplay:
@@ -240,10 +321,10 @@ class StreamLoop:
             return [*actions, Done()]
         if len(envelopes) >= request.count:  # a full page: the log may hold more
             return [*actions, self._read(envelopes[-1].seq, request.upto)]
-        gap_live, self._gap_live = self._gap_live, ()
-        if gap_live and gap_live[-1].seq > self.cursor.last_seq:
-            # The log no longer holds them (trimmed or deleted): deliver what we have.
-            actions.append(Deliver(self._take(_rising(gap_live, self.cursor.last_seq))))
+        gap_live, self._gap_live = self._gap_live, None
+        if gap_live is not None and gap_live.seq > self.cursor.last_seq:
+            # The log no longer holds it (trimmed or deleted): deliver what we have.
+            actions.append(Deliver(self._take([gap_live])))
             if self.cursor.done:
                 return [*actions, Done()]
         if not self.spec.follow:
@@ -282,27 +363,14 @@ class StreamLoop:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
         return tuple(envelopes[: self.cursor.take(envelopes)])
 
-    def _on_live(self, envelopes: Sequence[Sequenced]) -> list[Action]:
-        """One message's envelopes: those past the cursor are delivered in order, up to a
-        gap (a live event was missed: the log has it, and the rest of the message)."""
-        fresh: list[Sequenced] = []
-        last = self.cursor.last_seq
-        for index, envelope in enumerate(envelopes):
-            verdict = follows(last, envelope.seq)
-            if verdict is Verdict.DUPLICATE:  # the replay gave it already
-                continue
-            if verdict is Verdict.GAP:
-                actions: list[Action] = [Deliver(self._take(fresh))] if fresh else []
-                if self.cursor.done:
-                    return [*actions, Done()]
-                self._gap_live = _rising(envelopes[index:], self.cursor.last_seq)
-                upto = self._gap_live[-1].seq
-                return [*actions, self._read(self.cursor.last_seq, upto)]
-            fresh.append(envelope)
-            last = envelope.seq
-        if not fresh:
+    def _on_live(self, envelope: Sequenced) -> list[Action]:
+        verdict = self.cursor.judge(envelope)
+        if verdict is Verdict.DUPLICATE:
             return self._follow(idle=False)
-        delivered = Deliver(self._take(fresh))
+        if verdict is Verdict.GAP:  # a live event was missed: the log has it
+            self._gap_live = envelope
+            return [self._read(self.cursor.last_seq, envelope.seq)]
+        delivered = Deliver(self._take([envelope]))
         return [delivered, Done()] if self.cursor.done else [delivered, *self._follow(idle=False)]
 
     def _follow(self, *, idle: bool) -> list[Action]:
@@ -351,13 +419,3 @@ class StreamLoop:
         if self._deadline is not None and self._clock() + delay_s > self._deadline:
             return [Fail(error)]
         return [Reconnect(delay_s, error), *self._open()]
-
-
-def _rising(envelopes: Sequence[Sequenced], after: int) -> tuple[Sequenced, ...]:
-    """The envelopes past `after` whose seq rises (our writers' always does)."""
-    kept: list[Sequenced] = []
-    for envelope in envelopes:
-        if envelope.seq > after:
-            kept.append(envelope)
-            after = envelope.seq
-    return tuple(kept)

@@ -64,8 +64,7 @@ for i = 9, #KEYS do
     redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
     if redis.call('HSETNX', KEYS[8], 'limit_wait', limit_key) == 1 then
       local body = ARGV[9] .. '"key":' .. cjson.encode(limit_key) .. '}}'
-      append(KEYS[5], KEYS[6], ARGV[11], body)
-      publish(ARGV[10])
+      append(KEYS[5], KEYS[6], ARGV[10], ARGV[11], body)
     end
     return {'full', limit_key}
   end

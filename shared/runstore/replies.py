@@ -54,16 +54,6 @@ def envelopes(entries: Iterable[Sequence[Any]]) -> list[Envelope]:
         return envelopes_from_json(raws)
 
 
-def live_batch(raw: bytes) -> tuple[Envelope, ...]:
-    """The envelopes of one pub/sub message on a session channel, in seq order.
-
-    What one script call appends is published as one message, its envelopes one per
-    line (shared/runstore/scripts.py). An envelope never spans lines: our writers encode
-    compact JSON, whose strings escape every control character. Raises on the first
-    piece that is not a valid envelope, as a message of one would."""
-    return tuple(envelopes_from_json(raw.split(b"\n")))
-
-
 def forwarded(entries: Iterable[Sequence[Any]]) -> list[Forwarded]:
     """The envelopes of one XRANGE page, in its order, read only to be passed on."""
     return forwarded_page(_raws(entries))

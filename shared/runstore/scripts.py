@@ -1,9 +1,7 @@
 """The Lua scripts behind RunStore: each run transition and event write is one of them.
 
 Every event is written by one of these scripts, which assign the session's seq,
-append the envelope to the session log and publish it, all in one round trip. What one
-call appends goes out as one pub/sub message: its envelopes in seq order, one per line
-(shared/runstore/replies.py `live_batch` reads it back).
+append the envelope to the session log and publish it, all in one round trip.
 Run state moves only through these scripts too, so exactly one party can win
 each transition (queued -> running, queued -> cancelled, running -> finished),
 and only the winner publishes the matching events.
@@ -14,19 +12,14 @@ KEYS and ARGV are built in shared/runstore/calls.py, and nowhere else.
 
 from __future__ import annotations
 
-# The Lua helpers every writing script uses: seq and XADD per event (`append`, which
-# collects each envelope in `out`), then one PUBLISH of them all (`publish`).
+# One Lua helper appended to by every writing script: seq, XADD, PUBLISH.
 _APPEND_FN = """
-local out = {}
-local function append(seq_key, log_key, maxlen, body)
+local function append(seq_key, log_key, channel, maxlen, body)
   local seq = redis.call('INCR', seq_key)
   local env = '{"seq":' .. seq .. ',' .. body
   redis.call('XADD', log_key, 'MAXLEN', '~', maxlen, seq .. '-0', 'e', env)
-  out[#out + 1] = env
+  redis.call('PUBLISH', channel, env)
   return seq
-end
-local function publish(channel)
-  if #out > 0 then redis.call('PUBLISH', channel, table.concat(out, '\\n')) end
 end
 -- With the archive on, the caller passes its outbox stream as the last key: the run
 -- is queued for archiving in the same atomic step that writes its `finished`.
@@ -54,8 +47,7 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'session_id', ARGV[5], 'submitte
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-local seq = append(KEYS[3], KEYS[4], ARGV[2], ARGV[7])
-publish(ARGV[1])
+local seq = append(KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[7])
 touch(KEYS[3], KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5])
 return seq
 """
@@ -145,8 +137,7 @@ redis.call('LREM', KEYS[2], 0, ARGV[6])
 redis.call('HDEL', KEYS[3], ARGV[6])
 if run[3] and redis.call('GET', KEYS[4]) == run[3] then redis.call('DEL', KEYS[4]) end
 local last = 0
-for i = 9, #ARGV do last = append(KEYS[5], KEYS[6], ARGV[2], ARGV[i]) end
-publish(ARGV[1])
+for i = 9, #ARGV do last = append(KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[i]) end
 to_archive(KEYS[11], ARGV[5], ARGV[6], last, ARGV[4])
 touch(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 return 1
@@ -177,12 +168,11 @@ local seq = 0
 for i = 11, #ARGV do
   local idx = first + (i - 11)
   if idx > last then
-    seq = append(KEYS[2], KEYS[3], ARGV[2], ARGV[i])
+    seq = append(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[i])
     last = idx
   end
 end
 redis.call('HSET', KEYS[1], 'pub_idx', last)
-publish(ARGV[1])
 if ARGV[9] ~= '' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', ARGV[9],
     'finished_at', ARGV[4])
@@ -212,9 +202,8 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'final_status', 'interrupted',
     'finished_at', ARGV[4])
   redis.call('LREM', KEYS[3], 0, ARGV[6])
-  append(KEYS[4], KEYS[5], ARGV[2], ARGV[9])
-  local last = append(KEYS[4], KEYS[5], ARGV[2], ARGV[10])
-  publish(ARGV[1])
+  append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[9])
+  local last = append(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[10])
   to_archive(KEYS[8], ARGV[5], ARGV[6], last, ARGV[4])
   touch(KEYS[4], KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5])
   return 'cancelled_queued'

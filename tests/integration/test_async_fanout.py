@@ -64,8 +64,7 @@ def test_many_streams_share_one_connection(
 def test_a_stream_that_falls_behind_catches_up_from_the_log(
     settings: Settings, client: Client, start_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One message a queue: a run's writes (started, its lines, finished) are more than that.
-    monkeypatch.setattr("producer.fanout._QUEUE_SIZE", 1)
+    monkeypatch.setattr("producer.fanout._QUEUE_SIZE", 2)
     opened: list[Subscription] = []
     open_channel = PubSubFanout.open
 

@@ -28,10 +28,7 @@ from tests.conftest import REPO, WorkerFactory, worker_env
 from tests.zygote import shared_zygote
 
 # KEYS: seq, log   ARGV: channel, maxlen, body (the envelope without its `{"seq":N,`)
-_NEWER_WORKER_LUA = (
-    _APPEND_FN + "local seq = append(KEYS[1], KEYS[2], ARGV[2], ARGV[3])\npublish(ARGV[1])\n"
-    "return seq"
-)
+_NEWER_WORKER_LUA = _APPEND_FN + "return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
 
 
 def newer_events(session_id: str, run_id: str) -> list[dict[str, Any]]:

@@ -40,7 +40,6 @@ from shared.runstore import (
     Skip,
     Submitted,
     Waiting,
-    replies,
 )
 from shared.settings import Settings
 from tests.store.conftest import Call
@@ -232,34 +231,6 @@ def test_append_is_fenced_and_idempotent_per_index(store: RunStore, keys: Keys) 
     ) == Appended(False)
     assert _texts(store.replay_page("pub", 0)) == ["a", "b", "c", "d"]
     assert store.last_seq("pub") == 5
-
-
-def test_each_write_is_published_as_one_message_of_its_new_envelopes(
-    store: RunStore, keys: Keys, redis_client: redis.Redis
-) -> None:
-    """The channel carries one message per script call: the envelopes it appended, in seq
-    order, one per line, exactly as logged; a retried write publishes only what is new,
-    and one that appends nothing publishes nothing."""
-    run = _new_run("batched")
-    listener = redis_client.pubsub()
-    listener.subscribe(keys.channel("batched"))
-    assert listener.get_message(timeout=5)["type"] == "subscribe"
-    try:
-        store.submit(run)
-        token = _claimed(store, run)
-        bodies = [_text_body("batched", run.run_id, t) for t in ("a", "b\nc", "d")]
-        store.append("batched", run.run_id, token=token, first_index=1, bodies=bodies)
-        store.append("batched", run.run_id, token=token, first_index=1, bodies=bodies)
-        store.append("batched", run.run_id, token=token, first_index=3, bodies=bodies[2:] * 2)
-        messages = []
-        while (message := listener.get_message(timeout=0.5)) is not None:
-            messages.append(message["data"])
-        logged = [e.to_json().encode() for e in store.replay_page("batched", 0)]
-        assert messages == [logged[0], b"\n".join(logged[1:4]), logged[4]]
-        assert [e.seq for e in replies.live_batch(messages[1])] == [2, 3, 4]
-        assert replies.live_batch(messages[1])[1].data["text"] == "b\nc"
-    finally:
-        listener.close()
 
 
 def test_append_is_refused_once_the_lease_passed_on(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.cursor import SeqCursor, Verdict, live_envelopes, seen_before
+from producer.cursor import SeqCursor, Verdict, seen_before
 from shared.encode import encode_body
 from shared.events import Envelope, Event, EventType, TextData
 from shared.runstore.calls import replay_range
@@ -120,35 +120,12 @@ def test_a_live_envelope_is_seen_before_exactly_when_its_seq_is_not_past_the_cur
     assert Envelope.from_json(message["data"]).seq == seq
 
 
-@given(st.integers(1, 2**62), st.integers(1, 5), st.integers(-1, 6))
-def test_a_message_of_several_envelopes_is_seen_before_when_its_last_is(
-    first: int, count: int, offset: int
-) -> None:
-    """One write's envelopes go out as one message, one per line: it is passed over only
-    when every one of them is at or before the cursor, and decodes to them all."""
-    last_seq = max(0, first - 1 + offset)  # around the message's seqs
-    lines = [published(seq)["data"] for seq in range(first, first + count)]
-    message = {"type": "message", "channel": b"c", "data": b"\n".join(lines)}
-    assert seen_before(message, last_seq) == (first + count - 1 <= last_seq)
-    assert [e.seq for e in live_envelopes(message)] == list(range(first, first + count))
-
-
-_HEADED = st.builds(lambda t: b'{"seq":' + t, st.binary(max_size=30))
-
-
-@given(
-    st.binary(max_size=40)
-    | _HEADED
-    | st.builds(lambda a, b: a + b"\n" + b, st.binary(max_size=20), _HEADED)
-)
-def test_any_bytes_are_judged_without_raising_and_only_by_the_last_lines_seq(
-    data: bytes,
-) -> None:
+@given(st.binary(max_size=40) | st.builds(lambda t: b'{"seq":' + t, st.binary(max_size=30)))
+def test_any_bytes_are_judged_without_raising_and_only_by_a_leading_seq(data: bytes) -> None:
     message = {"type": "message", "channel": b"c", "data": data}
     if seen_before(message, 10**30):
-        last = data.rsplit(b"\n", 1)[-1]
-        digits = last[len(b'{"seq":') :].split(b",", 1)[0]
-        assert last.startswith(b'{"seq":') and digits.isdigit()
+        digits = data[len(b'{"seq":') :].split(b",", 1)[0]
+        assert data.startswith(b'{"seq":') and digits.isdigit()
 
 
 @pytest.mark.parametrize(

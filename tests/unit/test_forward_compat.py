@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from producer.cancelling import CancelWait
-from producer.cursor import SeqCursor, decode_page, finished_of, live_envelopes
+from producer.cursor import SeqCursor, decode_page, finished_of, live_envelope
 from producer.render import Renderer
 from shared.blocks import TextBlock, UnknownBlock
 from shared.events import (
@@ -139,9 +139,10 @@ def test_unknown_type_does_not_stop_a_cursor_waiting_for_finish() -> None:
 def test_log_page_and_live_message_decode_unknown_types() -> None:
     raw = raw_envelope("approval_requested", {"x": 1}, trace_id="t1")
     page = decode_page([(b"5-0", {b"e": raw})])
-    live = live_envelopes({"type": "message", "channel": b"c", "data": raw})
-    assert page == list(live)
-    assert live[0].type == "approval_requested"
+    live = live_envelope({"type": "message", "channel": b"c", "data": raw})
+    assert page == [live]
+    assert live is not None
+    assert live.type == "approval_requested"
 
 
 # --------------------------------------------------------------------------- new fields
@@ -221,7 +222,7 @@ def test_new_run_status_still_ends_the_run() -> None:
     cursor = SeqCursor(last_seq=4, stop_at_finish=True, run_id=RUN_ID)
     cursor.delivered(envelope)
     assert cursor.done
-    assert CancelWait(RUN_ID, 10.0).is_done([envelope])
+    assert CancelWait(RUN_ID, 10.0).is_done(envelope)
     finished = finished_of(envelope, RUN_ID)
     assert finished is not None
     assert finished.status == "paused_for_approval"
