@@ -39,16 +39,65 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
 
 from producer.cursor import SeqCursor, Sequenced, Verdict
 from producer.errors import StreamEnded, StreamTimeout
+from producer.streamsteps import (
+    ANSWERS,
+    Action,
+    ArchivePage,
+    ConnectionLost,
+    Deliver,
+    Done,
+    Fail,
+    Idle,
+    Input,
+    IoAction,
+    Lagged,
+    Live,
+    ProbeSession,
+    ReadArchive,
+    ReadReplay,
+    Reconnect,
+    ReplayPage,
+    SessionProbed,
+    Subscribe,
+    Subscribed,
+    WaitLive,
+)
 from shared.backoff import SYSTEM_RANDOM, Backoff, RandomSource
 from shared.runstore import REPLAY_PAGE
 
+__all__ = [
+    "BEHIND_PATIENCE_S",
+    "PROBE_INTERVAL_S",
+    "TICK_S",
+    "Action",
+    "ArchivePage",
+    "ConnectionLost",
+    "Deliver",
+    "Done",
+    "Fail",
+    "Idle",
+    "Input",
+    "IoAction",
+    "Lagged",
+    "Live",
+    "ProbeSession",
+    "ReadArchive",
+    "ReadReplay",
+    "Reconnect",
+    "ReplayPage",
+    "SessionProbed",
+    "StreamLoop",
+    "StreamProtocolError",
+    "StreamSpec",
+    "Subscribe",
+    "Subscribed",
+    "WaitLive",
+]
+
 TICK_S = 1.0  # longest single wait for a live event: deadlines and probes are checked between
-# What a stream carries: Envelopes (clients), or Forwarded ones (the gateway's replay).
-E = TypeVar("E", bound=Sequenced)
 
 PROBE_INTERVAL_S = 5.0  # an idle run-bound stream checks at most this often that its session lives
 # How long a session may stay behind the cursor (see above): well past a failover and the
@@ -74,136 +123,6 @@ class StreamSpec:
     def run_bound(self) -> bool:
         """The stream waits for one run's `finished`, so it can tell when that never comes."""
         return self.follow and self.stop_at_finish and self.run_id is not None
-
-
-# -- actions (loop -> shell) -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ReadReplay:
-    after: int
-    upto: int | None
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReadArchive:
-    after: int
-    upto: int | None
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class WaitLive:
-    timeout_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeSession:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver(Generic[E]):
-    envelopes: tuple[E, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnect:
-    delay_s: float
-    error: Exception  # why: for the shell's log line
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Fail:
-    error: Exception
-
-
-Action = (
-    Subscribe
-    | ReadReplay
-    | ReadArchive
-    | WaitLive
-    | ProbeSession
-    | Deliver[Any]
-    | Reconnect
-    | Done
-    | Fail
-)
-IoAction = Subscribe | ReadReplay | ReadArchive | WaitLive | ProbeSession
-
-# -- inputs (shell -> loop) --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayPage(Generic[E]):
-    envelopes: Sequence[E]
-
-
-@dataclass(frozen=True, slots=True)
-class ArchivePage(Generic[E]):
-    envelopes: Sequence[E]
-    available: bool = True  # False: the archive could not be read (the stream goes on)
-
-
-@dataclass(frozen=True, slots=True)
-class Live(Generic[E]):
-    envelope: E
-
-
-@dataclass(frozen=True, slots=True)
-class Lagged:
-    """Live events were dropped before this stream read them (a full fan-out queue)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Idle:
-    """WaitLive ended with no live event."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionProbed:
-    last_seq: int | None  # None: the session has no seq key (deleted or expired)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLost:
-    error: Exception
-
-
-Input = (
-    Subscribed
-    | ReplayPage[Any]
-    | ArchivePage[Any]
-    | Live[Any]
-    | Lagged
-    | Idle
-    | SessionProbed
-    | ConnectionLost
-)
-
-_ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
-    Subscribe: (Subscribed,),
-    ReadReplay: (ReplayPage,),
-    ReadArchive: (ArchivePage,),
-    WaitLive: (Live, Lagged, Idle),
-    ProbeSession: (SessionProbed,),
-}
 
 
 class StreamProtocolError(RuntimeError):
@@ -269,7 +188,7 @@ class StreamLoop:
         awaiting = self._awaiting
         if awaiting is None:
             raise StreamProtocolError(f"{event} answers no action")
-        if not isinstance(event, (ConnectionLost, *_ANSWERS[type(awaiting)])):
+        if not isinstance(event, (ConnectionLost, *ANSWERS[type(awaiting)])):
             raise StreamProtocolError(f"{event} does not answer {awaiting}")
         self._awaiting = None
         self._pending.extend(self._react(event))
