@@ -13,7 +13,7 @@ import redis
 import structlog
 
 from producer import streamloop as sl
-from producer.fanout import LOST, LiveMessage, Subscription
+from producer.fanout import LOST, Subscription
 from shared.backoff import reconnect_backoff
 from shared.events import Envelope
 from shared.forwarded import Forwarded
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from producer.aio import AsyncClient
 
 log = structlog.get_logger(__name__)
-
-_DRAIN_MAX = 256  # live messages one wake-up of a stream hands on, at most
 
 
 def deliveries(client: AsyncClient, spec: sl.StreamSpec) -> AsyncGenerator[tuple[Envelope, ...]]:
@@ -99,7 +97,7 @@ async def _io(
                     subscription.lagging = False
                     return sl.Lagged()
                 live = await next_live(subscription, timeout_s)
-                return sl.Live(live) if live else sl.Idle()
+                return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(await client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -124,36 +122,17 @@ async def _unsubscribed(client: AsyncClient, subscription: Subscription | None) 
         await client.fanout.close(subscription)
 
 
-async def next_live(subscription: Subscription, timeout_s: float) -> tuple[Envelope, ...]:
-    """The live events waiting for this stream, in the order they came: at least one, or
-    none after timeout_s. One wake-up takes every message already queued (up to
-    _DRAIN_MAX), so a busy stream steps its loop once a batch, not once an event.
-    Raises if the connection was lost or a message is invalid: at once if that is the
-    first, else on the next call, after the events before it."""
+async def next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
+    """The next live event, None after timeout_s; raises if the connection was lost."""
     queue = subscription.queue
-    message = subscription.held
-    if message is not None:
-        subscription.held = None
-    elif queue.empty():  # else no timer: under load the next message is usually there
+    if queue.empty():  # else no timer: under load the next message is usually there
         try:
             async with asyncio.timeout(timeout_s):
                 message = await queue.get()
         except TimeoutError:
-            return ()
+            return None
     else:
         message = queue.get_nowait()
-    envelopes = [_envelope(message)]
-    while not queue.empty() and len(envelopes) < _DRAIN_MAX:
-        message = queue.get_nowait()
-        try:
-            envelopes.append(_envelope(message))
-        except (redis.ConnectionError, ValueError):
-            subscription.held = message  # raised again, first thing, on the next call
-            break
-    return tuple(envelopes)
-
-
-def _envelope(message: LiveMessage) -> Envelope:
     if message is LOST:
         raise redis.ConnectionError("the pub/sub connection was lost")
     return message.envelope()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from producer.errors import InvalidJobError
@@ -61,11 +60,12 @@ class CancelWait:
             return None
         return max(0.0, min(self.deadline, self.next_send) - now)
 
-    def is_done(self, envelopes: Sequence[Envelope]) -> bool:
-        """Does one of these live events say the run finished?"""
-        return any(
-            envelope.run_id == self.run_id and envelope.type is EventType.FINISHED
-            for envelope in envelopes
+    def is_done(self, envelope: Envelope | None) -> bool:
+        """Does this live event say the run finished?"""
+        return (
+            envelope is not None
+            and envelope.run_id == self.run_id
+            and envelope.type is EventType.FINISHED
         )
 
     def resend_due(self) -> bool:

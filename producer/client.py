@@ -242,8 +242,7 @@ class Client:
             limit = wait_limit_s(grace_s, timeout_s, self.settings.cancel_ack_timeout_s)
             waiter = CancelWait(target, limit)
             while (pause := waiter.wait_s()) is not None:
-                live = live_envelope(pubsub.get_message(timeout=pause))
-                if waiter.is_done(() if live is None else (live,)):
+                if waiter.is_done(live_envelope(pubsub.get_message(timeout=pause))):
                     return CancelResult(outcome, session_id, target)
                 # Re-send; the script also says if the run finished meanwhile.
                 if waiter.resend_due():

@@ -35,13 +35,6 @@ class Sequenced(Protocol):
     def run_id(self) -> str: ...
 
 
-def follows(last_seq: int, seq: int) -> Verdict:
-    """How an event with this seq follows the last one delivered."""
-    if seq <= last_seq:
-        return Verdict.DUPLICATE
-    return Verdict.GAP if seq > last_seq + 1 else Verdict.DELIVER
-
-
 @dataclass(slots=True)
 class SeqCursor:
     """Last seq delivered, and when to stop."""
@@ -52,7 +45,11 @@ class SeqCursor:
     done: bool = False
 
     def judge(self, envelope: Sequenced) -> Verdict:
-        return follows(self.last_seq, envelope.seq)
+        if envelope.seq <= self.last_seq:
+            return Verdict.DUPLICATE
+        if envelope.seq > self.last_seq + 1:
+            return Verdict.GAP
+        return Verdict.DELIVER
 
     def take(self, envelopes: Sequence[Sequenced]) -> int:
         """Deliver envelopes, each newer than the last delivered: how many are taken (all,

@@ -64,9 +64,6 @@ class Subscription:
     channel: str
     queue: asyncio.Queue[LiveMessage] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     lagging: bool = False
-    # A message taken from the queue but not handed on yet (the connection's loss, or
-    # one that does not decode): the stream's next read starts with it.
-    held: LiveMessage | None = None
 
 
 class PubSubFanout:

@@ -82,7 +82,7 @@ def _io(
                 while seen_before(message, last_seq):
                     message = pubsub.get_message(timeout=0)
                 live = live_envelope(message)
-                return sl.Idle() if live is None else sl.Live((live,))
+                return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:

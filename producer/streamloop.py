@@ -7,7 +7,7 @@ which returns the next action:
     Subscribe     subscribe to the session channel      -> Subscribed()
     ReadReplay    read one log page (after, upto]       -> ReplayPage(envelopes)
     ReadArchive   read one archive page (after, upto]   -> ArchivePage(envelopes, available)
-    WaitLive      wait up to timeout_s for live events  -> Live(envelopes) | Lagged() | Idle()
+    WaitLive      wait up to timeout_s for a live event -> Live(e) | Lagged() | Idle()
     ProbeSession  read the session's last seq           -> SessionProbed(seq or None)
     Deliver       hand the envelopes to the caller, then call next_action()
     Reconnect     drop the connection, sleep delay_s, then call next_action()
@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from producer.cursor import SeqCursor, Sequenced, Verdict, follows
+from producer.cursor import SeqCursor, Sequenced, Verdict
 from producer.errors import StreamEnded, StreamTimeout
 from producer.streamsteps import (
     ANSWERS,
@@ -162,7 +162,7 @@ class StreamLoop:
         self._archiving: ReadArchive | None = None
         # The cursor at which the archive last had nothing more: not asked again there.
         self._archive_ended_at: int | None = None
-        self._gap_live: tuple[Sequenced, ...] = ()  # the live events from a gap on
+        self._gap_live: Sequenced | None = None  # the live event that revealed a gap
         self._awaiting: IoAction | None = None
         self._pending: deque[Action] = deque(self._open())
 
@@ -205,8 +205,8 @@ class StreamLoop:
                 actions = self._on_page(envelopes)
             case ArchivePage(envelopes, available):
                 actions = self._on_archive_page(envelopes, available)
-            case Live(envelopes):
-                actions = self._on_live(envelopes)
+            case Live(envelope):
+                actions = self._on_live(envelope)
             case Idle():
                 actions = self._follow(idle=True)
             case SessionProbed(last_seq):
@@ -217,7 +217,7 @@ class StreamLoop:
 
     def _open(self) -> list[Action]:
         """(Re)start: subscribe first when following, then replay after the cursor."""
-        self._gap_live = ()
+        self._gap_live = None
         return [Subscribe()] if self.spec.follow else [self._read(self.cursor.last_seq, None)]
 
     def _read(self, after: int, upto: int | None) -> ReadReplay:
@@ -240,10 +240,10 @@ class StreamLoop:
             return [*actions, Done()]
         if len(envelopes) >= request.count:  # a full page: the log may hold more
             return [*actions, self._read(envelopes[-1].seq, request.upto)]
-        gap_live, self._gap_live = self._gap_live, ()
-        if gap_live and gap_live[-1].seq > self.cursor.last_seq:
-            # The log no longer holds them (trimmed or deleted): deliver what we have.
-            actions.append(Deliver(self._take(_rising(gap_live, self.cursor.last_seq))))
+        gap_live, self._gap_live = self._gap_live, None
+        if gap_live is not None and gap_live.seq > self.cursor.last_seq:
+            # The log no longer holds it (trimmed or deleted): deliver what we have.
+            actions.append(Deliver(self._take([gap_live])))
             if self.cursor.done:
                 return [*actions, Done()]
         if not self.spec.follow:
@@ -282,26 +282,14 @@ class StreamLoop:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
         return tuple(envelopes[: self.cursor.take(envelopes)])
 
-    def _on_live(self, envelopes: Sequence[Sequenced]) -> list[Action]:
-        """Live events, in the order they came: those past the cursor are delivered in
-        order, up to a gap (a live event was missed: the log has it, and the rest)."""
-        fresh: list[Sequenced] = []
-        last = self.cursor.last_seq
-        for index, envelope in enumerate(envelopes):
-            verdict = follows(last, envelope.seq)
-            if verdict is Verdict.DUPLICATE:  # the replay gave it already
-                continue
-            if verdict is Verdict.GAP:
-                actions: list[Action] = [Deliver(self._take(fresh))] if fresh else []
-                if self.cursor.done:
-                    return [*actions, Done()]
-                self._gap_live = _rising(envelopes[index:], self.cursor.last_seq)
-                return [*actions, self._read(self.cursor.last_seq, self._gap_live[-1].seq)]
-            fresh.append(envelope)
-            last = envelope.seq
-        if not fresh:
+    def _on_live(self, envelope: Sequenced) -> list[Action]:
+        verdict = self.cursor.judge(envelope)
+        if verdict is Verdict.DUPLICATE:
             return self._follow(idle=False)
-        delivered = Deliver(self._take(fresh))
+        if verdict is Verdict.GAP:  # a live event was missed: the log has it
+            self._gap_live = envelope
+            return [self._read(self.cursor.last_seq, envelope.seq)]
+        delivered = Deliver(self._take([envelope]))
         return [delivered, Done()] if self.cursor.done else [delivered, *self._follow(idle=False)]
 
     def _follow(self, *, idle: bool) -> list[Action]:
@@ -350,13 +338,3 @@ class StreamLoop:
         if self._deadline is not None and self._clock() + delay_s > self._deadline:
             return [Fail(error)]
         return [Reconnect(delay_s, error), *self._open()]
-
-
-def _rising(envelopes: Sequence[Sequenced], after: int) -> tuple[Sequenced, ...]:
-    """The envelopes past `after` whose seq rises (live events' always does)."""
-    kept: list[Sequenced] = []
-    for envelope in envelopes:
-        if envelope.seq > after:
-            kept.append(envelope)
-            after = envelope.seq
-    return tuple(kept)

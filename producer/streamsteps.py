@@ -100,7 +100,7 @@ class ArchivePage(Generic[E]):
 
 @dataclass(frozen=True, slots=True)
 class Live(Generic[E]):
-    envelopes: tuple[E, ...]  # what the shell had at hand, in the order it came
+    envelope: E
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,7 +222,7 @@ def test_new_run_status_still_ends_the_run() -> None:
     cursor = SeqCursor(last_seq=4, stop_at_finish=True, run_id=RUN_ID)
     cursor.delivered(envelope)
     assert cursor.done
-    assert CancelWait(RUN_ID, 10.0).is_done([envelope])
+    assert CancelWait(RUN_ID, 10.0).is_done(envelope)
     finished = finished_of(envelope, RUN_ID)
     assert finished is not None
     assert finished.status == "paused_for_approval"

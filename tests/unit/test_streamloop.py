@@ -164,19 +164,19 @@ def test_another_runs_finish_does_not_stop_a_run_bound_stream() -> None:
 
 def test_the_next_live_event_is_delivered_and_the_wait_goes_on() -> None:
     harness = following()
-    actions = harness.feed(Live((env(1),)))
+    actions = harness.feed(Live(env(1)))
     assert [seqs(actions[0]), actions[1]] == [[1], WaitLive(TICK_S)]
 
 
 def test_a_live_duplicate_of_the_replay_is_dropped() -> None:
     harness = following(after=5)
-    assert harness.feed(Live((env(5),))) == [WaitLive(TICK_S)]
+    assert harness.feed(Live(env(5))) == [WaitLive(TICK_S)]
     assert harness.delivered == []
 
 
 def test_a_live_event_that_skips_ahead_is_a_gap_filled_from_the_log() -> None:
     harness = following(after=1)
-    assert harness.feed(Live((env(4),))) == [ReadReplay(1, 4, PAGE)]
+    assert harness.feed(Live(env(4))) == [ReadReplay(1, 4, PAGE)]
     actions = harness.feed(ReplayPage([env(2), env(3), env(4)]))
     assert actions[-1] == ReadReplay(4, 4, PAGE)  # a full page: ask again
     assert harness.feed(ReplayPage([])) == [WaitLive(TICK_S)]
@@ -185,68 +185,34 @@ def test_a_live_event_that_skips_ahead_is_a_gap_filled_from_the_log() -> None:
 
 def test_a_gap_the_log_cannot_fill_still_delivers_the_live_event() -> None:
     harness = following(after=1)
-    harness.feed(Live((env(4),)))
+    harness.feed(Live(env(4)))
     actions = harness.feed(ReplayPage([]))  # trimmed or deleted: the log lacks 2..4
     assert [seqs(actions[0]), actions[1]] == [[4], WaitLive(TICK_S)]
 
 
-def test_live_events_taken_together_are_delivered_as_one_batch() -> None:
-    harness = following()
-    actions = harness.feed(Live((env(1), env(2), env(3))))
-    assert [seqs(actions[0]), actions[1]] == [[1, 2, 3], WaitLive(TICK_S)]
-
-
-def test_live_events_the_replay_partly_gave_deliver_only_the_rest() -> None:
-    harness = following(after=2)
-    actions = harness.feed(Live((env(1), env(2), env(3), env(2), env(4))))
-    assert [seqs(actions[0]), actions[1]] == [[3, 4], WaitLive(TICK_S)]
-
-
-def test_a_gap_among_live_events_delivers_up_to_it_then_reads_the_log() -> None:
-    harness = following(after=1)
-    actions = harness.feed(Live((env(2), env(5), env(6))))
-    assert [seqs(actions[0]), actions[1]] == [[2], ReadReplay(2, 6, PAGE)]
-    harness.feed(ReplayPage([env(3), env(4), env(5), env(6)]))
-    assert harness.feed(ReplayPage([])) == [WaitLive(TICK_S)]
-    assert harness.delivered == [2, 3, 4, 5, 6]
-
-
-def test_a_gap_the_log_cannot_fill_delivers_the_rest_of_the_live_events() -> None:
-    harness = following(after=1)
-    harness.feed(Live((env(4), env(5))))
-    actions = harness.feed(ReplayPage([]))
-    assert [seqs(actions[0]), actions[1]] == [[4, 5], WaitLive(TICK_S)]
-
-
-def test_a_finish_among_live_events_stops_the_stream_there() -> None:
-    harness = following(stop_at_finish=True)
-    actions = harness.feed(Live((env(1), env(2, EventType.FINISHED), env(3))))
-    assert [seqs(actions[0]), actions[1]] == [[1, 2], Done()]
-
-
 def test_a_gap_ending_in_the_finish_stops_the_stream() -> None:
     harness = following(stop_at_finish=True)
-    harness.feed(Live((env(3, EventType.FINISHED),)))
+    harness.feed(Live(env(3, EventType.FINISHED)))
     actions = harness.feed(ReplayPage([env(1), env(2)]))
     assert [seqs(actions[0]), seqs(actions[1]), actions[2]] == [[1, 2], [3], Done()]
 
 
 def test_a_live_finish_stops_the_stream() -> None:
     harness = following(stop_at_finish=True)
-    actions = harness.feed(Live((env(1, EventType.FINISHED),)))
+    actions = harness.feed(Live(env(1, EventType.FINISHED)))
     assert [seqs(actions[0]), actions[1]] == [[1], Done()]
 
 
 def test_without_stop_at_finish_a_finish_is_just_delivered() -> None:
     harness = following()
-    assert harness.feed(Live((env(1, EventType.FINISHED),)))[-1] == WaitLive(TICK_S)
+    assert harness.feed(Live(env(1, EventType.FINISHED)))[-1] == WaitLive(TICK_S)
 
 
 def test_a_lagging_stream_replays_everything_after_its_cursor() -> None:
     harness = following(after=3)
     assert harness.feed(Lagged()) == [ReadReplay(3, None, PAGE)]
     harness.feed(ReplayPage([env(4), env(5)]))
-    assert harness.feed(Live((env(5),))) == [WaitLive(TICK_S)]  # already replayed
+    assert harness.feed(Live(env(5))) == [WaitLive(TICK_S)]  # already replayed
     assert harness.delivered == [4, 5]
 
 
@@ -274,7 +240,7 @@ def test_waits_are_cut_to_the_deadline_and_then_time_out() -> None:
 def test_a_busy_stream_times_out_too() -> None:
     harness = following(timeout_s=1.0)
     harness.clock.now += 1.0
-    actions = harness.feed(Live((env(1),)))
+    actions = harness.feed(Live(env(1)))
     assert seqs(actions[0]) == [1]
     assert isinstance(actions[1], Fail)
     assert isinstance(actions[1].error, StreamTimeout)
@@ -311,7 +277,7 @@ def test_a_full_replay_resets_the_backoff() -> None:
 
 def test_a_reconnect_forgets_a_pending_gap_and_replays_from_the_cursor() -> None:
     harness = following(after=1)
-    harness.feed(Live((env(4),)))
+    harness.feed(Live(env(4)))
     harness.feed(ConnectionLost(ConnectionError("down")))
     harness.feed(Subscribed())
     actions = harness.feed(ReplayPage([env(2)]))
@@ -381,22 +347,22 @@ def test_a_session_that_stays_behind_ends_the_stream_after_the_patience() -> Non
 def test_events_taken_back_by_a_failover_and_written_again_are_not_repeated() -> None:
     """The new master lacks seqs 4-5 this stream saw; the worker writes them again."""
     harness = following(stop_at_finish=True, run_id=RUN_A)
-    harness.feed(Live((env(1),)))
+    harness.feed(Live(env(1)))
     for seq in range(2, 6):
-        harness.feed(Live((env(seq),)))
+        harness.feed(Live(env(seq)))
     assert harness.delivered == [1, 2, 3, 4, 5]
     assert _behind(harness, 3) == [WaitLive(TICK_S)]  # the failover took 4 and 5 back
-    harness.feed(Live((env(4),)))  # written again: already delivered
-    harness.feed(Live((env(5),)))
-    harness.feed(Live((env(6, EventType.FINISHED),)))
+    harness.feed(Live(env(4)))  # written again: already delivered
+    harness.feed(Live(env(5)))
+    harness.feed(Live(env(6, EventType.FINISHED)))
     assert harness.delivered == [1, 2, 3, 4, 5, 6]
     assert harness.loop.finished
 
 
 def test_a_session_behind_that_catches_up_resets_the_patience() -> None:
     harness = following(stop_at_finish=True, run_id=RUN_A)
-    harness.feed(Live((env(1),)))
-    harness.feed(Live((env(2),)))
+    harness.feed(Live(env(1)))
+    harness.feed(Live(env(2)))
     for _ in range(2):  # behind, caught up, behind again: never ended
         for _ in range(int(BEHIND_PATIENCE_S // PROBE_S) - 1):
             assert _behind(harness, 1) == [WaitLive(TICK_S)]
@@ -417,10 +383,10 @@ def test_an_idle_run_bound_stream_probes_at_most_every_interval() -> None:
     harness = following(stop_at_finish=True, run_id=RUN_A)
     harness.clock.now += PROBE_S - 0.1
     assert harness.feed(Idle()) == [WaitLive(TICK_S)]
-    harness.feed(Live((env(1),)))
+    harness.feed(Live(env(1)))
     harness.clock.now += 0.1
     # A live event is no idle moment: the probe waits for the next idle wait.
-    assert harness.feed(Live((env(2),)))[-1] == WaitLive(TICK_S)
+    assert harness.feed(Live(env(2)))[-1] == WaitLive(TICK_S)
     assert harness.feed(Idle()) == [ProbeSession()]
 
 
@@ -443,7 +409,7 @@ def test_only_a_following_run_bound_stream_probes(
 
 def test_an_input_that_answers_nothing_is_refused() -> None:
     harness = following()
-    harness.feed(Live((env(1),)))  # ends with WaitLive handed out: fine so far
+    harness.feed(Live(env(1)))  # ends with WaitLive handed out: fine so far
     with pytest.raises(StreamProtocolError):
         harness.loop.send(Subscribed())  # a WaitLive is answered by Live, Lagged or Idle
 
@@ -466,13 +432,11 @@ def test_a_finished_loop_takes_no_input() -> None:
 
 @dataclass
 class World:
-    """A session log of n events (the last one the run's finish) published one at a time;
-    a wait for live events takes a few of those queued at once, as the asyncio shell does."""
+    """A session log of n events (the last one the run's finish) published one at a time."""
 
     log: list[Envelope]
     published: int
     channel: list[Envelope] | None = None  # live events queued for the stream, if subscribed
-    take: int = 1  # how many queued live events one wait hands on, at most
 
     def publish(self, dropped: bool, doubled: bool) -> None:
         envelope = self.log[self.published]
@@ -489,8 +453,7 @@ class World:
             case ReadReplay():
                 return ReplayPage(self.page(action))
             case WaitLive() if self.channel:
-                taken, self.channel[: self.take] = tuple(self.channel[: self.take]), []
-                return Live(taken)
+                return Live(self.channel.pop(0))
             case WaitLive():
                 clock.now += TICK_S
                 return Idle()
@@ -511,11 +474,7 @@ def test_any_interleaving_delivers_exactly_one_to_n_in_order(data: st.DataObject
     log = [
         env(seq, EventType.FINISHED, RUN_B) if seq == other else env(seq) for seq in range(1, n)
     ] + [env(n, EventType.FINISHED)]
-    world = World(
-        log,
-        published=data.draw(st.integers(1, n), label="published before"),
-        take=data.draw(st.integers(1, 3), label="live events one wait takes"),
-    )
+    world = World(log, published=data.draw(st.integers(1, n), label="published before"))
     clock = Clock()
     loop = StreamLoop(
         StreamSpec("s1", 0, True, True, RUN_A, None),
