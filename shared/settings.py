@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from shared import settingchecks as checks
 from shared.envnames import (
     ENV_PREFIX,
     SettingsError,
@@ -30,14 +30,10 @@ from shared.envnames import (
     describe_source_error,
     unknown_names_check,
 )
-from shared.jobs import LIMIT_KEY_PATTERN
 from shared.profiles import DEFAULT_SYSTEM_PROMPT_TEMPLATE, PermissionProfile, default_profiles
 from shared.urls import redact_url, sentinel_address
 
 MiB = 1024 * 1024
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-ARCHIVE_SCHEMES = ("postgresql", "postgres")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class Settings(BaseSettings):
@@ -260,12 +256,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in REDIS_SCHEMES:
-            raise ValueError(
-                f"redis_url must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
-                f"got {scheme + '://' if scheme else 'no scheme'}"
-            )
+        checks.redis_url(value.get_secret_value())
         return value
 
     @field_validator("redis_sentinels")
@@ -278,45 +269,30 @@ class Settings(BaseSettings):
     @field_validator("concurrency_limits")
     @classmethod
     def _limits(cls, value: dict[str, int]) -> dict[str, int]:
-        for key, most in value.items():
-            if key != "*" and not re.fullmatch(LIMIT_KEY_PATTERN, key):
-                raise ValueError(f"{key!r} is not a limit key (letters, digits, _ . : @ -)")
-            if most < 1:
-                raise ValueError(f"the limit of {key!r} must be at least 1")
-        return value
+        return checks.limits(value)
 
     @field_validator("archive_dsn")
     @classmethod
     def _archive_scheme(cls, value: SecretStr) -> SecretStr:
-        dsn = value.get_secret_value()
-        if dsn and urlsplit(dsn).scheme not in ARCHIVE_SCHEMES:
-            raise ValueError("archive_dsn must be empty or start with postgresql:// or postgres://")
+        checks.archive_dsn(value.get_secret_value())
         return value
 
     @field_validator("cwd_roots")
     @classmethod
     def _roots_absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for root in value:
-            if not os.path.isabs(root) or "\x00" in root:
-                raise ValueError(f"every cwd root must be an absolute path; got {root!r}")
-        return tuple(os.path.normpath(root) for root in value)
+        return checks.cwd_roots(value)
 
     @field_validator("default_cwd")
     @classmethod
     def _default_cwd_absolute(cls, value: str | None) -> str | None:
-        if value is not None and (not os.path.isabs(value) or "\x00" in value):
+        if value is not None and not checks.is_absolute(value):
             raise ValueError(f"default_cwd must be an absolute path; got {value!r}")
         return value
 
     @field_validator("cli_env_passthrough")
     @classmethod
     def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
-            if name.startswith(ENV_PREFIX):
-                raise ValueError(f"{name} is a worker setting and is never passed to the CLI")
-        return value
+        return checks.passthrough_names(value)
 
     @model_validator(mode="after")
     def _retry_waits_ordered(self) -> Settings:

@@ -27,7 +27,7 @@ from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
-from rq.utils import now
+from rq.utils import import_job_class, now
 
 from shared.jobs import JOB_FUNCTION, WEBHOOK_FUNCTION
 
@@ -146,3 +146,12 @@ class GuardedJob(Job):
 
     def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
         del status, exc_string  # never contact a URL a job names
+
+
+def guarded_job_class(given: object) -> type[GuardedJob]:
+    """The job class a worker uses: GuardedJob (or a subclass), whatever it was given."""
+    if isinstance(given, str):
+        given = import_job_class(given)
+    if isinstance(given, type) and issubclass(given, GuardedJob):
+        return given
+    return GuardedJob

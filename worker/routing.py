@@ -9,7 +9,7 @@ run waits behind a busy worker (the reaper does the same for dead or stuck worke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -125,3 +125,15 @@ def warm_pool(settings: Settings, mode: str, *, on_park: Callable[[], None]) -> 
     """
     pool = WarmPool(idle_s=settings.warm_idle_s, max_size=settings.warm_max, on_park=on_park)
     return pool if mode == "simple" and pool.enabled else None
+
+
+def queue_list(queues: object) -> list[Any]:
+    """What an RQ worker was given as its queues, as a list (one name or Queue, or many)."""
+    if isinstance(queues, str | Queue):
+        return [queues]
+    return list(queues) if isinstance(queues, Iterable) else []
+
+
+def queue_names(queues: object) -> list[Any]:
+    """Queues as names, so the worker rebuilds them with its own job class and serializer."""
+    return [q.name if isinstance(q, Queue) else q for q in queue_list(queues)]

@@ -24,7 +24,6 @@ import contextlib
 import socket
 import sys
 import threading
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import redis
@@ -33,7 +32,6 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
-from rq.utils import import_job_class
 
 from shared.connection import sync_redis
 from shared.envnames import SettingsError
@@ -50,7 +48,14 @@ from shared.settings import Settings
 from shared.version import package_version
 from worker.context import WorkerContext
 from worker.job import RunEnded, RunInterrupted, bound_context
-from worker.jobguard import GuardedJob, refusal_reason, refuse, shown_function, stored_call
+from worker.jobguard import (
+    GuardedJob,
+    guarded_job_class,
+    refusal_reason,
+    refuse,
+    shown_function,
+    stored_call,
+)
 from worker.maintenance import Maintenance
 from worker.proctree import (
     death_signal_prefix,
@@ -61,7 +66,7 @@ from worker.proctree import (
 )
 from worker.reaper import finish_for_worker, kill_orphans
 from worker.rehearsal import rehearse
-from worker.routing import OwnQueueMixin, warm_pool
+from worker.routing import OwnQueueMixin, queue_list, queue_names, warm_pool
 from worker.scheduler import start_scheduler
 from worker.spare import SpareHorseMixin
 from worker.webhooks import enqueue_for_run
@@ -72,26 +77,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 WorkerMode = Literal["fork", "simple"]
-
-
-def _guarded_job_class(given: object) -> type[GuardedJob]:
-    """The job class a worker uses: GuardedJob (or a subclass), whatever it was given."""
-    if isinstance(given, str):
-        given = import_job_class(given)
-    if isinstance(given, type) and issubclass(given, GuardedJob):
-        return given
-    return GuardedJob
-
-
-def _as_list(queues: object) -> list[Any]:
-    if isinstance(queues, str | Queue):
-        return [queues]
-    return list(queues) if isinstance(queues, Iterable) else []
-
-
-def _queue_names(queues: object) -> list[Any]:
-    """Queues as names, so the worker rebuilds them with its own job class and serializer."""
-    return [q.name if isinstance(q, Queue) else q for q in _as_list(queues)]
 
 
 class _ClaudeWorkerMixin(OwnQueueMixin):
@@ -116,13 +101,13 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
     def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
         if kwargs.get("connection") is None:
             kwargs["connection"] = next(
-                (q.connection for q in _as_list(queues) if isinstance(q, Queue)), None
+                (q.connection for q in queue_list(queues) if isinstance(q, Queue)), None
             )
         # The job guard relies on the JSON serializer, which never imports anything.
-        kwargs["job_class"] = _guarded_job_class(kwargs.get("job_class"))
+        kwargs["job_class"] = guarded_job_class(kwargs.get("job_class"))
         kwargs["serializer"] = JSONSerializer
         self._metrics: WorkerMetrics | None = kwargs.pop("metrics", None)
-        super().__init__(_queue_names(queues), *args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(queue_names(queues), *args, **kwargs)  # type: ignore[call-arg]
         self._settings = settings
         self._horse_pids: list[int] = []  # work horses whose metric files to absorb
         self._context: WorkerContext | None = None
