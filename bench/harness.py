@@ -131,8 +131,10 @@ class Harness:
         processes: int = 1,
         claude_bin: str | Path = procs.FAKE_CLI,
         extra_env: dict[str, str] | None = None,
+        worker_env: dict[str, str] | None = None,
     ) -> Workers:
-        """Worker process(es) on `queue`, started once, ready and warmed up."""
+        """Worker process(es) on `queue`, started once, ready and warmed up. `extra_env`
+        goes to their CLIs, `worker_env` to the worker processes themselves."""
         if queue in self._workers:
             return self._workers[queue]
         settings = self.settings(queue, claude_bin)
@@ -149,6 +151,7 @@ class Harness:
                 # The throughput run (50,000 mixed events, ~120 MB) is past the default
                 # per-run log budget (64 MiB), which would stop it; benches measure speed.
                 "CLAUDE_QUEUE_MAX_RUN_LOG_BYTES": str(BENCH_RUN_LOG_BYTES),
+                **(worker_env or {}),
             }
         )
         base = f"{queue}-w"
