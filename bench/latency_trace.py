@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             received = _received(h, env, args.n, args.trials)
         finally:
             h.close(keep_files=False)
-        _show(_rows(Path(tmp), received))
+        rows = _rows(Path(tmp), received)
+    if not rows:
+        print("no traced reads: did the worker load bench/lattrace/sitecustomize.py?")
+        return 1
+    _show(rows)
     return 0
 
 

@@ -65,8 +65,8 @@ def _install(directory: str) -> None:
         flush(self, **kwargs)
         if state["stamp"]:
             end = time.monotonic_ns()
-            record(state["stamp"], state["read"], *state["take"], start, *state["call"], end,
-                   state["lines"])  # fmt: skip
+            values = (state["stamp"], state["read"], *state["take"], start, *state["call"])
+            record(*values, end, state["lines"])
             state["stamp"] = 0
 
     process.CliProcess.read = traced_read  # type: ignore[method-assign]
