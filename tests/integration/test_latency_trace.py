@@ -12,7 +12,7 @@ from bench import latency_trace
 def test_the_trace_times_every_step_of_a_real_run(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert latency_trace.main(["-n", "40", "--trials", "1", "--redis-url", redis_url]) == 0
+    assert latency_trace.main(["-n", "200", "--trials", "1", "--redis-url", redis_url]) == 0
     out = capsys.readouterr().out
     reads = int(out.split(" reads of one stamped line", 1)[0].split()[-1])
     assert reads > 0
