@@ -21,13 +21,15 @@ TARGET_P50_MS = 0.25
 TARGET_P99_MS = 1.0
 
 
-def _prompt(n: int) -> str:
+def scenario_prompt(n: int) -> str:
     return f"FAKE: many n={n} rate=1000 size=200"
 
 
 def queue_latencies(h: Harness, workers: Workers, n: int) -> list[float]:
     session = h.session("latency")
-    handle = workers.client.submit(session_id=session, prompt=_prompt(n), cwd=str(h.workdir))
+    handle = workers.client.submit(
+        session_id=session, prompt=scenario_prompt(n), cwd=str(h.workdir)
+    )
     out: list[float] = []
     for envelope in handle.stream(timeout_s=RUN_TIMEOUT_S):
         now = time.monotonic_ns()
@@ -42,7 +44,9 @@ def queue_latencies(h: Harness, workers: Workers, n: int) -> list[float]:
 
 
 def direct_latencies(h: Harness, n: int) -> list[float]:
-    out = asyncio_latencies(procs.cli_argv(procs.FAKE_CLI), h.cli_env(), h.workdir, _prompt(n))
+    out = asyncio_latencies(
+        procs.cli_argv(procs.FAKE_CLI), h.cli_env(), h.workdir, scenario_prompt(n)
+    )
     if len(out) != n:
         raise RuntimeError(f"expected {n} stamped lines from the direct run, got {len(out)}")
     return out

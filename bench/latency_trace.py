@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.direct import first_text
 from bench.harness import DEFAULT_URL, RUN_TIMEOUT_S, Harness
-from bench.latency import _prompt
+from bench.latency import scenario_prompt
 
 QUEUE = "cqbench-trace"
 _HERE = Path(__file__).resolve().parent
@@ -45,7 +45,9 @@ def _received(h: Harness, env: dict[str, str], n: int, trials: int) -> dict[int,
     received: dict[int, int] = {}
     for _ in range(trials):
         session = h.session("trace")
-        handle = workers.client.submit(session_id=session, prompt=_prompt(n), cwd=str(h.workdir))
+        handle = workers.client.submit(
+            session_id=session, prompt=scenario_prompt(n), cwd=str(h.workdir)
+        )
         for envelope in handle.stream(timeout_s=RUN_TIMEOUT_S):
             now = time.monotonic_ns()
             text = first_text(envelope.data.get("content")) if envelope.type == "message" else None
