@@ -84,12 +84,17 @@ class OwnQueueMixin:
         names = (job.origin, shared)
         return next((q for name in names for q in self.queues if q.name == name), queue)
 
+    # What this process last advertised (session -> expiry), once Redis confirmed it;
+    # None: not known (at start, or after a write that failed).
+    _advertised: dict[str, float] | None = None
+
     def _withdraw_warm(self) -> None:
         """Withdraw every warm advertisement of ours: those we hold and those indexed."""
         ctx = self.context
-        advertised = set(ctx.store.warm_sessions(self.name))
+        known, self._advertised = self._advertised or {}, None
         held = set(ctx.warm.sessions()) if ctx.warm is not None else set()
-        ctx.store.withdraw_warm(self.name, sorted(advertised | held))
+        ctx.store.withdraw_all_warm(self.name, sorted(held | set(known)))
+        self._advertised = {}
 
     def _become_busy(self) -> None:
         """Withdraw our warm advertisements, then move what waits on our own queue to
@@ -111,10 +116,16 @@ class OwnQueueMixin:
         pool = self.context.warm
         if pool is None or self._own_queue is None or self._stop_requested:
             return
+        sessions = pool.sessions()
+        if sessions == self._advertised:
+            return  # said already: the park advertised them, and nothing changed since
+        self._advertised = None
         try:
-            self.context.store.advertise_warm(self.name, pool.sessions())
+            self.context.store.advertise_warm(self.name, sessions)
         except redis.RedisError as exc:
             log.warning("warm_advertise_failed", error=str(exc))
+            return
+        self._advertised = sessions
 
 
 def warm_pool(settings: Settings, mode: str, *, on_park: Callable[[], None]) -> WarmPool | None:

@@ -27,6 +27,7 @@ from shared.runstore.model import (
     SessionInfo,
     Submitted,
 )
+from shared.runstore.scripting import queue_script
 from shared.scheduling import Placement
 from shared.settings import Settings
 
@@ -53,11 +54,11 @@ class AsyncRunStore:
         recorder = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=_RecordOnly))
         self._queues = SubmitQueues(settings.queue_name, recorder)
 
-    async def _run(self, call: ScriptCall, pipe: aioredis.client.Pipeline | None = None) -> Any:
+    async def _run(self, call: ScriptCall) -> Any:
         script = self._scripts.get(call.script)
         if script is None:
             script = self._scripts[call.script] = self.redis.register_script(call.script.value)
-        return await script(keys=call.keys, args=call.args, client=pipe)
+        return await script(keys=call.keys, args=call.args)
 
     def _recorded_enqueue(
         self, run: NewRun, worker_name: str | None, list_name: str, where: Placement
@@ -107,7 +108,9 @@ class AsyncRunStore:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     for args, options in recorded:
                         pipe.execute_command(*args, **options)
-                    await self._run(self.calls.submit(placed), pipe)
+                    # SCRIPT LOAD and EVALSHA, without redis-py's SCRIPT EXISTS round
+                    # trip first (shared/runstore/scripting.py)
+                    queue_script(pipe, self.calls.submit(placed))
                     record, written = placing.record_writes(k, placed, where)
                     pipe.hset(record, mapping=written)  # type: ignore[arg-type]
                     return Submitted(queued_seq=int((await pipe.execute())[-2]))

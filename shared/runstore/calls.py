@@ -6,6 +6,7 @@ through replies.py, so the sync and asyncio paths cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -56,6 +57,17 @@ class Script(Enum):
     CANCEL = scripts.CANCEL_LUA
     DECIDE = scripts.DECIDE_LUA
     WITHDRAW_WARM = scripts.WITHDRAW_WARM_LUA
+
+    @property
+    def sha(self) -> str:
+        """The SHA1 of the text: what SCRIPT LOAD returns and EVALSHA names."""
+        return _SCRIPT_SHAS[self]
+
+
+_SCRIPT_SHAS = {
+    s: hashlib.sha1(s.value.encode()).hexdigest()  # noqa: S324 - Redis's own script id
+    for s in Script
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,9 +38,22 @@ class WorkerRegistry:
             return
         pipe = self.redis.pipeline(transaction=False)
         for session_id in session_ids:
-            self.scripts.run(self.calls.withdraw_warm(worker, session_id), pipe)
+            self.scripts.queue(self.calls.withdraw_warm(worker, session_id), pipe)
         pipe.hdel(self.keys.worker_warm(worker), *session_ids)
         pipe.execute()
+
+    def withdraw_all_warm(self, worker: str, session_ids: list[str]) -> None:
+        """withdraw_warm of these sessions and of every other one `worker`'s index lists
+        (e.g. left by a process of that name that died): one round trip, the index read
+        in it, unless the index lists sessions beyond these."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.worker_warm(worker))
+        for session_id in session_ids:
+            self.scripts.queue(self.calls.withdraw_warm(worker, session_id), pipe)
+        if session_ids:
+            pipe.hdel(self.keys.worker_warm(worker), *session_ids)
+        indexed = replies.warm_sessions(cast(dict[Any, Any], pipe.execute()[0]))
+        self.withdraw_warm(worker, [s for s in indexed if s not in session_ids])
 
     def fences(self, session_ids: list[str]) -> dict[str, int | None]:
         """Each session's last fencing token (None: no counter, e.g. deleted)."""

@@ -1,5 +1,13 @@
 """How RunStore runs its Lua scripts (sync): registered once, called through redis-py
-(plain or in a pipeline), and event writes on the held write line (line.py).
+(plain or queued on a pipeline), and event writes on the held write line (line.py).
+
+On a pipeline a script goes as SCRIPT LOAD then EVALSHA, in the pipeline's own round
+trip (queue_script). redis-py's way, a registered script called on a pipeline, sends
+SCRIPT EXISTS by itself first, at every execute: one round trip more on each submit and
+on each job's start, where a worker withdraws its warm advertisements. The SCRIPT LOAD
+is answered from Redis's script cache when the script is there, and it puts the script
+there when it is not (a restart, a failover, SCRIPT FLUSH), ahead of the EVALSHA, on the
+same connection, inside the same MULTI where there is one.
 
 With CLAUDE_QUEUE_REDIS_MIN_REPLICAS an event write is acknowledged only once that many
 replicas hold it: WAIT follows it on the same connection, in the same round trip.
@@ -9,7 +17,7 @@ stays on the master, and its writer retries it as after an outage.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.commands.core import Script as RedisScript
@@ -29,9 +37,13 @@ class ScriptRunner:
         self._registered: dict[Script, RedisScript] = {}
         self._line: WriteLine | None = None
 
-    def run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
-        """Through redis-py's client, or queued on `pipe`."""
-        return self._script(call.script)(keys=call.keys, args=call.args, client=pipe)
+    def run(self, call: ScriptCall) -> Any:
+        """Through redis-py's client (EVALSHA; on NOSCRIPT it loads the script, once)."""
+        return self._script(call.script)(keys=call.keys, args=call.args)
+
+    def queue(self, call: ScriptCall, pipe: redis.client.Pipeline) -> None:
+        """Queued on `pipe`: two replies, the script's SHA then the script's own."""
+        queue_script(pipe, call)
 
     def run_replicated(self, call: ScriptCall) -> Any:
         """An event-writing script through redis-py, WAIT included where replicas must
@@ -40,11 +52,11 @@ class ScriptRunner:
         if wanted == 0:
             return self.run(call)
         with self._client.pipeline(transaction=False) as pipe:
-            self.run(call, pipe)
+            self.queue(call, pipe)
             pipe.execute_command(  # type: ignore[no-untyped-call]
                 "WAIT", wanted, self._settings.redis_replica_wait_ms
             )
-            reply, acknowledged = pipe.execute()
+            _sha, reply, acknowledged = pipe.execute()
         return self._confirmed(reply, acknowledged)
 
     def write_events(self, call: ScriptCall) -> Any:
@@ -79,3 +91,19 @@ class ScriptRunner:
                 f"{self._settings.redis_replica_wait_ms} ms (CLAUDE_QUEUE_REDIS_MIN_REPLICAS)"
             )
         return reply
+
+
+class _Buffering(Protocol):
+    """A pipeline, sync or asyncio, past MULTI or not watching: commands are queued."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+def queue_script(pipe: _Buffering, call: ScriptCall) -> None:
+    """SCRIPT LOAD, then EVALSHA, queued on a pipeline (sync or asyncio): two replies.
+
+    Not redis-py's Script on a pipeline, which costs a SCRIPT EXISTS round trip of its
+    own at every execute (module doc). The SHA is the one Redis computes from the text,
+    so the EVALSHA names exactly what the SCRIPT LOAD put in the cache."""
+    pipe.execute_command("SCRIPT LOAD", call.script.value)
+    pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)

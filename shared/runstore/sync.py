@@ -78,7 +78,7 @@ class RunStore(WorkerRegistry):
                     queue = self._queues.get(routed, placing.list_name(queue_name, where))
                     placed = placing.placed(run, where)
                     placing.enqueue(queue, placed, pipe, where)
-                    self.scripts.run(self.calls.submit(placed), pipe)
+                    self.scripts.queue(self.calls.submit(placed), pipe)
                     record, written = placing.record_writes(k, placed, where)
                     pipe.hset(record, mapping=written)  # type: ignore[arg-type]
                     return Submitted(queued_seq=int(pipe.execute()[-2]))

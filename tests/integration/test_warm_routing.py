@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
+from pathlib import Path
 from typing import cast
 
 import redis
+from pydantic import SecretStr
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -25,6 +28,7 @@ from shared.rqjobs import queue_key, worker_queue_name
 from shared.runstore import RunStore
 from shared.settings import Settings
 from tests.conftest import WorkerFactory, worker_env
+from tests.redis_server import RedisServer
 from tests.zygote import shared_zygote
 from worker.reaper import release_worker_queues
 
@@ -200,3 +204,47 @@ def test_simple_workers_advertise_their_warm_sessions_and_runs_follow_them(
     assert store.warm_sessions(owner) == {}
     after = _finished(client.submit(session_id="chat", prompt="after"))
     assert (_started(after)["worker"], _started(after)["warm"]) == (other, False)
+
+
+def test_a_simple_worker_says_each_warm_change_once_and_checks_no_script(
+    start_worker: WorkerFactory, settings: Settings, tmp_path: Path
+) -> None:
+    # Our own redis-server: MONITOR then sees this worker's commands and nobody else's.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    own = settings.model_copy(update={"redis_url": SecretStr(server.url), "scheduler": False})
+    client = Client(own)
+    monitor = redis.Redis.from_url(server.url)
+    try:
+        start_worker("wA", mode="simple", settings_override=own)
+        _finished(client.submit(session_id="chat", prompt="first"))  # cold, then parked
+        index = client.keys.worker_warm("wA").encode()
+        seen: list[list[bytes]] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            with monitor.monitor() as feed:  # type: ignore[no-untyped-call]
+                connected.set()
+                for command in feed.listen():
+                    seen.append(str(command["command"]).encode().split())
+                    if done.is_set():
+                        return
+
+        connected = threading.Event()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert connected.wait(10)
+        runs = [_finished(client.submit(session_id="chat", prompt=f"p{i}")) for i in range(2)]
+        assert [_started(r)["warm"] for r in runs] == [True, True]
+        done.set()
+        client.redis.ping()  # one more command, so the watcher's loop sees `done`
+        watcher.join(10)
+    finally:
+        client.close()
+        monitor.close()
+        server.stop()
+    assert not [c for c in seen if c[:2] == [b"SCRIPT", b"EXISTS"]]
+    # The index is read in the withdrawal's own round trip, once a run (its start).
+    assert len([c for c in seen if c[:1] == [b"HGETALL"] and index in c]) == 2
+    # Each run: withdrawn at its start, advertised once when its CLI is parked.
+    assert len([c for c in seen if c[:1] == [b"HSET"] and index in c]) == 2

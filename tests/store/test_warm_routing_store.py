@@ -142,11 +142,11 @@ class _WithdrawnMeanwhile(ScriptRunner):
         self.other = other
         self.withdrawn = False
 
-    def run(self, call: ScriptCall, pipe: redis.client.Pipeline | None = None) -> Any:
-        if pipe is not None and not self.withdrawn:
+    def queue(self, call: ScriptCall, pipe: redis.client.Pipeline) -> None:
+        if not self.withdrawn:
             self.withdrawn = True
             self.other.withdraw_warm("wA", ["s1"])
-        return super().run(call, pipe)
+        super().queue(call, pipe)
 
 
 def test_an_advertisement_withdrawn_before_the_commit_sends_the_run_to_the_shared_queue(

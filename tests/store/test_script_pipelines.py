@@ -1,0 +1,110 @@
+"""Scripts queued on a pipeline (submit; a worker withdrawing its warm advertisements)
+load themselves in the pipeline's own round trip, with no SCRIPT EXISTS first.
+
+On a redis-server of the test's own (tests/redis_server.py): its script cache and its
+command counts are this test's alone, so SCRIPT FLUSH and INFO commandstats are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from shared.events import Event, EventType, QueuedData
+from shared.jobs import PromptJob, RunRequest, new_run_id
+from shared.runstore import AsyncRunStore, NewRun, RunStore, Submitted
+from shared.runstore.calls import Script
+from shared.settings import Settings
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield settings.model_copy(update={"redis_url": SecretStr(server.url)}), client
+    finally:
+        client.close()
+        server.stop()
+
+
+def _new_run(session_id: str) -> NewRun:
+    request = RunRequest(
+        run_id=new_run_id(),
+        submitted_at=time.time(),
+        job=PromptJob(session_id=session_id, prompt="hi"),
+    )
+    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
+    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def _submit(settings: Settings, run: NewRun, face: str) -> Any:
+    if face == "sync":
+        with redis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
+            return RunStore(client, settings).submit(run)
+
+    async def submit() -> Any:
+        client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+        try:
+            return await AsyncRunStore(client, settings).submit(run)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(submit())
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_submit_loads_its_script_in_its_own_round_trip(
+    own: tuple[Settings, redis.Redis], face: str
+) -> None:
+    settings, client = own
+    store = RunStore(client, settings)
+    client.script_flush()
+    for session_id in ("s1", "s2"):  # an empty script cache, then one holding the script
+        client.config_resetstat()
+        run = _new_run(session_id)
+        assert isinstance(_submit(settings, run, face), Submitted)
+        assert _calls(client, "script|exists") == 0
+        assert _calls(client, "script|load") == 1
+        assert _calls(client, "evalsha") == 1
+        assert client.script_exists(Script.SUBMIT.sha) == [True]
+        assert store.pending_runs(session_id) == [run.run_id]
+        assert [e.type for e in store.replay(session_id)] == [EventType.QUEUED]
+
+
+def test_withdrawing_warm_advertisements_loads_its_script_in_the_same_round_trip(
+    own: tuple[Settings, redis.Redis],
+) -> None:
+    settings, client = own
+    store = RunStore(client, settings)
+    store.advertise_warm("wA", {"s1": time.time() + 60, "s2": time.time() + 60})
+    assert store.warm_sessions("wA")
+    client.script_flush()
+    client.config_resetstat()
+    store.withdraw_warm("wA", ["s1", "s2"])
+    assert _calls(client, "script|exists") == 0
+    assert _calls(client, "evalsha") == 2
+    assert store.warm_sessions("wA") == {}
+    assert client.get(store.keys.warm_owner("s1")) is None
+    assert client.get(store.keys.warm_owner("s2")) is None
+
+
+def test_a_script_sha_is_the_one_redis_computes() -> None:
+    with redis.Redis() as probe:  # only computes the SHA: register_script sends nothing
+        for script in Script:
+            assert script.sha == probe.register_script(script.value).sha
