@@ -154,6 +154,7 @@ class CliProcess:
         self._stderr_open = False
         self._kill_lock = threading.Lock()
         self._tree_gone = False
+        self._closed = False
         self.pid = 0
         self.start_ticks: int | None = None
 
@@ -351,7 +352,11 @@ class CliProcess:
         return self._stderr.text()
 
     def close(self) -> None:
-        """Release fds; the caller has already killed and reaped the process."""
+        """Release fds; the caller has already killed and reaped the process. Only the
+        first call does: a second would close fd numbers the process may have reused."""
+        if self._closed:
+            return
+        self._closed = True
         self._selector.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):

@@ -256,6 +256,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
             if self._metrics is not None:
                 self._metrics.after_job(job, self._horse_pids)
             self._become_idle()
+            if self.context.warm is not None:
+                self.context.warm.close_evicted()  # after the run's `finished`
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         super().fork_work_horse(job, queue)  # type: ignore[misc]

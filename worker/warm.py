@@ -89,6 +89,7 @@ class WarmPool:
         self._warm: OrderedDict[str, WarmCli] = OrderedDict()  # least recently used first
         self._closed: OrderedDict[str, ColdReason] = OrderedDict()
         self._closed_trees: list[str] = []  # markers of CLIs closed since the last drain
+        self._evicted: list[WarmCli] = []  # pushed out by a park, closed after its run
 
     @property
     def enabled(self) -> bool:
@@ -122,24 +123,31 @@ class WarmPool:
         return None, reason
 
     def park(self, warm: WarmCli) -> None:
-        """Keep a CLI warm after its run; the least recently used go beyond max_size."""
+        """Keep a CLI warm after its run; the least recently used go beyond max_size.
+
+        Those are closed by close_evicted, which the worker calls once the run is over:
+        closing one (its exit, the tree kill, ~12 ms here) held the run's `finished`."""
         warm.due = time.monotonic() + self.idle_s
         warm.expires_at = time.time() + self.idle_s
         with self._lock:
             self._closed.pop(warm.session_id, None)
             self._warm[warm.session_id] = warm
             self._warm.move_to_end(warm.session_id)
-            evicted = []
             while len(self._warm) > self.max_size:
                 _, oldest = self._warm.popitem(last=False)
                 self._note_closed(oldest.session_id, ColdReason.EXPIRED)
-                evicted.append(oldest)
+                self._evicted.append(oldest)
         log.info("warm_cli_parked", session_id=warm.session_id, pid=warm.proc.pid)
+        if self._on_park is not None:
+            self._on_park()
+
+    def close_evicted(self) -> None:
+        """Close the CLIs parks pushed out of the pool."""
+        with self._lock:
+            evicted, self._evicted = self._evicted, []
         for oldest in evicted:
             log.info("warm_cli_evicted", session_id=oldest.session_id)
             self._close(oldest)
-        if self._on_park is not None:
-            self._on_park()
 
     def expire(self, monotonic: float | None = None) -> list[str]:
         """Close CLIs idle past WARM_IDLE_S; their session ids."""
@@ -168,8 +176,9 @@ class WarmPool:
 
     def close_all(self) -> None:
         with self._lock:
-            warm = list(self._warm.values())
+            warm = [*self._warm.values(), *self._evicted]
             self._warm.clear()
+            self._evicted = []
         for cli in warm:
             self._close(cli)
 
@@ -200,9 +209,10 @@ class WarmPool:
             self._closed_trees.append(warm.tree_id)
 
     def tree_ids(self) -> set[str]:
-        """Markers of the warm CLIs' processes (the orphan sweep must spare them)."""
+        """Markers of the warm CLIs' processes, evicted ones not yet closed among them
+        (the orphan sweep must spare them)."""
         with self._lock:
-            return {w.tree_id for w in self._warm.values()}
+            return {w.tree_id for w in (*self._warm.values(), *self._evicted)}
 
     def _note_closed(self, session_id: str, reason: ColdReason) -> None:
         self._closed[session_id] = reason
