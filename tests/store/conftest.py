@@ -19,6 +19,17 @@ from shared.settings import Settings
 Call = Callable[..., Any]
 
 
+def new_run(session_id: str, prompt: str = "hi") -> NewRun:
+    """A run to submit: a prompt job of the session, with its `queued` event."""
+    request = RunRequest(
+        run_id=new_run_id(),
+        submitted_at=time.time(),
+        job=PromptJob(session_id=session_id, prompt=prompt),
+    )
+    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
+    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
+
+
 def running_run(store: RunStore, session_id: str, profile: str = "readonly") -> tuple[str, str]:
     """A run of the session, submitted and claimed: its run id and fencing token."""
     request = RunRequest(

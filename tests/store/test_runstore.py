@@ -18,11 +18,10 @@ from shared.events import (
     Event,
     EventType,
     InterruptedData,
-    QueuedData,
     RunStatus,
     TextData,
 )
-from shared.jobs import JOB_FUNCTION, PromptJob, RunRequest, new_run_id
+from shared.jobs import JOB_FUNCTION, new_run_id
 from shared.keys import Keys
 from shared.runstore import (
     Appended,
@@ -42,17 +41,7 @@ from shared.runstore import (
     Waiting,
 )
 from shared.settings import Settings
-from tests.store.conftest import Call
-
-
-def _new_run(session_id: str, prompt: str = "hi") -> NewRun:
-    request = RunRequest(
-        run_id=new_run_id(),
-        submitted_at=time.time(),
-        job=PromptJob(session_id=session_id, prompt=prompt),
-    )
-    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
-    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
+from tests.store.conftest import Call, new_run
 
 
 def _text_body(session_id: str, run_id: str, text: str) -> str:
@@ -82,7 +71,7 @@ def _claimed(store: RunStore, run: NewRun, worker: str = "w1") -> str:
 def test_submit_writes_the_job_and_its_queued_event_in_one_transaction(
     face: Call, store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    run = _new_run("s1")
+    run = new_run("s1")
     db = redis_client.connection_pool.connection_kwargs.get("db", 0)
     with redis_client.monitor() as monitor:  # type: ignore[no-untyped-call]
         assert face("submit", run) == Submitted(queued_seq=1)
@@ -111,10 +100,10 @@ def test_submit_writes_the_job_and_its_queued_event_in_one_transaction(
 def test_submit_refuses_a_busy_session_when_asked_and_queues_nothing(
     face: Call, store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    first = _new_run("busy")
+    first = new_run("busy")
     assert face("submit", first, reject_if_busy=True) == Submitted(queued_seq=1)
-    assert face("submit", _new_run("busy"), reject_if_busy=True) == Busy()
-    assert face("submit", _new_run("busy")) == Submitted(queued_seq=2)  # enqueue waits behind
+    assert face("submit", new_run("busy"), reject_if_busy=True) == Busy()
+    assert face("submit", new_run("busy")) == Submitted(queued_seq=2)  # enqueue waits behind
     assert redis_client.llen(f"rq:queue:{settings.queue_name}") == 2
     assert len(store.pending_runs("busy")) == 2
 
@@ -125,7 +114,7 @@ def test_submit_refuses_a_busy_session_when_asked_and_queues_nothing(
 def test_claim_follows_submit_order_and_waits_its_turn(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    first, second = _new_run("order"), _new_run("order")
+    first, second = new_run("order"), new_run("order")
     store.submit(first)
     store.submit(second)
 
@@ -167,7 +156,7 @@ def test_claim_gives_a_run_without_a_record_one(store: RunStore) -> None:
 def test_renew_holds_the_lease_only_while_it_is_ours(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    run = _new_run("lease")
+    run = new_run("lease")
     store.submit(run)
     token = _claimed(store, run)
     assert store.renew("lease", run.run_id, token)
@@ -183,7 +172,7 @@ def test_renew_holds_the_lease_only_while_it_is_ours(
 
 
 def test_append_is_fenced_and_idempotent_per_index(store: RunStore, keys: Keys) -> None:
-    run = _new_run("pub")
+    run = new_run("pub")
     store.submit(run)
     token = _claimed(store, run)
 
@@ -236,7 +225,7 @@ def test_append_is_fenced_and_idempotent_per_index(store: RunStore, keys: Keys) 
 def test_append_is_refused_once_the_lease_passed_on(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    run = _new_run("fenced")
+    run = new_run("fenced")
     store.submit(run)
     token = _claimed(store, run)
     redis_client.set(keys.lease("fenced"), "other")
@@ -261,7 +250,7 @@ def _lost(message: str) -> Event:
 def test_force_finish_lease_gone_only_once_the_lease_expired(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    run = _new_run("ff")
+    run = new_run("ff")
     store.submit(run)
     _claimed(store, run)
 
@@ -289,7 +278,7 @@ def test_force_finish_lease_gone_only_once_the_lease_expired(
 def test_force_finish_wait_gone_only_once_the_wait_marker_expired(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    first, held = _new_run("wg"), _new_run("wg")
+    first, held = new_run("wg"), new_run("wg")
     store.submit(first)
     store.submit(held)
     assert isinstance(store.claim("wg", held.run_id, worker="w", host="h"), Waiting)
@@ -312,7 +301,7 @@ def test_force_finish_wait_gone_only_once_the_wait_marker_expired(
 
 
 def test_force_finish_for_a_worker_only_ends_that_workers_run(store: RunStore) -> None:
-    run = _new_run("own")
+    run = new_run("own")
     store.submit(run)
     _claimed(store, run, worker="w1")
     closing = Event(type=EventType.INTERRUPTED, data=InterruptedData(reason="stopped"))
@@ -342,7 +331,7 @@ def test_force_finish_for_a_worker_only_ends_that_workers_run(store: RunStore) -
 def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redis.Redis) -> None:
     assert face("cancel", "c", new_run_id(), reason="x") is CancelOutcome.NOTHING_TO_CANCEL
 
-    queued = _new_run("c")
+    queued = new_run("c")
     store.submit(queued)
     assert face("cancel", "c", queued.run_id, reason="changed my mind") is (
         CancelOutcome.CANCELLED_QUEUED
@@ -358,7 +347,7 @@ def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redi
     assert redis_client.llen(f"rq:queue:{store.settings.queue_name}") == 0
     assert redis_client.hget(f"rq:job:{queued.run_id}", "status") == b"canceled"
 
-    running = _new_run("c")
+    running = new_run("c")
     store.submit(running)
     _claimed(store, running)
     control = redis_client.pubsub()
@@ -389,7 +378,7 @@ def test_cancel_says_what_it_did(face: Call, store: RunStore, redis_client: redi
 
 
 def test_replay_pages_by_seq(face: Call, store: RunStore) -> None:
-    run = _new_run("log")
+    run = new_run("log")
     store.submit(run)
     token = _claimed(store, run)
     bodies = [_text_body("log", run.run_id, f"t{i}") for i in range(1, 1201)]
@@ -410,7 +399,7 @@ def test_pending_and_current_runs_skip_entries_that_are_no_run_id(
     face: Call, store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
     assert face("current_run", "p") is None
-    run = _new_run("p")
+    run = new_run("p")
     store.submit(run)
     redis_client.rpush(keys.pending("p"), "*", "../x")
     assert face("pending_runs", "p") == [run.run_id]
@@ -426,7 +415,7 @@ def test_session_info_and_listing(
     face: Call, store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
     assert face("session_info", "none") is None
-    idle = _new_run("idle")
+    idle = new_run("idle")
     store.submit(idle)
     token = _claimed(store, idle)
     store.append(
@@ -434,7 +423,7 @@ def test_session_info_and_listing(
     )
     redis_client.hset(keys.session_state("idle"), mapping={"cwd": "/srv", "last_run_id": "r"})
     redis_client.hset(keys.transcript("idle"), "data", b"12345")
-    busy = _new_run("busy")  # submitted (and timed) after idle finished
+    busy = new_run("busy")  # submitted (and timed) after idle finished
     store.submit(busy)
     queued = face("session_info", "busy")
     assert (queued.state, queued.pending_runs, queued.events) == (
@@ -464,7 +453,7 @@ def test_delete_removes_exactly_the_sessions_keys(
     face: Call, store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
     for session_id in ("s1", "s10", "s1x"):
-        run = _new_run(session_id)
+        run = new_run(session_id)
         store.submit(run)
         if session_id == "s1":
             store.cancel(session_id, run.run_id, reason="done")
@@ -499,7 +488,7 @@ def test_held_runs_drop_entries_with_bad_ids(
 
 
 def test_record_pid_and_run_record(store: RunStore, redis_client: redis.Redis) -> None:
-    run = _new_run("pid")
+    run = new_run("pid")
     store.submit(run)
     _claimed(store, run)
     store.record_pid("pid", run.run_id, 4242, 99)

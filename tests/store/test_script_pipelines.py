@@ -18,12 +18,12 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from shared.events import Event, EventType, QueuedData
-from shared.jobs import PromptJob, RunRequest, new_run_id
+from shared.events import EventType
 from shared.runstore import AsyncRunStore, NewRun, RunStore, Submitted
 from shared.runstore.calls import Script
 from shared.settings import Settings
 from tests.redis_server import RedisServer
+from tests.store.conftest import new_run
 
 
 @pytest.fixture
@@ -36,16 +36,6 @@ def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Re
     finally:
         client.close()
         server.stop()
-
-
-def _new_run(session_id: str) -> NewRun:
-    request = RunRequest(
-        run_id=new_run_id(),
-        submitted_at=time.time(),
-        job=PromptJob(session_id=session_id, prompt="hi"),
-    )
-    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
-    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
 
 
 def _calls(client: redis.Redis, command: str) -> int:
@@ -77,7 +67,7 @@ def test_submit_loads_its_script_in_its_own_round_trip(
     client.script_flush()
     for session_id in ("s1", "s2"):  # an empty script cache, then one holding the script
         client.config_resetstat()
-        run = _new_run(session_id)
+        run = new_run(session_id)
         assert isinstance(_submit(settings, run, face), Submitted)
         assert _calls(client, "script|exists") == 0
         assert _calls(client, "script|load") == 1

@@ -16,8 +16,6 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared.events import Event, EventType, QueuedData
-from shared.jobs import PromptJob, RunRequest, new_run_id
 from shared.rqjobs import (
     forget_worker_queue,
     head_waiting,
@@ -28,23 +26,14 @@ from shared.rqjobs import (
     worker_queue_name,
     worker_queues,
 )
-from shared.runstore import AsyncRunStore, Busy, NewRun, RunStore, Submitted
+from shared.runstore import AsyncRunStore, Busy, RunStore, Submitted
 from shared.runstore.calls import ScriptCall
 from shared.runstore.scripting import ScriptRunner
 from shared.settings import Settings
+from tests.store.conftest import new_run
 from worker.reaper import release_worker_queues
 
 Submit = Callable[..., Any]
-
-
-def _new_run(session_id: str) -> NewRun:
-    request = RunRequest(
-        run_id=new_run_id(),
-        submitted_at=time.time(),
-        job=PromptJob(session_id=session_id, prompt="hi"),
-    )
-    queued = Event(type=EventType.QUEUED, data=QueuedData(profile="readonly"))
-    return NewRun(request=request, queued=queued, rq_timeout_s=300, result_ttl_s=600)
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -88,7 +77,7 @@ def test_a_run_of_a_warm_session_goes_to_its_owners_own_queue(
     submit: Submit, store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("wA", {"s1": time.time() + 60})
-    run = _new_run("s1")
+    run = new_run("s1")
     assert isinstance(submit(run), Submitted)
     own = worker_queue_name(settings.queue_name, "wA")
     assert _waiting(redis_client, own) == [run.run_id]
@@ -106,7 +95,7 @@ def test_a_run_of_a_session_nobody_holds_warm_goes_to_the_shared_queue(
     submit: Submit, store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("wA", {"other": time.time() + 60})
-    run = _new_run("s1")
+    run = new_run("s1")
     assert isinstance(submit(run), Submitted)
     assert _waiting(redis_client, settings.queue_name) == [run.run_id]
     assert _waiting(redis_client, worker_queue_name(settings.queue_name, "wA")) == []
@@ -117,7 +106,7 @@ def test_junk_in_the_owner_key_sends_the_run_to_the_shared_queue(
     submit: Submit, store: RunStore, redis_client: redis.Redis, settings: Settings, junk: str
 ) -> None:
     redis_client.set(store.keys.warm_owner("s1"), junk.encode("latin-1"), ex=60)
-    run = _new_run("s1")
+    run = new_run("s1")
     assert isinstance(submit(run), Submitted)
     assert _waiting(redis_client, settings.queue_name) == [run.run_id]
     assert _queues(redis_client) == {queue_key(settings.queue_name)}
@@ -127,9 +116,9 @@ def test_reject_if_busy_still_holds_with_routing(
     submit: Submit, store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("wA", {"s1": time.time() + 60})
-    first = _new_run("s1")
+    first = new_run("s1")
     assert isinstance(submit(first, reject_if_busy=True), Submitted)
-    assert submit(_new_run("s1"), reject_if_busy=True) == Busy()
+    assert submit(new_run("s1"), reject_if_busy=True) == Busy()
     assert _waiting(redis_client, worker_queue_name(settings.queue_name, "wA")) == [first.run_id]
 
 
@@ -155,7 +144,7 @@ def test_an_advertisement_withdrawn_before_the_commit_sends_the_run_to_the_share
     store.advertise_warm("wA", {"s1": time.time() + 60})
     racing = RunStore(redis_client, settings)
     racing.scripts = meanwhile = _WithdrawnMeanwhile(redis_client, settings, store)
-    run = _new_run("s1")
+    run = new_run("s1")
     assert isinstance(racing.submit(run), Submitted)
     assert meanwhile.withdrawn
     assert _waiting(redis_client, settings.queue_name) == [run.run_id]
@@ -166,10 +155,10 @@ def test_an_advertisement_withdrawn_before_the_commit_sends_the_run_to_the_share
 def test_move_queued_keeps_the_order_and_appends_behind_the_shared_queue(
     store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    before = _new_run("s0")
+    before = new_run("s0")
     store.submit(before)
     store.advertise_warm("wA", {"s1": time.time() + 60, "s2": time.time() + 60})
-    routed = [_new_run("s1"), _new_run("s2"), _new_run("s1")]
+    routed = [new_run("s1"), new_run("s2"), new_run("s1")]
     for run in routed:
         store.submit(run)
     own = worker_queue_name(settings.queue_name, "wA")
@@ -193,7 +182,7 @@ def test_an_empty_own_queue_is_forgotten_and_a_busy_one_is_not(
     store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("wA", {"s1": time.time() + 60})
-    store.submit(_new_run("s1"))
+    store.submit(new_run("s1"))
     own = worker_queue_name(settings.queue_name, "wA")
     assert not forget_worker_queue(redis_client, own)
     assert queue_key(own) in _queues(redis_client)
@@ -208,7 +197,7 @@ def test_head_waiting_needs_the_same_head_on_two_looks(
     own = worker_queue_name(settings.queue_name, "wA")
     assert not head_waiting(redis_client, own, min_age_s=0)  # empty
     store.advertise_warm("wA", {"s1": time.time() + 60, "s2": time.time() + 60})
-    first, second = _new_run("s1"), _new_run("s2")
+    first, second = new_run("s1"), new_run("s2")
     store.submit(first)
     store.submit(second)
     assert not head_waiting(redis_client, own, min_age_s=0)  # first sighting
@@ -222,7 +211,7 @@ def test_the_reaper_releases_the_queue_and_warm_sessions_of_a_worker_that_never_
     store: RunStore, redis_client: redis.Redis, settings: Settings
 ) -> None:
     store.advertise_warm("ghost", {"s1": time.time() + 60, "s2": time.time() + 60})
-    runs = [_new_run("s1"), _new_run("s2")]
+    runs = [new_run("s1"), new_run("s2")]
     for run in runs:
         store.submit(run)
     own = worker_queue_name(settings.queue_name, "ghost")
