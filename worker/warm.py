@@ -142,12 +142,18 @@ class WarmPool:
             self._on_park()
 
     def close_evicted(self) -> None:
-        """Close the CLIs parks pushed out of the pool."""
+        """Close the CLIs parks pushed out of the pool. The worker's loop calls this
+        between jobs: a close that fails is logged, and the others still closed (what
+        it left running keeps its warm-tree record, so the orphan sweep ends it once
+        that expires)."""
         with self._lock:
             evicted, self._evicted = self._evicted, []
         for oldest in evicted:
             log.info("warm_cli_evicted", session_id=oldest.session_id)
-            self._close(oldest)
+            try:
+                self._close(oldest)
+            except Exception as exc:  # between jobs: never the end of the worker
+                log.error("warm_cli_close_failed", session_id=oldest.session_id, error=str(exc))
 
     def expire(self, monotonic: float | None = None) -> list[str]:
         """Close CLIs idle past WARM_IDLE_S; their session ids."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from worker.command import CliCommand
 from worker.markers import RUN_MARKER_ENV
@@ -87,3 +88,27 @@ def test_close_all_closes_what_was_evicted_and_not_yet_closed(
     assert first.proc.poll() is not None
     assert second.proc.poll() is not None
     assert pool.tree_ids() == set()
+
+
+class _Unclosable(WarmCli):
+    """A warm CLI whose close fails (an OSError from the kill, say)."""
+
+    def close(self) -> None:
+        raise OSError("the close failed")
+
+
+def test_a_close_that_fails_is_logged_and_the_others_are_still_closed(
+    tmp_path: Path, spawned: list[CliProcess]
+) -> None:
+    pool = WarmPool(idle_s=60, max_size=1)
+    usual = _warm("a", tmp_path, spawned)
+    broken = _Unclosable(**{f: getattr(usual, f) for f in WarmCli.__dataclass_fields__})
+    second, third = _warm("b", tmp_path, spawned), _warm("c", tmp_path, spawned)
+    for warm in (broken, second, third):
+        pool.park(warm)  # a, then b, pushed out
+    with structlog.testing.capture_logs() as logs:
+        pool.close_evicted()  # does not raise
+    assert [e["session_id"] for e in logs if e["event"] == "warm_cli_close_failed"] == ["a"]
+    assert second.proc.poll() is not None
+    assert pool.drain_closed_trees() == [second.tree_id]  # a's record stays: see close_evicted
+    assert third.proc.poll() is None
