@@ -13,6 +13,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+PORT_TAKEN = "Address already in use"  # in Redis's log when its bind fails
+BIND_ATTEMPTS = 5
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -27,6 +30,7 @@ class RedisServer:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once: later starts keep the port
 
     @staticmethod
     def find_binary() -> str:
@@ -40,6 +44,31 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start it; the first start moves to another port if this one was taken.
+
+        free_port() only finds a port free for a moment: another test's server, or an
+        outgoing connection given that port by the kernel, can take it before Redis
+        binds. A later start (after stop) keeps the port: the test's clients use it."""
+        attempts = 1 if self.started else BIND_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once()
+            except RuntimeError:
+                if attempt < attempts and PORT_TAKEN in self._log():
+                    self.proc = None
+                    self.port = free_port()
+                    continue
+                raise
+            self.started = True
+            return
+
+    def _log(self) -> str:
+        try:
+            return (self.dir / "redis.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _start_once(self) -> None:
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -59,7 +88,20 @@ class RedisServer:
                 str(self.dir / "redis.log"),
             ],
         )
-        self._await(self.ping, "start")
+        self._await(self._answers_as_ours, "start")
+
+    def _answers_as_ours(self) -> bool:
+        """Our process answers on the port: not another test's server that took the port
+        first (ours then exits, unable to bind, while the other answers PING)."""
+        assert self.proc is not None
+        client = probe_client(self.port, connect_timeout_s=0.2, timeout_s=1.0)
+        try:
+            info = client.info("server")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return isinstance(info, dict) and info.get("process_id") == self.proc.pid
 
     def ping(self) -> bool:
         client = probe_client(self.port, connect_timeout_s=0.2)
@@ -85,7 +127,8 @@ class RedisServer:
     def _await(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 30
         while not ready():
-            if time.monotonic() > deadline:
+            exited = self.proc is not None and self.proc.poll() is not None
+            if exited or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not {what}; see {self.dir / 'redis.log'}")
             time.sleep(0.02)
 

@@ -23,6 +23,8 @@ API_KEY = "test-api-key-0123456789"
 TOKEN_SECRET = "test-token-secret-0123456789abcdef"
 STARTED = "Uvicorn running on"  # printed once the socket listens (after the app started)
 START_TIMEOUT_S = 60.0
+PORT_TAKEN = "address already in use"  # uvicorn's words when its bind fails
+BIND_ATTEMPTS = 5
 
 
 def serve_argv(*args: str) -> list[str]:
@@ -144,25 +146,34 @@ def start_server(
     argv: Sequence[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> Server:
-    """Start a gateway on a free loopback port and wait for its start line."""
-    port = free_port()
-    command = list(argv) if argv is not None else serve_argv("--port", str(port), *args)
-    proc = subprocess.Popen(
-        [part.replace("{port}", str(port)) for part in command],
-        cwd=REPO,
-        env={**gateway_env(settings), **(env or {}), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    server = Server(proc, port)
-    server.pumping = threading.Thread(target=server.pump, daemon=True)
-    server.pumping.start()
-    try:
-        server.wait_for(STARTED)
-        server.wait_listening()
-    except AssertionError:
-        server.stop()
-        raise
-    return server
+    """Start a gateway on a free loopback port and wait for its start line.
+
+    free_port() only finds a port free for a moment: another test's server, or an
+    outgoing connection given that port by the kernel (it is in the ephemeral range),
+    can take it before the gateway binds. The gateway then exits saying so, and is
+    started again on another port."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        port = free_port()
+        command = list(argv) if argv is not None else serve_argv("--port", str(port), *args)
+        proc = subprocess.Popen(
+            [part.replace("{port}", str(port)) for part in command],
+            cwd=REPO,
+            env={**gateway_env(settings), **(env or {}), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        server = Server(proc, port)
+        server.pumping = threading.Thread(target=server.pump, daemon=True)
+        server.pumping.start()
+        try:
+            server.wait_for(STARTED)
+            server.wait_listening()
+        except AssertionError:
+            server.stop()
+            if attempt < BIND_ATTEMPTS and PORT_TAKEN in server.log():
+                continue
+            raise
+        return server
+    raise AssertionError("unreachable: the last attempt returned or raised")
