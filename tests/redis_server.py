@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -18,9 +19,35 @@ BIND_ATTEMPTS = 5
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing holds now, below the kernel's ephemeral range.
+
+    The kernel hands ports in that range to outgoing connections, and the tests open
+    hundreds (Redis clients): a port it chose for us there could go to one of them
+    before our server binds it. Below the range only another test can take it, by
+    drawing the same one of some 20,000 ports at the same moment. SystemRandom: the
+    `random` module's shared state is hypothesis's (see probe_client)."""
+    low = _ephemeral_low()
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(max(1024, low - 20_000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as probe:  # all drawn were held: the kernel's choice, then
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (32768 by default)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return max(2048, int(text.split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class RedisServer:

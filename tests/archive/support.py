@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from shared.events import Envelope
+from tests.redis_server import free_port
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_DSN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
@@ -95,11 +96,7 @@ class TcpProxy:
 
     @classmethod
     def reserved(cls) -> TcpProxy:
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-        probe.close()
-        return cls(port)
+        return cls(free_port())
 
     @property
     def dsn(self) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from shared.settings import Settings
 from tests.conftest import REPO, worker_env
+from tests.redis_server import free_port
 
 API_KEY = "test-api-key-0123456789"
 TOKEN_SECRET = "test-token-secret-0123456789abcdef"
@@ -52,13 +53,6 @@ def gateway_env(settings: Settings) -> dict[str, str]:
     if settings.token_secret is not None:
         env["CLAUDE_QUEUE_TOKEN_SECRET"] = settings.token_secret.get_secret_value()
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.server import API_KEY, free_port
+from tests.gateway.server import API_KEY
 from tests.gateway.sse import events_url
 from tests.gateway.support import assert_error, bearer
+from tests.redis_server import free_port
 
 
 def test_unknown_routes_and_methods(api: httpx.Client) -> None:

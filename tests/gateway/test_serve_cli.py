@@ -11,8 +11,9 @@ from shared.exitcodes import ExitCode
 from shared.settings import Settings
 from tests.conftest import REPO
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.server import API_KEY, free_port, gateway_env, serve_argv
+from tests.gateway.server import API_KEY, gateway_env, serve_argv
 from tests.gateway.support import bearer
+from tests.redis_server import free_port
 
 ANY_HOST = "0.0.0.0"  # noqa: S104 (what the gateway is asked to listen on)
 
