@@ -142,10 +142,9 @@ def start_server(
 ) -> Server:
     """Start a gateway on a free loopback port and wait for its start line.
 
-    free_port() only finds a port free for a moment: another test's server, or an
-    outgoing connection given that port by the kernel (it is in the ephemeral range),
-    can take it before the gateway binds. The gateway then exits saying so, and is
-    started again on another port."""
+    free_port() only finds a port free for a moment: another test's server can take
+    it before the gateway binds. The gateway then exits saying so, and is started
+    again on another port."""
     for attempt in range(1, BIND_ATTEMPTS + 1):
         port = free_port()
         command = list(argv) if argv is not None else serve_argv("--port", str(port), *args)
