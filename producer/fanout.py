@@ -23,6 +23,7 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
+from producer import pubsubread
 from shared.backoff import Backoff
 from shared.events import Envelope
 from shared.tasks import cancel_and_wait
@@ -141,28 +142,43 @@ class PubSubFanout:
                     raise redis.ConnectionError("the last reconnect did not subscribe")
                 message = await self._pubsub.get_message(timeout=1.0)
                 delays.reset()
+                if message is not None:
+                    self._dispatch(message)
+                    # What came in the same socket reads, without a call per message.
+                    for reply in pubsubread.buffered(self._pubsub):
+                        if isinstance(reply, pubsubread.Published):
+                            self._deliver(reply.channel, reply.data)
+                        else:
+                            self._dispatch(await self._pubsub.handle_message(reply))  # type: ignore[no-untyped-call]
             except (redis.ConnectionError, redis.TimeoutError, RuntimeError) as exc:
                 delay = next(delays)
                 log.warning("fanout_connection_lost", error=str(exc), retry_in_s=delay)
                 await self._reconnect(delay)
-                continue
-            if message is not None:
-                self._dispatch(message)
 
-    def _dispatch(self, message: dict[str, object]) -> None:
-        channel = _text(message.get("channel"))
+    def _dispatch(self, message: dict[str, object] | None) -> None:
+        if message is None:
+            return
+        channel = message.get("channel")
         kind = message.get("type")
-        if kind == "subscribe" and channel in self._confirmed:
-            self._confirmed[channel].set()
+        if kind == "subscribe":
+            confirmed = self._confirmed.get(_text(channel))
+            if confirmed is not None:
+                confirmed.set()
         elif kind == "message":
             data = message.get("data")
             assert isinstance(data, bytes)
-            live = LiveMessage(data)
-            for subscription in self._subscribers.get(channel, ()):
-                try:
-                    subscription.queue.put_nowait(live)
-                except asyncio.QueueFull:
-                    subscription.lagging = True  # it catches up from the log
+            self._deliver(channel, data)
+
+    def _deliver(self, channel: object, data: bytes) -> None:
+        followers = self._subscribers.get(_text(channel))
+        if not followers:
+            return
+        live = LiveMessage(data)
+        for subscription in followers:
+            try:
+                subscription.queue.put_nowait(live)
+            except asyncio.QueueFull:
+                subscription.lagging = True  # it catches up from the log
 
     async def _reconnect(self, delay: float) -> None:
         """Tell every stream it lost messages, then subscribe again on a new connection."""

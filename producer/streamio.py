@@ -4,14 +4,16 @@ and the archive and sleeps as it says). Client.stream and Client.history run on 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Generator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
 from redis.client import PubSub
 
+from producer import pubsubread
 from producer import streamloop as sl
 from producer.cursor import live_envelope, seen_before
 from shared.backoff import reconnect_backoff
@@ -30,6 +32,8 @@ def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope,
     loop = sl.StreamLoop(spec, backoff=reconnect_backoff(client.settings))
     session_id = spec.session_id
     pubsub: PubSub | None = None
+    # Messages taken from the pub/sub connection, not yet given to the loop.
+    backlog: deque[Any] = deque()
     try:
         action = loop.next_action()
         while True:
@@ -41,14 +45,15 @@ def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope,
                     log.warning("stream_reconnect", error=str(error), retry_in_s=delay_s)
                     _closed(pubsub)
                     pubsub = None
+                    backlog.clear()  # the loop replays from the log after it subscribes
                     time.sleep(delay_s)
                     action = loop.next_action()
                 case sl.Subscribe():
                     pubsub = client.redis.pubsub()
-                    action = loop.send(_io(client, session_id, action, pubsub, 0))
+                    action = loop.send(_io(client, session_id, action, pubsub, backlog, 0))
                 case sl.ReadReplay() | sl.ReadArchive() | sl.WaitLive() | sl.ProbeSession():
                     last_seq = loop.cursor.last_seq
-                    action = loop.send(_io(client, session_id, action, pubsub, last_seq))
+                    action = loop.send(_io(client, session_id, action, pubsub, backlog, last_seq))
                 case sl.Done():
                     return
                 case sl.Fail(error):
@@ -58,7 +63,12 @@ def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope,
 
 
 def _io(
-    client: Client, session_id: str, action: sl.IoAction, pubsub: PubSub | None, last_seq: int
+    client: Client,
+    session_id: str,
+    action: sl.IoAction,
+    pubsub: PubSub | None,
+    backlog: deque[Any],
+    last_seq: int,
 ) -> sl.Input:
     """Perform one I/O action of a StreamLoop; a dropped connection is an answer too.
     `last_seq` is the loop's cursor: live messages up to it are duplicates."""
@@ -76,17 +86,34 @@ def _io(
                 return sl.ArchivePage(page or [], available=page is not None)
             case sl.WaitLive(timeout_s):
                 assert pubsub is not None
-                message = pubsub.get_message(timeout=timeout_s)
+                message = _next_message(pubsub, backlog, timeout_s)
                 # What a stream read from the log while catching up it hears again live:
                 # passed over undecoded, as long as more are waiting (Idle if none).
                 while seen_before(message, last_seq):
-                    message = pubsub.get_message(timeout=0)
+                    message = _next_message(pubsub, backlog, 0)
                 live = live_envelope(message)
                 return sl.Idle() if live is None else sl.Live(live)
             case sl.ProbeSession():
                 return sl.SessionProbed(client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         return sl.ConnectionLost(exc)
+
+
+def _next_message(pubsub: PubSub, backlog: deque[Any], timeout_s: float) -> Any:
+    """The next pub/sub message: the oldest of those already taken from the connection,
+    else get_message's (and with it, every complete message its read brought along)."""
+    if not backlog:
+        message = pubsub.get_message(timeout=timeout_s)
+        if message is None:
+            return None
+        backlog.append(message)
+        backlog.extend(pubsubread.buffered(pubsub))
+    taken = backlog.popleft()
+    if isinstance(taken, pubsubread.Published):
+        return taken.as_message()
+    if isinstance(taken, dict):  # get_message's own
+        return taken
+    return pubsub.handle_message(taken)  # type: ignore[no-untyped-call]
 
 
 def _closed(pubsub: PubSub | None) -> None:

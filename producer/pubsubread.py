@@ -1,0 +1,97 @@
+"""Pub/sub messages a connection has already received, taken in one go.
+
+redis-py hands out one pub/sub message per `get_message` call, and each call walks its
+whole path (health check, connection check, timeout set-up, the message dict): ~10 us a
+message, where the client's own work on an event is a few. A burst of a run's events
+arrives in a few socket reads, so after one `get_message` the connection's parser
+usually holds many more complete messages. `buffered` takes those straight from the
+parser (hiredis's reader: ~1 us each) without reading the socket.
+
+Only published messages (`message`, three parts, all bytes) are handed over directly.
+Every other reply (a subscribe or unsubscribe confirmation, a health-check pong) is
+given back as it is, for the caller to pass to the pub/sub object's `handle_message`,
+which keeps redis-py's bookkeeping of its channels. An error reply ends the read as a
+lost connection: the stream reconnects and replays from the log, which has every event.
+
+What this skips for the messages it hands over: redis-py's per-message metrics hook
+(`record_pubsub_message`, OpenTelemetry; a no-op unless configured) and message handlers
+registered with `subscribe(channel=handler)`, which this project's clients never use.
+The reader and its "not enough data" marker are redis-py's internals: with any other
+parser (redis-py without hiredis, or a version that moved them) nothing is taken here
+and every message goes through `get_message`, as before; tests/store/
+test_pubsub_read.py fails if the fast path stops being taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import redis
+
+try:  # redis-py's internals; without them, every message takes get_message's path
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - depends on the installed redis-py
+    _NOT_ENOUGH_DATA = None
+
+# A read takes at most this many replies before it lets its caller go on (an asyncio
+# reader yields to the loop between reads); the rest are taken by the next read.
+MAX_BATCH: Final = 1024
+
+
+class Published:
+    """A published message taken from the parser: its channel and its bytes."""
+
+    __slots__ = ("channel", "data")
+
+    def __init__(self, channel: bytes, data: bytes) -> None:
+        self.channel = channel
+        self.data = data
+
+    def as_message(self) -> dict[str, Any]:
+        """The dict redis-py's `get_message` would have returned for it."""
+        return {"type": "message", "pattern": None, "channel": self.channel, "data": self.data}
+
+
+def _gets(pubsub: Any) -> Callable[[], Any] | None:
+    """The `gets` of the pub/sub connection's hiredis reader, if that is what it has."""
+    if _NOT_ENOUGH_DATA is None:
+        return None
+    connection = getattr(pubsub, "connection", None)
+    reader = getattr(getattr(connection, "_parser", None), "_reader", None)
+    gets = getattr(reader, "gets", None)
+    return gets if callable(gets) else None
+
+
+def buffered(pubsub: Any, limit: int = MAX_BATCH) -> list[Published | Any]:
+    """Up to `limit` complete replies the connection's parser holds, in order, taken
+    without reading the socket: a `Published` for each published message, the raw reply
+    for anything else (for `handle_message`). Empty when nothing is held, or when the
+    parser is not one this can read. Raises redis.ConnectionError for an error reply."""
+    gets = _gets(pubsub)
+    if gets is None:
+        return []
+    health = pubsub.health_check_response if pubsub.connection.health_check_interval else ()
+    replies: list[Published | Any] = []
+    while len(replies) < limit:
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:
+            break
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            channel, data = reply[1], reply[2]
+            if isinstance(channel, bytes) and isinstance(data, bytes):
+                replies.append(Published(channel, data))
+                continue
+        _raise_if_error(reply)
+        if reply in health:  # as redis-py's parse_response: not for the caller
+            continue
+        replies.append(reply)
+    return replies
+
+
+def _raise_if_error(reply: Any) -> None:
+    error = reply[0] if isinstance(reply, list) and reply else reply
+    if isinstance(error, redis.ConnectionError):
+        raise error
+    if isinstance(error, Exception):  # redis-py's handle_message cannot take one either
+        raise redis.ConnectionError(f"an error reply on the pub/sub connection: {error}")

@@ -1,0 +1,174 @@
+"""producer/pubsubread.py against a real Redis: a burst of published messages is taken
+from the connection's parser in one go, in order, and every other reply still goes
+through redis-py's `handle_message`.
+
+The fast path rests on redis-py's internals (its hiredis reader): these tests fail if a
+redis-py upgrade moves them, instead of every message silently going the slow way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from producer import pubsubread
+from producer.fanout import PubSubFanout
+from producer.streamio import _next_message
+from shared.backoff import Backoff
+
+BURST = 500
+# Channels are global to a server: one prefix per test process (xdist runs several).
+_PREFIX = f"pubsubread-test-{uuid.uuid4().hex[:12]}"
+
+
+def ch(name: str) -> bytes:
+    return f"{_PREFIX}:{name}".encode()
+
+
+def publish_burst(client: redis.Redis, channel: bytes, count: int, tag: str = "m") -> list[bytes]:
+    bodies = [f"{tag}{index}".encode() for index in range(count)]
+    pipe = client.pipeline(transaction=False)
+    for body in bodies:
+        pipe.publish(channel, body)
+    assert pipe.execute() == [1] * count
+    return bodies
+
+
+def test_a_sync_burst_is_taken_from_the_parser_in_order(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(ch("a"))
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        sent = publish_burst(redis_client, ch("a"), BURST)
+        got: list[bytes] = []
+        taken_in_bulk = 0
+        while len(got) < BURST:
+            message = pubsub.get_message(timeout=5)
+            assert message is not None and message["type"] == "message"
+            got.append(message["data"])
+            for reply in pubsubread.buffered(pubsub):
+                assert isinstance(reply, pubsubread.Published)
+                assert reply.channel == ch("a")
+                got.append(reply.data)
+                taken_in_bulk += 1
+        assert got == sent
+        # Most of the burst came without a get_message each: the fast path was taken.
+        assert taken_in_bulk > BURST // 2
+    finally:
+        pubsub.close()
+        subscriber.close()
+
+
+def test_an_asyncio_burst_is_taken_from_the_parser_in_order(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def main() -> tuple[list[bytes], int]:
+        subscriber = aioredis.Redis.from_url(redis_url)
+        pubsub = subscriber.pubsub()
+        try:
+            await pubsub.subscribe(ch("a"))
+            assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
+            publish_burst(redis_client, ch("a"), BURST)
+            got: list[bytes] = []
+            taken_in_bulk = 0
+            while len(got) < BURST:
+                message = await pubsub.get_message(timeout=5)
+                assert message is not None and message["type"] == "message"
+                got.append(message["data"])
+                for reply in pubsubread.buffered(pubsub, limit=50):
+                    assert isinstance(reply, pubsubread.Published)
+                    got.append(reply.data)
+                    taken_in_bulk += 1
+            return got, taken_in_bulk
+        finally:
+            await pubsub.aclose()
+            await subscriber.aclose()
+
+    got, taken_in_bulk = asyncio.run(main())
+    assert got == [f"m{index}".encode() for index in range(BURST)]
+    assert taken_in_bulk > BURST // 2
+
+
+def test_other_replies_among_a_burst_still_go_through_redis_py(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A subscribe confirmation that arrives between messages keeps its place, and the
+    sync stream's reader turns it into redis-py's own message."""
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(ch("a"))
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        first = publish_burst(redis_client, ch("a"), 100, tag="a")
+        pubsub.subscribe(ch("b"))  # confirmed after the 100 already sent
+        second = publish_burst(redis_client, ch("b"), 100, tag="b")
+        backlog: deque[Any] = deque()
+        seen: list[tuple[str, bytes, object]] = []
+        while len(seen) < 201:
+            message = _next_message(pubsub, backlog, 5)
+            assert message is not None
+            seen.append((message["type"], message["channel"], message["data"]))
+        assert seen[:100] == [("message", ch("a"), body) for body in first]
+        assert seen[100] == ("subscribe", ch("b"), 2)  # 2 channels now, as Redis counts
+        assert seen[101:] == [("message", ch("b"), body) for body in second]
+        assert not backlog
+        assert _next_message(pubsub, backlog, 0) is None
+    finally:
+        pubsub.close()
+        subscriber.close()
+
+
+def test_the_fanout_delivers_a_burst_on_several_channels_in_order(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        fanout = PubSubFanout(client, Backoff(first_s=0.01, max_s=0.05))
+        try:
+            one, also_one = (
+                await fanout.open(ch("one").decode()),
+                await fanout.open(ch("one").decode()),
+            )
+            two = await fanout.open(ch("two").decode())
+            pipe = redis_client.pipeline(transaction=False)
+            for index in range(1500):
+                pipe.publish(ch("one" if index % 3 else "two"), str(index).encode())
+            pipe.execute()
+            want_one = [str(i).encode() for i in range(1500) if i % 3]
+            want_two = [str(i).encode() for i in range(1500) if not i % 3]
+            for subscription, want in ((one, want_one), (also_one, want_one), (two, want_two)):
+                got = [(await asyncio.wait_for(subscription.queue.get(), 10)).raw for _ in want]
+                assert got == want
+                assert subscription.queue.empty() and not subscription.lagging
+        finally:
+            await fanout.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("reply", "raised"),
+    [
+        (redis.ConnectionError("gone"), "gone"),
+        (redis.ResponseError("WRONGTYPE"), "an error reply on the pub/sub connection: WRONGTYPE"),
+        ([redis.ConnectionError("gone too")], "gone too"),
+    ],
+)
+def test_an_error_reply_reads_as_a_lost_connection(reply: object, raised: str) -> None:
+    with pytest.raises(redis.ConnectionError, match=raised):
+        pubsubread._raise_if_error(reply)
+
+
+def test_ordinary_replies_are_no_errors() -> None:
+    for reply in ([b"subscribe", b"x", 1], [b"pong", b""], b"PONG"):
+        pubsubread._raise_if_error(reply)
