@@ -143,17 +143,25 @@ class WarmPool:
 
     def close_evicted(self) -> None:
         """Close the CLIs parks pushed out of the pool. The worker's loop calls this
-        between jobs: a close that fails is logged, and the others still closed (what
-        it left running keeps its warm-tree record, so the orphan sweep ends it once
-        that expires)."""
+        between jobs: a close that fails (an OSError) is logged, and the others still
+        closed (what it left running keeps its warm-tree record, so the orphan sweep ends
+        it once that expires)."""
         with self._lock:
             evicted, self._evicted = self._evicted, []
-        for oldest in evicted:
+        for index, oldest in enumerate(evicted):
             log.info("warm_cli_evicted", session_id=oldest.session_id)
             try:
                 self._close(oldest)
-            except Exception as exc:  # between jobs: never the end of the worker
+            except OSError as exc:  # between jobs: never the end of the worker
                 log.error("warm_cli_close_failed", session_id=oldest.session_id, error=str(exc))
+            except BaseException:
+                # Anything else goes on up: above all RQ's StopRequested, which its SIGTERM
+                # handler raises in an idle worker (caught here, the stop was lost and the
+                # worker went on taking jobs). What is left, this one too, stays set aside
+                # for close_all when the worker stops (closing one twice is harmless).
+                with self._lock:
+                    self._evicted[:0] = evicted[index:]
+                raise
 
     def expire(self, monotonic: float | None = None) -> list[str]:
         """Close CLIs idle past WARM_IDLE_S; their session ids."""
