@@ -95,7 +95,11 @@ def seen_before(message: dict[str, Any] | None, last_seq: int) -> bool:
     """
     if message is None or message.get("type") != "message":
         return False
-    data = message.get("data")
+    return data_seen_before(message.get("data"), last_seq)
+
+
+def data_seen_before(data: object, last_seq: int) -> bool:
+    """seen_before, for a published message's bytes."""
     if type(data) is not bytes or not data.startswith(_SEQ_HEAD):
         return False
     end = data.find(b",", len(_SEQ_HEAD), _SEQ_DIGITS_END)

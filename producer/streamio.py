@@ -15,7 +15,7 @@ from redis.client import PubSub
 
 from producer import pubsubread
 from producer import streamloop as sl
-from producer.cursor import live_envelope, seen_before
+from producer.cursor import data_seen_before, live_envelope, seen_before
 from shared.backoff import reconnect_backoff
 from shared.connection import subscribe_confirmed
 from shared.events import Envelope
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from producer.client import Client
 
 log = structlog.get_logger(__name__)
+
+# Live events handed to the loop at once, at most (the rest stay held for the next read).
+_LIVE_BATCH = 256
 
 
 def deliveries(client: Client, spec: sl.StreamSpec) -> Generator[tuple[Envelope, ...]]:
@@ -86,13 +89,7 @@ def _io(
                 return sl.ArchivePage(page or [], available=page is not None)
             case sl.WaitLive(timeout_s):
                 assert pubsub is not None
-                message = _next_message(pubsub, backlog, timeout_s)
-                # What a stream read from the log while catching up it hears again live:
-                # passed over undecoded, as long as more are waiting (Idle if none).
-                while seen_before(message, last_seq):
-                    message = _next_message(pubsub, backlog, 0)
-                live = live_envelope(message)
-                return sl.Idle() if live is None else sl.Live(live)
+                return _wait_live(pubsub, backlog, timeout_s, last_seq)
             case sl.ProbeSession():
                 return sl.SessionProbed(client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -114,6 +111,38 @@ def _next_message(pubsub: PubSub, backlog: deque[Any], timeout_s: float) -> Any:
     if isinstance(taken, dict):  # get_message's own
         return taken
     return pubsub.handle_message(taken)  # type: ignore[no-untyped-call]
+
+
+def _wait_live(pubsub: PubSub, backlog: deque[Any], timeout_s: float, last_seq: int) -> sl.Input:
+    message = _next_message(pubsub, backlog, timeout_s)
+    # What a stream read from the log while catching up it hears again live: passed
+    # over undecoded, as long as more are waiting (Idle if none).
+    while seen_before(message, last_seq):
+        message = _next_message(pubsub, backlog, 0)
+    live = live_envelope(message)
+    if live is None:
+        return sl.Idle()
+    if not backlog:
+        return sl.Live(live)
+    return sl.LiveBatch(_with_held(live, backlog, last_seq))
+
+
+def _with_held(first: Envelope, backlog: deque[Any], last_seq: int) -> list[Envelope]:
+    """`first`, then the published messages already held behind it, decoded, up to one
+    that is anything else (a confirmation, or one that does not decode: left where it
+    is, for the next read to take as it takes any message)."""
+    batch = [first]
+    while backlog and len(batch) < _LIVE_BATCH:
+        held = backlog[0]
+        if not isinstance(held, pubsubread.Published):
+            break
+        if not data_seen_before(held.data, last_seq):
+            try:
+                batch.append(Envelope.from_json(held.data))
+            except ValueError:
+                break
+        backlog.popleft()
+    return batch
 
 
 def _closed(pubsub: PubSub | None) -> None:

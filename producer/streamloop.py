@@ -7,7 +7,8 @@ which returns the next action:
     Subscribe     subscribe to the session channel      -> Subscribed()
     ReadReplay    read one log page (after, upto]       -> ReplayPage(envelopes)
     ReadArchive   read one archive page (after, upto]   -> ArchivePage(envelopes, available)
-    WaitLive      wait up to timeout_s for a live event -> Live(e) | Lagged() | Idle()
+    WaitLive      wait up to timeout_s for a live event -> Live(e) | LiveBatch(es) | Lagged()
+                                                           | Idle()
     ProbeSession  read the session's last seq           -> SessionProbed(seq or None)
     Deliver       hand the envelopes to the caller, then call next_action()
     Reconnect     drop the connection, sleep delay_s, then call next_action()
@@ -55,6 +56,7 @@ from producer.streamsteps import (
     IoAction,
     Lagged,
     Live,
+    LiveBatch,
     ProbeSession,
     ReadArchive,
     ReadReplay,
@@ -83,6 +85,7 @@ __all__ = [
     "IoAction",
     "Lagged",
     "Live",
+    "LiveBatch",
     "ProbeSession",
     "ReadArchive",
     "ReadReplay",
@@ -163,6 +166,7 @@ class StreamLoop:
         # The cursor at which the archive last had nothing more: not asked again there.
         self._archive_ended_at: int | None = None
         self._gap_live: Sequenced | None = None  # the live event that revealed a gap
+        self._live_rest: tuple[Sequenced, ...] = ()  # live events after it, in one batch
         self._awaiting: IoAction | None = None
         self._pending: deque[Action] = deque(self._open())
 
@@ -206,7 +210,9 @@ class StreamLoop:
             case ArchivePage(envelopes, available):
                 actions = self._on_archive_page(envelopes, available)
             case Live(envelope):
-                actions = self._on_live(envelope)
+                actions = self._on_live((envelope,))
+            case LiveBatch(envelopes):
+                actions = self._on_live(envelopes)
             case Idle():
                 actions = self._follow(idle=True)
             case SessionProbed(last_seq):
@@ -218,6 +224,7 @@ class StreamLoop:
     def _open(self) -> list[Action]:
         """(Re)start: subscribe first when following, then replay after the cursor."""
         self._gap_live = None
+        self._live_rest = ()
         return [Subscribe()] if self.spec.follow else [self._read(self.cursor.last_seq, None)]
 
     def _read(self, after: int, upto: int | None) -> ReadReplay:
@@ -249,7 +256,8 @@ class StreamLoop:
         if not self.spec.follow:
             return [*actions, Done()]
         self._attempt = 0  # subscribed and replayed: the connection works again
-        return [*actions, *self._follow(idle=False)]
+        rest, self._live_rest = self._live_rest, ()
+        return [*actions, *(self._on_live(rest) if rest else self._follow(idle=False))]
 
     def _archive_due(self, request: ReadReplay, envelopes: Sequence[Sequenced]) -> bool:
         """The log lacks seqs right after the cursor, and the archive may hold them."""
@@ -282,15 +290,26 @@ class StreamLoop:
         """Advance the cursor over envelopes; the ones to deliver (up to the stopping point)."""
         return tuple(envelopes[: self.cursor.take(envelopes)])
 
-    def _on_live(self, envelope: Sequenced) -> list[Action]:
-        verdict = self.cursor.judge(envelope)
-        if verdict is Verdict.DUPLICATE:
-            return self._follow(idle=False)
-        if verdict is Verdict.GAP:  # a live event was missed: the log has it
-            self._gap_live = envelope
-            return [self._read(self.cursor.last_seq, envelope.seq)]
-        delivered = Deliver(self._take([envelope]))
-        return [delivered, Done()] if self.cursor.done else [delivered, *self._follow(idle=False)]
+    def _on_live(self, envelopes: Sequence[Sequenced]) -> list[Action]:
+        """Live events in the order they came: duplicates dropped, the others delivered in
+        one batch up to a gap (filled from the log; the rest waits for the replay) or the
+        stopping point."""
+        delivered: list[Sequenced] = []
+        for index, envelope in enumerate(envelopes):
+            verdict = self.cursor.judge(envelope)
+            if verdict is Verdict.DUPLICATE:
+                continue
+            if verdict is Verdict.GAP:  # a live event was missed: the log has it
+                self._gap_live = envelope
+                self._live_rest = tuple(envelopes[index + 1 :])
+                read = self._read(self.cursor.last_seq, envelope.seq)
+                return [Deliver(tuple(delivered)), read] if delivered else [read]
+            self.cursor.delivered(envelope)
+            delivered.append(envelope)
+            if self.cursor.done:
+                return [Deliver(tuple(delivered)), Done()]
+        follow = self._follow(idle=False)
+        return [Deliver(tuple(delivered)), *follow] if delivered else follow
 
     def _follow(self, *, idle: bool) -> list[Action]:
         now = self._clock()

@@ -104,6 +104,13 @@ class Live(Generic[E]):
 
 
 @dataclass(frozen=True, slots=True)
+class LiveBatch(Generic[E]):
+    """Live events the shell already held, in the order they came (a burst read at once)."""
+
+    envelopes: Sequence[E]
+
+
+@dataclass(frozen=True, slots=True)
 class Lagged:
     """Live events were dropped before this stream read them (a full fan-out queue)."""
 
@@ -128,6 +135,7 @@ Input = (
     | ReplayPage[Any]
     | ArchivePage[Any]
     | Live[Any]
+    | LiveBatch[Any]
     | Lagged
     | Idle
     | SessionProbed
@@ -138,6 +146,6 @@ ANSWERS: dict[type[IoAction], tuple[type[Input], ...]] = {
     Subscribe: (Subscribed,),
     ReadReplay: (ReplayPage,),
     ReadArchive: (ArchivePage,),
-    WaitLive: (Live, Lagged, Idle),
+    WaitLive: (Live, LiveBatch, Lagged, Idle),
     ProbeSession: (SessionProbed,),
 }

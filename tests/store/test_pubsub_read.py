@@ -18,9 +18,11 @@ import redis
 import redis.asyncio as aioredis
 
 from producer import pubsubread
+from producer import streamloop as sl
 from producer.fanout import PubSubFanout
-from producer.streamio import _next_message
+from producer.streamio import _next_message, _wait_live
 from shared.backoff import Backoff
+from shared.events import Envelope
 
 BURST = 500
 # Channels are global to a server: one prefix per test process (xdist runs several).
@@ -172,3 +174,49 @@ def test_an_error_reply_reads_as_a_lost_connection(reply: object, raised: str) -
 def test_ordinary_replies_are_no_errors() -> None:
     for reply in ([b"subscribe", b"x", 1], [b"pong", b""], b"PONG"):
         pubsubread._raise_if_error(reply)
+
+
+def envelope_bytes(seq: int) -> bytes:
+    return (
+        Envelope(
+            seq=seq, session_id="s", run_id="r" * 32, ts=1.0, type="text", data={"text": str(seq)}
+        )
+        .to_json()
+        .encode()
+    )
+
+
+def test_the_sync_stream_hands_held_events_to_its_loop_as_one_batch(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Duplicates of the cursor are passed over undecoded; a message that does not
+    decode ends the batch and is met, as ever, by the next read."""
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(ch("a"))
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        pipe = redis_client.pipeline(transaction=False)
+        for seq in range(1, 301):
+            pipe.publish(ch("a"), envelope_bytes(seq))
+        pipe.publish(ch("a"), b"{not an envelope")
+        pipe.publish(ch("a"), envelope_bytes(301))
+        pipe.execute()
+        backlog: deque[Any] = deque()
+        seqs: list[int] = []
+        batches = 0
+        while len(seqs) < 290:  # the cursor is at 10: 1..10 are duplicates
+            answer = _wait_live(pubsub, backlog, 5, last_seq=10)
+            assert isinstance(answer, sl.Live | sl.LiveBatch)
+            got = [answer.envelope] if isinstance(answer, sl.Live) else answer.envelopes
+            batches += isinstance(answer, sl.LiveBatch)
+            seqs.extend(e.seq for e in got)
+        assert seqs == list(range(11, 301))
+        assert batches < 290 // 2  # most came in batches
+        with pytest.raises(ValueError, match="JSON"):
+            _wait_live(pubsub, backlog, 5, last_seq=300)
+        answer = _wait_live(pubsub, backlog, 5, last_seq=300)
+        assert isinstance(answer, sl.Live) and answer.envelope.seq == 301
+    finally:
+        pubsub.close()
+        subscriber.close()

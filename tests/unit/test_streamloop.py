@@ -21,6 +21,7 @@ from producer.streamloop import (
     Input,
     Lagged,
     Live,
+    LiveBatch,
     ProbeSession,
     ReadReplay,
     Reconnect,
@@ -195,6 +196,48 @@ def test_a_gap_ending_in_the_finish_stops_the_stream() -> None:
     harness.feed(Live(env(3, EventType.FINISHED)))
     actions = harness.feed(ReplayPage([env(1), env(2)]))
     assert [seqs(actions[0]), seqs(actions[1]), actions[2]] == [[1, 2], [3], Done()]
+
+
+def test_a_live_batch_is_delivered_at_once_without_its_duplicates() -> None:
+    harness = following(after=2)
+    actions = harness.feed(LiveBatch([env(2), env(3), env(3), env(4)]))
+    assert [seqs(actions[0]), actions[1]] == [[3, 4], WaitLive(TICK_S)]
+    assert harness.feed(LiveBatch([env(3), env(4)])) == [WaitLive(TICK_S)]  # all seen
+
+
+def test_a_gap_inside_a_live_batch_is_filled_before_the_rest_of_the_batch() -> None:
+    harness = following(after=1)
+    actions = harness.feed(LiveBatch([env(2), env(5), env(6), env(5)]))
+    assert [seqs(actions[0]), actions[1]] == [[2], ReadReplay(2, 5, PAGE)]
+    actions = harness.feed(ReplayPage([env(3), env(4), env(5)]))
+    assert actions[-1] == ReadReplay(5, 5, PAGE)  # a full page: ask again
+    assert harness.feed(ReplayPage([])) == [Deliver((env(6),)), WaitLive(TICK_S)]
+    assert harness.delivered == [2, 3, 4, 5, 6]
+
+
+def test_the_rest_of_a_batch_after_an_unfillable_gap_follows_the_gap_event() -> None:
+    harness = following(after=1)
+    harness.feed(LiveBatch([env(4), env(5), env(7)]))
+    actions = harness.feed(ReplayPage([]))  # the log lacks 2..4: 4 comes from live
+    assert [seqs(actions[0]), seqs(actions[1]), actions[2]] == [[4], [5], ReadReplay(5, 7, PAGE)]
+    assert harness.feed(ReplayPage([env(6), env(7)]))[-1] == WaitLive(TICK_S)
+    assert harness.delivered == [4, 5, 6, 7]
+
+
+def test_a_finish_inside_a_live_batch_stops_the_stream_there() -> None:
+    harness = following(stop_at_finish=True, run_id=RUN_A)
+    actions = harness.feed(LiveBatch([env(1), env(2, EventType.FINISHED), env(3)]))
+    assert [seqs(actions[0]), actions[1]] == [[1, 2], Done()]
+
+
+def test_a_reconnect_forgets_the_rest_of_a_batch_held_for_a_gap() -> None:
+    harness = following(after=1)
+    harness.feed(LiveBatch([env(4), env(5)]))
+    harness.feed(ConnectionLost(ConnectionError("down")))
+    harness.feed(Subscribed())
+    actions = harness.feed(ReplayPage([env(2)]))
+    assert harness.delivered == [2]  # the log's; the held 4 and 5 went with the connection
+    assert actions[-1] == WaitLive(TICK_S)
 
 
 def test_a_live_finish_stops_the_stream() -> None:
@@ -444,14 +487,18 @@ class World:
         if self.channel is not None and not dropped:
             self.channel.extend([envelope, envelope] if doubled else [envelope])
 
-    def answer(self, action: Action, clock: Clock) -> Input:
-        """What a shell would feed back for this I/O action."""
+    def answer(self, action: Action, clock: Clock, take: int = 1) -> Input:
+        """What a shell would feed back for this I/O action (`take` live events at once,
+        as many as are queued, when more than one)."""
         match action:
             case Subscribe():
                 self.channel = []
                 return Subscribed()
             case ReadReplay():
                 return ReplayPage(self.page(action))
+            case WaitLive() if self.channel and take > 1:
+                batch, self.channel[:take] = self.channel[:take], []
+                return LiveBatch(batch)
             case WaitLive() if self.channel:
                 return Live(self.channel.pop(0))
             case WaitLive():
@@ -510,6 +557,9 @@ def test_any_interleaving_delivers_exactly_one_to_n_in_order(data: st.DataObject
             case _ if lost:
                 world.channel = None
                 action = loop.send(ConnectionLost(ConnectionError("dropped")))
+            case WaitLive() if world.channel:
+                take = data.draw(st.integers(1, 4), label="live events read at once")
+                action = loop.send(world.answer(action, clock, take))
             case _:
                 action = loop.send(world.answer(action, clock))
     else:
