@@ -100,7 +100,7 @@ def test_the_kill_finds_the_run_below_us_and_beyond_and_spares_other_runs() -> N
 
 
 SPAWNER = """
-import os, sys
+import os, sys, time
 from worker.command import CliCommand
 from worker.process import CliProcess
 from worker.proctree import death_signal_prefix
@@ -112,6 +112,13 @@ command = CliCommand(
 cli = CliProcess(command, run_id=sys.argv[2], max_line_bytes=1000, stderr_tail_bytes=1000,
                  exec_prefix=prefix)
 cli.spawn()
+# setpriv arms the signal after its own exec, then execs the CLI: a spawner that died
+# before that (a millisecond) would leave the CLI unarmed, to the reaper's orphan sweep.
+# So wait until the CLI itself runs (its exe is no longer setpriv's), as any worker
+# does, which reads its output for far longer than that.
+if prefix:
+    while os.path.realpath(f"/proc/{cli.pid}/exe") == os.path.realpath(prefix[0]):
+        time.sleep(0.001)
 print(cli.pid, len(prefix), flush=True)
 os._exit(0)  # no cleanup: only the parent-death signal can end the CLI now
 """
