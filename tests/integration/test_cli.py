@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from producer.client import Client
 from shared.settings import Settings
@@ -113,6 +116,13 @@ def test_worker_pool_runs_jobs_and_stops_on_sigterm(settings: Settings, client: 
         assert pool.wait(timeout=60) == 0
     finally:
         if pool.poll() is None:
+            # Its members first: killed alone, the pool would leave them running, taking
+            # the jobs of this test process's later tests (same db, same queue).
+            with contextlib.suppress(OSError):
+                members = Path(f"/proc/{pool.pid}/task/{pool.pid}/children").read_text().split()
+                for member in members:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(member), signal.SIGKILL)
             pool.kill()
             pool.wait()
 
