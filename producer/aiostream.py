@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# Live events handed to the loop at once, at most (see _held_live).
+_LIVE_BATCH = 16
+
 
 def deliveries(client: AsyncClient, spec: sl.StreamSpec) -> AsyncGenerator[tuple[Envelope, ...]]:
     """What a StreamLoop delivers, a batch at a time, its I/O done here."""
@@ -93,11 +96,7 @@ async def _io(
                 return await _archive_page(client, session_id, action, forward)
             case sl.WaitLive(timeout_s):
                 assert subscription is not None
-                if subscription.lagging:  # live events were dropped: the log has them
-                    subscription.lagging = False
-                    return sl.Lagged()
-                live = await next_live(subscription, timeout_s)
-                return sl.Idle() if live is None else sl.Live(live)
+                return await _wait_live(subscription, timeout_s)
             case sl.ProbeSession():
                 return sl.SessionProbed(await client.store.last_seq(session_id))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -120,6 +119,38 @@ async def _unsubscribed(client: AsyncClient, subscription: Subscription | None) 
     """Leave the fan-out, if this stream joined it."""
     if subscription is not None:
         await client.fanout.close(subscription)
+
+
+async def _wait_live(subscription: Subscription, timeout_s: float) -> sl.Input:
+    if subscription.lagging:  # live events were dropped: the log has them
+        subscription.lagging = False
+        return sl.Lagged()
+    live = await next_live(subscription, timeout_s)
+    if live is None:
+        return sl.Idle()
+    more = _held_live(subscription)
+    return sl.LiveBatch([live, *more]) if more else sl.Live(live)
+
+
+def _held_live(subscription: Subscription) -> list[Envelope]:
+    """Up to _LIVE_BATCH - 1 more live events already queued for the stream, decoded: a
+    few, so that one stream's burst does not hold up the others (a stream yields to the
+    loop between batches). Stops before a message that does not decode or LOST, which
+    the next read meets as ever."""
+    queue = subscription.queue
+    held: list[Envelope] = []
+    waiting = queue._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: peeked
+    while waiting and len(held) < _LIVE_BATCH - 1:
+        message = waiting[0]
+        if message is LOST:
+            break
+        try:
+            envelope = message.envelope()
+        except ValueError:
+            break
+        queue.get_nowait()
+        held.append(envelope)
+    return held
 
 
 async def next_live(subscription: Subscription, timeout_s: float) -> Envelope | None:
