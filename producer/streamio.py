@@ -101,15 +101,12 @@ def _next_message(pubsub: PubSub, backlog: deque[Any], timeout_s: float) -> Any:
     else get_message's (and with it, every complete message its read brought along)."""
     if not backlog:
         message = pubsub.get_message(timeout=timeout_s)
-        if message is None:
-            return None
-        backlog.append(message)
-        backlog.extend(pubsubread.buffered(pubsub))
+        if message is not None:
+            backlog.extend(pubsubread.buffered(pubsub))  # they come after it
+        return message
     taken = backlog.popleft()
     if isinstance(taken, pubsubread.Published):
         return taken.as_message()
-    if isinstance(taken, dict):  # get_message's own
-        return taken
     return pubsub.handle_message(taken)  # type: ignore[no-untyped-call]
 
 
