@@ -98,9 +98,10 @@ def _io(
 
 def _next_message(pubsub: PubSub, backlog: deque[Any], timeout_s: float) -> Any:
     """The next pub/sub message: the oldest of those already taken from the connection,
-    else get_message's (and with it, every complete message its read brought along)."""
+    else the next one received (and with it, every complete message its read brought
+    along)."""
     if not backlog:
-        message = pubsub.get_message(timeout=timeout_s)
+        message = pubsubread.receive(pubsub, timeout_s)
         if message is not None:
             backlog.extend(pubsubread.buffered(pubsub))  # they come after it
         return message

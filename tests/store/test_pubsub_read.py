@@ -220,3 +220,58 @@ def test_the_sync_stream_hands_held_events_to_its_loop_as_one_batch(
     finally:
         pubsub.close()
         subscriber.close()
+
+
+def test_a_trickle_is_received_by_polling_the_socket_itself(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """One message at a time, as a quiet run sends them: each received in order, through
+    the parser (the fast path is taken: a plain TCP connection), then a quiet wait ends
+    with None."""
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(ch("t"))
+        assert pubsubread.receive(pubsub, 5) == {
+            "type": "subscribe",
+            "pattern": None,
+            "channel": ch("t"),
+            "data": 1,
+        }
+        assert pubsubread.plain_parser(pubsub) is not None
+        for index in range(20):
+            assert redis_client.publish(ch("t"), f"m{index}".encode()) == 1
+            message = pubsubread.receive(pubsub, 5)
+            assert message is not None
+            assert (message["type"], message["channel"], message["data"]) == (
+                "message",
+                ch("t"),
+                f"m{index}".encode(),
+            )
+        assert pubsubread.receive(pubsub, 0.05) is None
+    finally:
+        pubsub.close()
+        subscriber.close()
+
+
+def test_a_connection_the_server_closed_is_reported_as_lost(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(ch("k"))
+        assert pubsubread.receive(pubsub, 5) is not None  # the confirmation
+        db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
+        killed = [
+            c["id"]
+            for c in redis_client.client_list()
+            if int(c.get("sub", 0)) > 0 and str(c.get("db")) == db
+        ]
+        assert len(killed) == 1  # this test's subscriber: the only one on the test db
+        redis_client.client_kill_filter(_id=killed[0])
+        with pytest.raises(redis.ConnectionError):
+            pubsubread.receive(pubsub, 5)
+    finally:
+        pubsub.close()
+        subscriber.close()
