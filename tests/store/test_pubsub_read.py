@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.client import PubSub
 
 from producer import pubsubread
 from producer import streamloop as sl
@@ -33,6 +36,18 @@ def ch(name: str) -> bytes:
     return f"{_PREFIX}:{name}".encode()
 
 
+@contextmanager
+def subscribed(redis_url: str) -> Iterator[PubSub]:
+    """A sync PubSub of its own client, both closed after."""
+    subscriber = redis.Redis.from_url(redis_url)
+    pubsub = subscriber.pubsub()
+    try:
+        yield pubsub
+    finally:
+        pubsub.close()
+        subscriber.close()
+
+
 def publish_burst(client: redis.Redis, channel: bytes, count: int, tag: str = "m") -> list[bytes]:
     bodies = [f"{tag}{index}".encode() for index in range(count)]
     pipe = client.pipeline(transaction=False)
@@ -45,9 +60,7 @@ def publish_burst(client: redis.Redis, channel: bytes, count: int, tag: str = "m
 def test_a_sync_burst_is_taken_from_the_parser_in_order(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    subscriber = redis.Redis.from_url(redis_url)
-    pubsub = subscriber.pubsub()
-    try:
+    with subscribed(redis_url) as pubsub:
         pubsub.subscribe(ch("a"))
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
         sent = publish_burst(redis_client, ch("a"), BURST)
@@ -65,9 +78,6 @@ def test_a_sync_burst_is_taken_from_the_parser_in_order(
         assert got == sent
         # Most of the burst came without a get_message each: the fast path was taken.
         assert taken_in_bulk > BURST // 2
-    finally:
-        pubsub.close()
-        subscriber.close()
 
 
 def test_an_asyncio_burst_is_taken_from_the_parser_in_order(
@@ -105,9 +115,7 @@ def test_other_replies_among_a_burst_still_go_through_redis_py(
 ) -> None:
     """A subscribe confirmation that arrives between messages keeps its place, and the
     sync stream's reader turns it into redis-py's own message."""
-    subscriber = redis.Redis.from_url(redis_url)
-    pubsub = subscriber.pubsub()
-    try:
+    with subscribed(redis_url) as pubsub:
         pubsub.subscribe(ch("a"))
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
         first = publish_burst(redis_client, ch("a"), 100, tag="a")
@@ -124,9 +132,6 @@ def test_other_replies_among_a_burst_still_go_through_redis_py(
         assert seen[101:] == [("message", ch("b"), body) for body in second]
         assert not backlog
         assert _next_message(pubsub, backlog, 0) is None
-    finally:
-        pubsub.close()
-        subscriber.close()
 
 
 def test_the_fanout_delivers_a_burst_on_several_channels_in_order(
@@ -191,9 +196,7 @@ def test_the_sync_stream_hands_held_events_to_its_loop_as_one_batch(
 ) -> None:
     """Duplicates of the cursor are passed over undecoded; a message that does not
     decode ends the batch and is met, as ever, by the next read."""
-    subscriber = redis.Redis.from_url(redis_url)
-    pubsub = subscriber.pubsub()
-    try:
+    with subscribed(redis_url) as pubsub:
         pubsub.subscribe(ch("a"))
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
         pipe = redis_client.pipeline(transaction=False)
@@ -217,9 +220,6 @@ def test_the_sync_stream_hands_held_events_to_its_loop_as_one_batch(
             _wait_live(pubsub, backlog, 5, last_seq=300)
         answer = _wait_live(pubsub, backlog, 5, last_seq=300)
         assert isinstance(answer, sl.Live) and answer.envelope.seq == 301
-    finally:
-        pubsub.close()
-        subscriber.close()
 
 
 def test_a_trickle_is_received_by_polling_the_socket_itself(
@@ -228,9 +228,7 @@ def test_a_trickle_is_received_by_polling_the_socket_itself(
     """One message at a time, as a quiet run sends them: each received in order, through
     the parser (the fast path is taken: a plain TCP connection), then a quiet wait ends
     with None."""
-    subscriber = redis.Redis.from_url(redis_url)
-    pubsub = subscriber.pubsub()
-    try:
+    with subscribed(redis_url) as pubsub:
         pubsub.subscribe(ch("t"))
         assert pubsubread.receive(pubsub, 5) == {
             "type": "subscribe",
@@ -249,17 +247,12 @@ def test_a_trickle_is_received_by_polling_the_socket_itself(
                 f"m{index}".encode(),
             )
         assert pubsubread.receive(pubsub, 0.05) is None
-    finally:
-        pubsub.close()
-        subscriber.close()
 
 
 def test_a_connection_the_server_closed_is_reported_as_lost(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    subscriber = redis.Redis.from_url(redis_url)
-    pubsub = subscriber.pubsub()
-    try:
+    with subscribed(redis_url) as pubsub:
         pubsub.subscribe(ch("k"))
         assert pubsubread.receive(pubsub, 5) is not None  # the confirmation
         db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
@@ -272,6 +265,3 @@ def test_a_connection_the_server_closed_is_reported_as_lost(
         redis_client.client_kill_filter(_id=killed[0])
         with pytest.raises(redis.ConnectionError):
             pubsubread.receive(pubsub, 5)
-    finally:
-        pubsub.close()
-        subscriber.close()
