@@ -71,6 +71,11 @@ def test_a_job_still_runs_when_its_spare_died_first(
     worker = start_worker(mode="fork")
     spare = _one_spare(worker.pid)
     os.kill(spare, signal.SIGKILL)
+    # Dead, not dying: a spare still exiting can take the handoff line (the pipe's read
+    # end is open until it is gone); RQ then failed the job, and in one CI run its
+    # never-claimed run was still queued when the stream gave up after WAIT_S. A
+    # zombie, or no process at all, is what "died first" means here.
+    wait_until(lambda: (stat := read_stat(spare)) is None or stat.state == "Z", timeout_s=WAIT_S)
     handle = client.submit(session_id="spare-2", prompt="hello", cwd=str(tmp_path))
     assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
     # The dead spare was reaped (no zombie left under the worker) and replaced.
