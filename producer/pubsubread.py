@@ -113,15 +113,27 @@ def receive(pubsub: Any, timeout_s: float) -> dict[str, Any] | None:
 
 
 def _message(pubsub: Any, reply: Any) -> dict[str, Any] | None:
+    taken = _classified(pubsub, reply)
+    if taken is None:
+        return None
+    if isinstance(taken, Published):
+        return taken.as_message()
+    handled: dict[str, Any] | None = pubsub.handle_message(taken)
+    return handled
+
+
+def _classified(pubsub: Any, reply: Any) -> Published | Any:
+    """A `Published` for a published message, None for a health check's pong (as
+    redis-py's parse_response drops it), else the raw reply; raises
+    redis.ConnectionError for an error reply."""
     if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
         channel, data = reply[1], reply[2]
         if isinstance(channel, bytes) and isinstance(data, bytes):
-            return Published(channel, data).as_message()
+            return Published(channel, data)
     _raise_if_error(reply)
     if pubsub.connection.health_check_interval and reply in pubsub.health_check_response:
         return None
-    handled: dict[str, Any] | None = pubsub.handle_message(reply)
-    return handled
+    return reply
 
 
 def buffered(pubsub: Any, limit: int = MAX_BATCH) -> list[Published | Any]:
@@ -132,21 +144,14 @@ def buffered(pubsub: Any, limit: int = MAX_BATCH) -> list[Published | Any]:
     gets = _gets(pubsub)
     if gets is None:
         return []
-    health = pubsub.health_check_response if pubsub.connection.health_check_interval else ()
     replies: list[Published | Any] = []
     while len(replies) < limit:
         reply = gets()
         if reply is _NOT_ENOUGH_DATA:
             break
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-            channel, data = reply[1], reply[2]
-            if isinstance(channel, bytes) and isinstance(data, bytes):
-                replies.append(Published(channel, data))
-                continue
-        _raise_if_error(reply)
-        if reply in health:  # as redis-py's parse_response: not for the caller
-            continue
-        replies.append(reply)
+        taken = _classified(pubsub, reply)
+        if taken is not None:
+            replies.append(taken)
     return replies
 
 
