@@ -8,13 +8,13 @@ stop within 60 s, whose member then ran other tests' jobs)."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 from producer.client import Client
 from shared.events import EventType
 from shared.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.helpers import wait_until
 from worker.proctree import is_alive
 
 STREAM_TIMEOUT_S = 60.0
@@ -29,14 +29,6 @@ def _finished(client: Client, session_id: str, prompt: str) -> dict[str, object]
     return dict(events[-1].data) | {"pid": started["pid"]}
 
 
-def _await_line(log: Path, needle: str) -> None:
-    """Until the worker's log holds `needle` (the event it marks has happened)."""
-    deadline = time.monotonic() + LOG_WAIT_S
-    while needle not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"the worker never logged {needle}"
-        time.sleep(0.01)
-
-
 def test_a_stop_during_an_eviction_close_is_not_lost(
     client: Client, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
@@ -48,7 +40,8 @@ def test_a_stop_during_an_eviction_close_is_not_lost(
     assert first["kept_warm"] is True, first
     second = _finished(client, "pushes-out", "hi")  # its park evicts the first CLI
     assert second["status"] == "succeeded", second
-    _await_line(tmp_path / "evict.log", '"warm_cli_evicted"')
+    log = tmp_path / "evict.log"
+    wait_until(lambda: '"warm_cli_evicted"' in log.read_text(errors="replace"), LOG_WAIT_S)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert not is_alive(int(str(first["pid"])))  # closed when the worker stopped
