@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from pydantic import BaseModel
 
 from shared.blocks import BLOCK_MODELS
-from shared.events import Event, EventData, MessageData, StreamEventData
+from shared.events import Event, EventData, EventType, MessageData, StreamEventData
 
 # The data msgspec may write: the parser's (worker/parser.py is their only writer), whose
 # free-form parts (`Any`) only ever hold what a JSON decoder made. msgspec would write
@@ -37,12 +38,28 @@ def encode_body(session_id: str, run_id: str, ts: float, event: Event) -> str:
     return encode_with_header(envelope_header(session_id, run_id), ts, event).decode()
 
 
-def encode_with_header(header: str, ts: float, event: Event) -> bytes:
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A stream event whose `data` is JSON already: what `StreamEventData` would encode
+    to, made by the worker's parser from the CLI's line without decoding its `event`
+    (worker/parser.py, `stream_event_as_printed`). Only the publisher takes one."""
+
+    data_json: bytes
+    type: EventType = EventType.STREAM_EVENT
+
+    def decoded(self) -> Event:
+        """The same event as a model (for the rare paths that edit one: truncation)."""
+        data = StreamEventData.model_validate_json(self.data_json)
+        return Event(type=self.type, data=data)
+
+
+def encode_with_header(header: str, ts: float, event: Event | EncodedEvent) -> bytes:
     """encode_body, as UTF-8, with the run's header computed once (the publisher's hot
     path: its bytes go to Redis as they are, with no str made of them, measured or
     encoded again on the way)."""
     head = f'{header}"ts":{ts!r},"type":"{event.type.value}","data":'
-    return b"".join((head.encode(), data_json(event.data), b"}"))
+    data = event.data_json if isinstance(event, EncodedEvent) else data_json(event.data)
+    return b"".join((head.encode(), data, b"}"))
 
 
 def data_json(data: EventData) -> bytes:
@@ -64,9 +81,15 @@ def data_json(data: EventData) -> bytes:
         # what pydantic would refuse must stay refused (readers dump envelopes with
         # pydantic too). Nesting is at most the count of `[` and `{`, strings included,
         # so a text full of braces takes pydantic's way, at pydantic's cost.
-        if encoded.count(b"[") + encoded.count(b"{") <= _SURELY_SHALLOW:
+        if surely_shallow(encoded):
             return encoded
     return _pydantic_json(data)
+
+
+def surely_shallow(encoded: bytes) -> bool:
+    """Does this JSON nest no deeper than pydantic's serializer writes? (Nesting is at
+    most the count of `[` and `{`, strings included: a false no, never a false yes.)"""
+    return encoded.count(b"[") + encoded.count(b"{") <= _SURELY_SHALLOW
 
 
 def _pydantic_json(data: EventData) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from shared.blocks import ContentBlock, TextBlock, parse_block
+from shared.encode import EncodedEvent, surely_shallow
 from shared.events import (
     ErrorCode,
     Event,
@@ -214,6 +215,51 @@ def _stream_event(line: dict[str, Any]) -> Parsed:
         },
     )
     return Parsed([_event(EventType.STREAM_EVENT, data)])
+
+
+class _StreamLine(msgspec.Struct):
+    """The parts of a stream_event line its event is made of (unknown keys skipped)."""
+
+    type: str
+    event: msgspec.Raw = msgspec.Raw()
+    parent_tool_use_id: Any = None
+
+
+_decode_stream_line = msgspec.json.Decoder(_StreamLine).decode
+_STREAM_PREFIX = b'{"type":"stream_event",'
+
+
+def stream_event_as_printed(raw: bytes) -> EncodedEvent | None:
+    """A stream_event line's event with its `event` object kept as the CLI printed it,
+    or None: then `parse_line` makes the event.
+
+    Nearly every line of a run is one of these, and its `event` is only ever passed on:
+    decoding it into dicts and encoding them again was half of a work horse's time per
+    line. Taken as printed only when the JSON is in the CLI's own compact form and
+    everything a reader needs holds: msgspec has checked the line's syntax (including
+    the `event` it skips over, and any lone surrogate, which it refuses), the `event`
+    is an object, valid UTF-8, and shallow enough for pydantic to write again. A
+    reader decodes the same object either way (tests/unit/test_stream_passthrough.py).
+    """
+    if not raw.startswith(_STREAM_PREFIX):
+        return None
+    try:
+        line = _decode_stream_line(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    event = bytes(line.event)
+    if line.type != "stream_event" or not event.startswith(b"{") or not surely_shallow(event):
+        return None
+    if not event.isascii():
+        try:
+            event.decode()  # msgspec checks UTF-8 only in what it decodes, not what it skips
+        except UnicodeDecodeError:
+            return None
+    parent = line.parent_tool_use_id
+    parent_json = msgspec.json.encode(parent) if isinstance(parent, str) else b"null"
+    return EncodedEvent(
+        b"".join((b'{"event":', event, b',"parent_tool_use_id":', parent_json, b"}"))
+    )
 
 
 def _control_request(line: dict[str, Any]) -> Parsed:

@@ -30,7 +30,7 @@ import redis
 import structlog
 
 from shared.backoff import retry_backoff
-from shared.encode import data_json, encode_with_header, envelope_header
+from shared.encode import EncodedEvent, data_json, encode_with_header, envelope_header
 from shared.events import ErrorCode, ErrorData, Event, EventType, RunStatus
 from shared.runstore import RunStore
 from worker.truncate import truncate_json
@@ -123,7 +123,7 @@ class Publisher:
         """Bytes this run's events take in the session log, overhead generously counted."""
         return self._logged_bytes
 
-    def add(self, event: Event, *, closing: bool = False) -> None:
+    def add(self, event: Event | EncodedEvent, *, closing: bool = False) -> None:
         """Queue an event; it is written at the next flush.
 
         Raises LogBudgetExceeded, queuing nothing, if the event is not `closing` and
@@ -146,10 +146,10 @@ class Publisher:
         self._pending.append((self._next_index, body, size, event.type.value))
         self._buffered_bytes += size
         self._next_index += 1
-        if self._meter is not None:
+        if self._meter is not None and isinstance(event, Event):  # (a stream event tells none)
             self._meter.added(event)
 
-    def _encode(self, event: Event, ts: float) -> bytes:
+    def _encode(self, event: Event | EncodedEvent, ts: float) -> bytes:
         try:
             return encode_with_header(self._header, ts, event)
         except (ValueError, RecursionError) as exc:  # e.g. nesting past the serializer's depth
@@ -162,8 +162,10 @@ class Publisher:
                 self._header, ts, Event(type=EventType.ERROR, data=unencodable)
             )
 
-    def _shrink(self, event: Event, ts: float, size: int) -> bytes:
+    def _shrink(self, event: Event | EncodedEvent, ts: float, size: int) -> bytes:
         """The event with its longest strings truncated to fit, else an event_too_large error."""
+        if isinstance(event, EncodedEvent):
+            event = event.decoded()
         value = event.data.model_dump(mode="json")
         # What the envelope adds around `data`, as pydantic encodes it.
         overhead = size - len(data_json(event.data))

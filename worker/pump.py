@@ -22,7 +22,7 @@ from worker.context import WorkerContext
 from worker.errors import error_event
 from worker.interaction import Interaction
 from worker.outcome import RunObservations
-from worker.parser import Parsed, parse_line
+from worker.parser import Parsed, parse_line, stream_event_as_printed
 from worker.process import CliProcess, LineTooLong
 from worker.publisher import BufferOverflow, LogBudgetExceeded, Publisher
 
@@ -205,6 +205,9 @@ def _take_lines(
     """Parse and queue the lines' events; False once the run's log budget is spent."""
     try:
         for line in lines:
+            if isinstance(line, bytes) and (printed := stream_event_as_printed(line)):
+                publisher.add(printed)  # nothing in a stream event for `seen` or `talk`
+                continue
             parsed = _parse(line, max_line_bytes)
             if parsed.control is not None:
                 talk.on_control(parsed.control)
