@@ -164,13 +164,21 @@ if st[1] ~= 'running' then
   return -1
 end
 if redis.call('GET', KEYS[7]) ~= ARGV[7] then return -1 end
+-- Bodies whose index was written already are skipped; the rest get their seqs from one
+-- INCRBY, and the log is trimmed once (one atomic step: nobody sees it in between).
+local from = math.max(11, last - first + 12)
 local seq = 0
-for i = 11, #ARGV do
-  local idx = first + (i - 11)
-  if idx > last then
-    seq = append(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[i])
-    last = idx
+if from <= #ARGV then
+  local n = #ARGV - from + 1
+  seq = redis.call('INCRBY', KEYS[2], n) - n
+  for i = from, #ARGV do
+    seq = seq + 1
+    local env = '{"seq":' .. seq .. ',' .. ARGV[i]
+    redis.call('XADD', KEYS[3], seq .. '-0', 'e', env)
+    redis.call('PUBLISH', ARGV[1], env)
   end
+  redis.call('XTRIM', KEYS[3], 'MAXLEN', '~', ARGV[2])
+  last = first + (#ARGV - 11)
 end
 redis.call('HSET', KEYS[1], 'pub_idx', last)
 if ARGV[9] ~= '' then

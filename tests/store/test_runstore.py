@@ -222,6 +222,27 @@ def test_append_is_fenced_and_idempotent_per_index(store: RunStore, keys: Keys) 
     assert store.last_seq("pub") == 5
 
 
+def test_the_log_is_trimmed_to_about_its_maxlen_and_keeps_the_newest(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    store = RunStore(redis_client, settings.model_copy(update={"event_log_maxlen": 100}))
+    run = new_run("trim")
+    store.submit(run)  # seq 1: queued
+    token = _claimed(store, run)
+    for batch in range(10):  # 1,000 events after `queued`, in batches of 100
+        bodies = [_text_body("trim", run.run_id, f"{batch}-{i}") for i in range(100)]
+        appended = store.append(
+            "trim", run.run_id, token=token, first_index=1 + batch * 100, bodies=bodies
+        )
+        assert appended == Appended(True, last_seq=101 + batch * 100)
+    kept = redis_client.xlen(store.keys.log("trim"))
+    # "~": Redis trims whole nodes of the stream (100 entries each by default)
+    assert 100 <= kept <= 300
+    tail = store.replay_page("trim", 1001 - kept)
+    assert [e.seq for e in tail] == list(range(1002 - kept, 1002))
+    assert _texts(tail)[-1] == "9-99"
+
+
 def test_append_is_refused_once_the_lease_passed_on(
     store: RunStore, keys: Keys, redis_client: redis.Redis
 ) -> None:
