@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     stderr_tail_bytes: int = Field(
         default=16 * 1024, ge=256, description="CLI stderr kept for error reports."
     )
+    cli_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness of the CLI and its session's scheduling group; 0: the worker's.",
+    )
 
     default_timeout_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit a run.")
     idle_timeout_s: float = Field(

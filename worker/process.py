@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.command import CliCommand
+from worker.priority import lower_priority
 from worker.proctree import die_with_parent, kill_run_tree, start_ticks
 
 _READ_CHUNK = 1 << 20
@@ -135,9 +136,11 @@ class CliProcess:
         max_line_bytes: int,
         stderr_tail_bytes: int,
         exec_prefix: Sequence[str] = (),
+        nice: int = 0,
     ) -> None:
         self._command = command
         self._exec_prefix = tuple(exec_prefix)
+        self._nice = nice
         self._run_id = run_id
         self._framer = LineFramer(max_line_bytes)
         self._stderr = TailBuffer(stderr_tail_bytes)
@@ -180,6 +183,7 @@ class CliProcess:
             close_fds=True,
         )
         self.pid = self._popen.pid
+        lower_priority(self.pid, self._nice)  # at once: what the CLI starts inherits it
         self.start_ticks = start_ticks(self.pid)
         assert self._popen.stdin and self._popen.stdout and self._popen.stderr
         for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):

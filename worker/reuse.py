@@ -82,6 +82,7 @@ def acquire(
         max_line_bytes=settings.max_line_bytes,
         stderr_tail_bytes=settings.stderr_tail_bytes,
         exec_prefix=ctx.exec_prefix,
+        nice=settings.cli_nice,
     )
     return CliUse(proc, tmpdir, run_id, wanted, cold_reason=reason)
 
