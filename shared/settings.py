@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         default=16 * 1024, ge=256, description="CLI stderr kept for error reports."
     )
     cli_nice: int = Field(
-        default=10,
+        default=5,
         ge=0,
         le=19,
         description="Niceness of the CLI and its session's scheduling group; 0: the worker's.",
