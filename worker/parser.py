@@ -239,7 +239,9 @@ def stream_event_as_printed(raw: bytes) -> EncodedEvent | None:
     everything a reader needs holds: msgspec has checked the line's syntax (including
     the `event` it skips over, and any lone surrogate, which it refuses), the `event`
     is an object, valid UTF-8, and shallow enough for pydantic to write again. A
-    reader decodes the same object either way (tests/unit/test_stream_passthrough.py).
+    reader decodes the same object either way (tests/unit/test_stream_passthrough.py),
+    with one exception: a number past a double's range (`1e400`), which `parse_line`
+    writes as null, reads as infinity here. Telling those apart would mean decoding.
     """
     if not raw.startswith(_STREAM_PREFIX):
         return None

@@ -86,6 +86,15 @@ def test_numbers_past_64_bits_and_long_floats_read_back_alike() -> None:
     assert_as_parsed(compact(stream_line({"big": 2**70, "f": 0.1, "neg": -(2**65), "e": 1e300})))
 
 
+def test_a_number_past_a_doubles_range_reads_as_infinity_not_null() -> None:
+    # The one known difference from parse_line (documented in stream_event_as_printed).
+    raw = b'{"type":"stream_event","event":{"a":1e400},"parent_tool_use_id":null}'
+    printed = stream_event_as_printed(raw)
+    assert printed is not None
+    assert read_back(printed).data["event"] == {"a": float("inf")}
+    assert read_back(parsed_event(raw)).data["event"] == {"a": None}
+
+
 @pytest.mark.parametrize(
     "raw",
     [
