@@ -306,6 +306,7 @@ def _conclude(
                 cwd=plan.cwd,
                 claude_session_id=seen.claude_session_id,
                 env=command.env,
+                resumed=plan.local_copy,
             )
         except redis.RedisError as exc:
             # Redis is away: the run still ends (its events wait in the publisher);

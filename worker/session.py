@@ -33,6 +33,8 @@ class ResumePlan:
     failure: tuple[ErrorCode, str] | None = None
     # Set when resuming was abandoned under the start_fresh policy (reported, not fatal).
     notice: tuple[ErrorCode, str] | None = None
+    # The local copy of the conversation this run resumes from, as restore left it.
+    local_copy: transcripts.LocalCopy | None = None
 
 
 def _decode(raw: Mapping[bytes, bytes]) -> dict[str, str]:
@@ -58,11 +60,11 @@ def plan_resume(
     if job.new_conversation or not previous:
         return ResumePlan(cwd=cwd, resume_id=None)
     try:
-        outcome = _restore(client, keys, job, env, cwd, previous)
+        outcome, local_copy = _restore(client, keys, job, env, cwd, previous)
     except transcripts.CorruptStateError as exc:
         return _corrupt(job, cwd, str(exc))
     if outcome is not transcripts.Restore.MISSING:
-        return ResumePlan(cwd=cwd, resume_id=previous)
+        return ResumePlan(cwd=cwd, resume_id=previous, local_copy=local_copy)
     message = (
         f"cannot resume conversation {previous}: its transcript is neither on this worker "
         "nor stored in Redis (it may have expired or been too large to keep)"
@@ -83,18 +85,18 @@ def _restore(
     env: Mapping[str, str],
     cwd: str,
     previous: str,
-) -> transcripts.Restore:
+) -> tuple[transcripts.Restore, transcripts.LocalCopy | None]:
     """Put the stored transcript where the CLI looks; CorruptStateError if Redis lies."""
     if not is_claude_session_id(previous):
         raise transcripts.CorruptStateError(
             f"the session's stored conversation id {previous!r} is not a UUID"
         )
     path = transcripts.transcript_path(env, cwd, previous)
-    outcome = transcripts.restore(
+    outcome, local_copy = transcripts.restore(
         client, keys.transcript(job.session_id), path, claude_session_id=previous
     )
     log.info("transcript_restore", outcome=outcome.value, claude_session_id=previous)
-    return outcome
+    return outcome, local_copy
 
 
 def _corrupt(
@@ -120,8 +122,10 @@ def remember(
     cwd: str,
     claude_session_id: str,
     env: Mapping[str, str],
+    resumed: transcripts.LocalCopy | None = None,
 ) -> None:
-    """After a run: store the conversation id, cwd and transcript for the next run.
+    """After a run: store the conversation id, cwd and transcript for the next run
+    (`resumed`: the copy the run resumed from, see transcripts.find_written).
 
     A conversation the CLI never wrote to disk cannot be resumed, so the session
     keeps pointing at the previous one. So does a conversation id that is not a
@@ -130,7 +134,8 @@ def remember(
     if not is_claude_session_id(claude_session_id) or not is_absolute_cwd(cwd):
         log.warning("conversation_not_remembered", claude_session_id=claude_session_id, cwd=cwd)
         return
-    path = transcripts.find_local(env, cwd, claude_session_id)
+    path = transcripts.find_written(env, cwd, claude_session_id, resumed)
+    path = path or transcripts.find_local(env, cwd, claude_session_id)
     if path is None:
         log.warning("transcript_not_written", claude_session_id=claude_session_id)
         return

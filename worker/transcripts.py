@@ -73,9 +73,40 @@ def find_local(env: Mapping[str, str], cwd: str, claude_session_id: str) -> Path
     """The newest local copy of a transcript.
 
     The CLI appends to the file where the conversation began even when resumed from
-    another cwd, so look in every project folder, not only the one for `cwd`.
+    another cwd, so look in every project folder, not only the one for `cwd`: one stat
+    per folder, and a host gains a folder for every cwd its sessions ran in.
     """
     return _newest_copy(transcript_path(env, cwd, claude_session_id), claude_session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCopy:
+    """The local copy of a conversation a run resumes from, as it was before the run."""
+
+    path: Path
+    size: int
+
+
+def find_written(
+    env: Mapping[str, str], cwd: str, claude_session_id: str, resumed: LocalCopy | None
+) -> Path | None:
+    """The copy this run's CLI wrote, found without looking in every project folder;
+    None when that cannot be told (then `find_local` looks everywhere).
+
+    Before the run, the copy it resumed from was the newest one on this host (restore
+    chose it, or wrote it), and a new conversation had none. So what this run wrote is
+    the newer of that copy and the one in `cwd`'s folder, provided it was written in
+    this run: the resumed copy counts only if it grew (the CLI appends), and a copy in
+    `cwd`'s folder that is newer than the resumed one was written after it.
+    """
+    computed = transcript_path(env, cwd, claude_session_id)
+    candidates = [computed]
+    if resumed is not None and resumed.path.name == computed.name and resumed.path != computed:
+        candidates.append(resumed.path)
+    best = _newest_of(candidates, computed.parent.parent)
+    if best is None or resumed is None or best[1] != resumed.path:
+        return None if best is None else best[1]
+    return best[1] if best[0].st_size > resumed.size else None
 
 
 class Restore(StrEnum):
@@ -126,8 +157,11 @@ def save(
     return SavedTranscript(stored=True, size=len(raw), compressed=len(packed))
 
 
-def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str) -> Restore:
-    """Make sure the stored transcript of `claude_session_id` is where the CLI will look.
+def restore(
+    client: redis.Redis, key: str, path: Path, *, claude_session_id: str
+) -> tuple[Restore, LocalCopy | None]:
+    """Make sure the stored transcript of `claude_session_id` is where the CLI will look,
+    and say where that copy is (None: no copy here).
 
     `path` is where to write it if this host has no copy; an existing local copy
     (wherever it is) is overwritten in place when it differs from the stored one.
@@ -145,10 +179,10 @@ def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str
     data = stored.get(b"data")
     local = _newest_copy(path, claude_session_id)
     if data is None or stored_id is None or stored_id.decode() != claude_session_id:
-        return Restore.LOCAL_ONLY if local else Restore.MISSING
+        return (Restore.LOCAL_ONLY, _as_copy(local)) if local else (Restore.MISSING, None)
     want = stored.get(b"sha256", b"").decode(errors="replace")
     if local and hashlib.sha256(local.read_bytes()).hexdigest() == want:
-        return Restore.PRESENT
+        return Restore.PRESENT, _as_copy(local)
     raw = _inflate(data)
     if hashlib.sha256(raw).hexdigest() != want:
         raise CorruptStateError("the stored transcript does not match its SHA-256")
@@ -158,7 +192,14 @@ def restore(client: redis.Redis, key: str, path: Path, *, claude_session_id: str
         handle.write(raw)
         temp = Path(handle.name)
     temp.replace(target)  # atomic: the CLI never sees half a transcript
-    return Restore.RESTORED
+    return Restore.RESTORED, LocalCopy(target, len(raw))
+
+
+def _as_copy(path: Path) -> LocalCopy | None:
+    try:
+        return LocalCopy(path, path.stat().st_size)
+    except OSError:
+        return None
 
 
 def _inflate(data: bytes) -> bytes:
@@ -181,24 +222,30 @@ def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
     # One stat per project folder (the id is a validated UUID, never a pattern); pathlib's
     # glob and a resolve() of every candidate took ~1 ms before each run's `finished`.
     name = f"{claude_session_id}.jsonl"
-    found: list[tuple[int, str]] = []
     try:
         folders = os.scandir(projects)
     except OSError:
         return None
     with folders:
-        for folder in folders:
-            candidate = os.path.join(folder.path, name)
-            try:
-                info = os.stat(candidate)
-            except OSError:
-                continue
-            # An empty file is no conversation to the CLI, so it is no copy to us either.
-            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-                found.append((info.st_mtime_ns, candidate))
+        candidates = [Path(folder.path, name) for folder in folders]
+    best = _newest_of(candidates, projects)
+    return None if best is None else best[1]
+
+
+def _newest_of(candidates: list[Path], projects: Path) -> tuple[os.stat_result, Path] | None:
+    """The newest of these files that is a copy: non-empty, regular, inside `projects`."""
+    found: list[tuple[int, os.stat_result, Path]] = []
+    for candidate in candidates:
+        try:
+            info = os.stat(candidate)
+        except OSError:
+            continue
+        # An empty file is no conversation to the CLI, so it is no copy to us either.
+        if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+            found.append((info.st_mtime_ns, info, candidate))
     # A symlink out of the project folder is never followed (it would be written through).
     root = projects.resolve()
-    for _mtime, candidate in sorted(found, reverse=True):
-        if Path(candidate).resolve().is_relative_to(root):
-            return Path(candidate)
+    for _mtime, info, candidate in sorted(found, key=lambda item: item[0], reverse=True):
+        if candidate.resolve().is_relative_to(root):
+            return info, candidate
     return None
