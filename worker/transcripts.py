@@ -100,9 +100,9 @@ def find_written(
     `cwd`'s folder that is newer than the resumed one was written after it.
     """
     computed = transcript_path(env, cwd, claude_session_id)
-    candidates = [computed]
+    candidates = [str(computed)]
     if resumed is not None and resumed.path.name == computed.name and resumed.path != computed:
-        candidates.append(resumed.path)
+        candidates.append(str(resumed.path))
     best = _newest_of(candidates, computed.parent.parent)
     if best is None or resumed is None or best[1] != resumed.path:
         return None if best is None else best[1]
@@ -227,14 +227,14 @@ def _newest_copy(path: Path, claude_session_id: str) -> Path | None:
     except OSError:
         return None
     with folders:
-        candidates = [Path(folder.path, name) for folder in folders]
+        candidates = [os.path.join(folder.path, name) for folder in folders]
     best = _newest_of(candidates, projects)
     return None if best is None else best[1]
 
 
-def _newest_of(candidates: list[Path], projects: Path) -> tuple[os.stat_result, Path] | None:
+def _newest_of(candidates: list[str], projects: Path) -> tuple[os.stat_result, Path] | None:
     """The newest of these files that is a copy: non-empty, regular, inside `projects`."""
-    found: list[tuple[int, os.stat_result, Path]] = []
+    found: list[tuple[int, os.stat_result, str]] = []
     for candidate in candidates:
         try:
             info = os.stat(candidate)
@@ -246,6 +246,6 @@ def _newest_of(candidates: list[Path], projects: Path) -> tuple[os.stat_result, 
     # A symlink out of the project folder is never followed (it would be written through).
     root = projects.resolve()
     for _mtime, info, candidate in sorted(found, key=lambda item: item[0], reverse=True):
-        if candidate.resolve().is_relative_to(root):
-            return info, candidate
+        if Path(candidate).resolve().is_relative_to(root):
+            return info, Path(candidate)
     return None
