@@ -1,6 +1,6 @@
 """CLAUDE_QUEUE_CLI_NICE: a real worker runs the CLI, and what the CLI starts, at that
 niceness, and lowers the CLI's autogroup with it, while the worker keeps its own
-priority. Judged from /proc."""
+priority. Judged by the kernel (getpriority, /proc/<pid>/autogroup)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ from tests.helpers import kill_if_alive, until_grandchild
 
 GRANDCHILD = "FAKE: grandchild seconds=300"
 AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
-def niceness(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command's closing parenthesis start at field 3 (state); nice is 19.
-    return int(stat[stat.rindex(")") + 2 :].split()[16])
 
 
 def autogroup_niceness(pid: int) -> int | None:
@@ -40,9 +34,9 @@ def test_the_cli_and_its_children_run_at_the_configured_niceness(
     cli_pid, grandchild = until_grandchild(handle)
     try:
         base = os.getpriority(os.PRIO_PROCESS, 0)  # the worker inherited the test's
-        assert niceness(worker.pid) == base
-        assert niceness(cli_pid) == min(19, base + nice)
-        assert niceness(grandchild) == min(19, base + nice)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == base
+        assert os.getpriority(os.PRIO_PROCESS, cli_pid) == min(19, base + nice)
+        assert os.getpriority(os.PRIO_PROCESS, grandchild) == min(19, base + nice)
         if (group := autogroup_niceness(cli_pid)) is not None:
             # A new session's group starts at 0; the worker sets the CLI's to `nice`.
             assert group == nice
