@@ -323,14 +323,17 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
     found, and a pidfd wait for those to exit, so the next round sees them gone rather
     than dying.
     """
-    signalled: set[int] = set()
+    # What we SIGKILLed, by pid and start time: it counts as alive until it is a zombie
+    # or gone. A dying process loses its memory, and with it the environ that carries
+    # the run's marker, before it turns zombie (a real CLI under load, a CI run saw).
+    signalled: dict[int, int | None] = {}
     # Our own subtree holds the whole run while we are its subreaper (module doc).
     walk = root_pid is not None and is_subreaper()
     if root_pid is not None and is_alive(root_pid):
         # Our own unreaped child: its pid cannot have been reused, so kill it first.
         with contextlib.suppress(ProcessLookupError):
             os.kill(root_pid, signal.SIGKILL)
-        signalled.add(root_pid)
+        signalled[root_pid] = start_ticks(root_pid)
         if not walk:
             # A scan then finds its children as ours (adopted), not as a dying root's.
             _await_exit([root_pid], _EXIT_WAIT_S)
@@ -341,7 +344,7 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
         tree = _subtree_stats(run_id, root_pid) if walk and root_pid is not None else None
         if tree is not None:
             stats = tree
-            alive = {s.pid for s in tree if s.state not in ("Z", "X")}
+            alive = {s.pid for s in tree if s.state not in ("Z", "X")} | _dying(signalled)
             if not alive:
                 # The walk found the run gone: one scan of all /proc confirms it (net 2),
                 # in case something got past the walk. A CI run once saw a setsid
@@ -351,18 +354,25 @@ def kill_run_tree(run_id: str, root_pid: int | None) -> int:
                 continue
         else:
             stats = _all_stats()
-            alive = _run_pids(run_id, root_pid, stats)
+            alive = _run_pids(run_id, root_pid, stats) | _dying(signalled)
         _reap_adopted(root_pid, stats)
         if not alive:
             break
+        ticks = {s.pid: s.start_ticks for s in stats}
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            signalled.add(pid)
+            signalled.setdefault(pid, ticks.get(pid))
         _await_exit(alive, _EXIT_WAIT_S)
     else:
         _reap_adopted(root_pid)  # gave up: still collect what did die
     return len(signalled)
+
+
+def _dying(signalled: dict[int, int | None]) -> set[int]:
+    """The processes we SIGKILLed that are still there (same start time), not zombies."""
+    stats = [(read_stat(pid), ticks) for pid, ticks in signalled.items() if ticks is not None]
+    return {s.pid for s, t in stats if s and s.start_ticks == t and s.state not in ("Z", "X")}
 
 
 def marked_runs(scope: str) -> set[str]:
