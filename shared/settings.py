@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         default=True,
         description="Fork-mode workers fork their next work horse while they wait for a job.",
     )
+    horse_runs: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Runs one spare work horse performs before it exits; 1: a new one per run.",
+    )
     approval_timeout_s: float = Field(
         default=600.0, gt=0, description="A permission request nobody answers is denied after."
     )

@@ -201,6 +201,10 @@ class WorkerMetrics:
                 outcome = _DELIVERY_OUTCOMES.get(str(job.get_status(refresh=True)))
                 if outcome is not None:
                     self.webhook_deliveries.labels(outcome=outcome).inc()
+        self.absorb_horses(horse_pids)
+
+    def absorb_horses(self, horse_pids: list[int]) -> None:
+        """The metric files of work horses that have ended, folded into this process's."""
         if self.directory is not None:
             for pid in horse_pids:
                 absorb_dead_process(self.directory, pid, into_pid=os.getpid())

@@ -197,6 +197,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
                 self._context.warm.close_all()
             self._become_busy()  # nothing advertised, nothing left waiting on our queue
         super().teardown()  # type: ignore[misc]
+        if self._metrics is not None:  # the spare's, if it ran jobs (worker/spare.py)
+            self._metrics.absorb_horses(self._horse_pids)
 
     def _start_scheduler(
         self,
@@ -262,10 +264,9 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
             if self.context.warm is not None:
                 self.context.warm.close_evicted()  # after the run's `finished`
 
-    def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        super().fork_work_horse(job, queue)  # type: ignore[misc]
-        if self._metrics is not None:  # only the parent returns here
-            self._horse_pids.append(self._horse_pid)  # type: ignore[attr-defined]
+    def _horse_ended(self, pid: int) -> None:
+        if self._metrics is not None and pid:
+            self._horse_pids.append(pid)
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         if getattr(self, "_is_horse", False):
@@ -389,6 +390,9 @@ class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):
 
     def _wants_spare(self) -> bool:
         return self.context.settings.spare_horse
+
+    def _horse_runs(self) -> int:
+        return self.context.settings.horse_runs
 
     def _warm_up(self) -> None:
         rehearse(self.context)  # the pure first steps of a run, ahead (worker/rehearsal.py)

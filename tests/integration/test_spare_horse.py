@@ -1,11 +1,13 @@
 """A fork-mode worker forks its next work horse ahead (worker/spare.py): the spare runs
-the next job, a new one waits after it, a spare that died is replaced by a fork, and no
-spare outlives its worker."""
+the next jobs (HORSE_RUNS of them), a new one waits after it, a spare that died is
+replaced by a fork, and no spare outlives its worker."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,18 +51,41 @@ def _parent(pid: int) -> int | None:
     return None if stat is None else stat.ppid
 
 
-def test_the_spare_runs_the_next_job_and_another_waits_after_it(
-    client: Client, start_worker: WorkerFactory, tmp_path: Path
-) -> None:
-    worker = start_worker(mode="fork")
-    spare = _one_spare(worker.pid)
-    handle = client.submit(session_id="spare-1", prompt="FAKE: hang", cwd=str(tmp_path))
+def _run_a_canceled_job(client: Client, cwd: Path, spare: int, session: str) -> None:
+    handle = client.submit(session_id=session, prompt="FAKE: hang", cwd=str(cwd))
     started = next(e for e in handle.stream(timeout_s=WAIT_S) if e.type == "started")
     # The CLI's parent is the work horse: the process that was the spare.
     assert _parent(int(started.data["pid"])) == spare
     assert not is_spare(spare)  # renamed once it took the job
     handle.cancel()
     assert handle.wait(timeout_s=WAIT_S).status == "interrupted"
+
+
+def test_the_spare_runs_jobs_until_horse_runs_then_a_new_one_waits(
+    client: Client, start_worker: WorkerFactory, settings: Settings, tmp_path: Path
+) -> None:
+    worker = start_worker(
+        mode="fork", settings_override=settings.model_copy(update={"horse_runs": 2})
+    )
+    spare = _one_spare(worker.pid)
+    _run_a_canceled_job(client, tmp_path, spare, "spare-1")
+    # Its first job is over: the same process waits for the next one, as the spare.
+    assert _one_spare(worker.pid) == spare
+    _run_a_canceled_job(client, tmp_path, spare, "spare-1b")
+    wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)  # its second and last
+    assert _one_spare(worker.pid) != spare
+    handle = client.submit(session_id="spare-1c", prompt="hello", cwd=str(tmp_path))
+    assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
+
+
+def test_with_horse_runs_1_every_job_gets_a_new_horse(
+    client: Client, start_worker: WorkerFactory, settings: Settings, tmp_path: Path
+) -> None:
+    worker = start_worker(
+        mode="fork", settings_override=settings.model_copy(update={"horse_runs": 1})
+    )
+    spare = _one_spare(worker.pid)
+    _run_a_canceled_job(client, tmp_path, spare, "spare-1")
     wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)  # the horse ended
     assert _one_spare(worker.pid) != spare
 
@@ -148,3 +173,30 @@ def test_a_spare_opens_the_connections_a_run_holds(redis_url: str) -> None:
         assert named() == 3
     finally:
         client.close()
+
+
+def test_a_horse_left_with_a_thread_or_a_child_is_not_fit_for_another_job() -> None:
+    # In a process of its own: the predicate counts the threads and children of the
+    # process it runs in, and pytest's has its own.
+    code = """
+import subprocess, sys, threading
+from worker.spare import _fit_for_another
+assert _fit_for_another()
+stop = threading.Event()
+thread = threading.Thread(target=stop.wait)
+thread.start()
+assert not _fit_for_another()
+stop.set()
+thread.join()
+assert _fit_for_another()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+assert not _fit_for_another()
+child.kill()
+child.wait()
+assert _fit_for_another()
+print("checked")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.splitlines()[-1:] == ["checked"], done.stdout + done.stderr

@@ -6,11 +6,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from producer.client import Client
 from shared.events import EventType
 from shared.settings import Settings
 from tests.ops.support import Samples, running_worker, scrape, scrape_until, value
 from tests.redis_server import free_port
+from worker.proctree import read_stat
 
 STREAM_TIMEOUT_S = 60.0
 
@@ -129,24 +132,66 @@ def test_the_private_folder_goes_with_the_pool(
         assert events[-1].data["status"] == "succeeded"
 
 
+def _pids_with_files(folder: Path) -> set[str]:
+    """`<kind>_<pid>.db` and `<kind>_absorbed<pid>.db`: the part after the last `_`."""
+    return {path.stem.rsplit("_", 1)[-1] for path in folder.glob("*.db")}
+
+
+@pytest.mark.parametrize("horse_runs", [1, 100])
 def test_fork_mode_horses_are_counted_and_their_files_folded(
-    settings: Settings, client: Client, tmp_path: Path
+    settings: Settings, client: Client, tmp_path: Path, horse_runs: int
 ) -> None:
     port = free_port()
     options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--mode", "fork")
-    with running_worker(settings, tmp_path / "fork.log", *options) as proc:
+    env = {"CLAUDE_QUEUE_HORSE_RUNS": str(horse_runs)}
+    with running_worker(settings, tmp_path / "fork.log", *options, env=env) as proc:
         scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 1, proc)
         (folder,) = tmp_path.glob("claude-queue-metrics-*")
         for index in range(3):
             assert _run(client, f"f{index}", "hello") == "succeeded"
-        # Each job's work horse writes its own files; the worker folds them into its own
-        # once the job has ended: then only the worker's files (and its archive) are left.
         own = {str(proc.pid), f"absorbed{proc.pid}"}
-
-        def folded(_samples: Samples) -> bool:
-            return {path.stem.rsplit("_", 1)[-1] for path in folder.glob("*.db")} <= own
+        if horse_runs == 1:
+            # Each job's work horse writes its own files; the worker folds them into its
+            # own once the job has ended: then only the worker's files are left.
+            def folded(_samples: Samples) -> bool:
+                return _pids_with_files(folder) <= own
+        else:
+            # One horse ran all three jobs and waits for the next: its files are live,
+            # read as they are, and folded when it ends.
+            def folded(_samples: Samples) -> bool:
+                return len(_pids_with_files(folder) - own) <= 1
 
         done = scrape_until(port, folded, proc)
         assert value(done, "claude_queue_runs_finished_total", status="succeeded") == 3
         assert value(done, "claude_queue_runs_started_total") == 3
         assert value(done, "claude_queue_run_duration_seconds_count") == 3
+
+
+def test_a_stopped_pool_members_horse_is_folded_with_it(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", "2")
+    with running_worker(settings, tmp_path / "pool.log", *options, "--mode", "fork") as proc:
+        scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 2, proc)
+        (folder,) = tmp_path.glob("claude-queue-metrics-*")
+        for index in range(4):
+            assert _run(client, f"h{index}", "hello") == "succeeded"
+        scrape_until(
+            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 4
+        )
+        members = {w.pid for w in client.status().workers if w.pid}
+        horses = {int(p) for p in _pids_with_files(folder) if p.isdigit()} - members - {proc.pid}
+        assert horses  # the spares that ran the jobs are alive, with their files
+        horse = next(iter(horses))
+        stat = read_stat(horse)
+        assert stat is not None and stat.ppid in members
+        os.kill(stat.ppid, signal.SIGTERM)  # its worker stops: teardown ends the spare
+        after = scrape_until(
+            port,
+            lambda s: not ({str(stat.ppid), str(horse)} & _pids_with_files(folder)),
+            proc,
+            about=lambda: sorted(p.name for p in folder.iterdir()),
+        )
+        assert value(after, "claude_queue_runs_finished_total", status="succeeded") == 4
+        assert value(after, "claude_queue_runs_started_total") == 4

@@ -15,7 +15,8 @@ from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
 
-from worker.spare import Handoff, Spare, _hand_over, read_handoff
+from worker.handoff import Handoff, await_done, read_handoff
+from worker.spare import Spare, _hand_over
 
 GOOD = Handoff(job_id="0f" * 16, queue="claude:high", execution_id="ab12cd34")
 
@@ -95,29 +96,24 @@ def _objects(job_id: str) -> tuple[Job, Queue, Execution]:
     return job, queue, cast(Execution, SimpleNamespace(id="ex1"))
 
 
-def _closed(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
-
-
-def test_a_handover_writes_one_line_and_closes_the_pipe() -> None:
+def test_a_handover_writes_one_line_and_leaves_the_pipe_open_for_the_next() -> None:
     read_fd, write_fd = os.pipe()
     try:
-        assert _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("run1"))
-        assert _closed(write_fd)
+        spare = Spare(pid=0, handoff_fd=write_fd, done_fd=-1)
+        assert _hand_over(spare, *_objects("run1"))
         assert read_handoff(read_fd) == Handoff(job_id="run1", queue="claude", execution_id="ex1")
+        assert _hand_over(spare, *_objects("run2"))  # the same spare's next job
+        assert read_handoff(read_fd) == Handoff(job_id="run2", queue="claude", execution_id="ex1")
     finally:
         os.close(read_fd)
+        os.close(write_fd)
 
 
-def test_a_job_id_it_cannot_carry_is_not_handed_over_and_the_pipe_is_closed() -> None:
+def test_a_job_id_it_cannot_carry_is_not_handed_over() -> None:
     read_fd, write_fd = os.pipe()
     try:
-        assert not _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("two words"))
-        assert _closed(write_fd)
+        assert not _hand_over(Spare(pid=0, handoff_fd=write_fd, done_fd=-1), *_objects("a b"))
+        os.close(write_fd)
         assert read_handoff(read_fd) is None  # end of file, nothing written
     finally:
         os.close(read_fd)
@@ -126,5 +122,34 @@ def test_a_job_id_it_cannot_carry_is_not_handed_over_and_the_pipe_is_closed() ->
 def test_a_spare_that_is_gone_is_not_handed_the_job() -> None:
     read_fd, write_fd = os.pipe()
     os.close(read_fd)  # as when the spare died: writing gets EPIPE
-    assert not _hand_over(Spare(pid=0, handoff_fd=write_fd), *_objects("run1"))
-    assert _closed(write_fd)
+    try:
+        assert not _hand_over(Spare(pid=0, handoff_fd=write_fd, done_fd=-1), *_objects("run1"))
+    finally:
+        os.close(write_fd)
+
+
+def test_the_done_byte_is_seen_and_left_where_it_is(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    os.write(write_fd, b".")
+    assert await_done(read_fd)
+    assert await_done(read_fd)  # seen again: a wait an alarm cut short loses nothing
+    assert os.read(read_fd, 64) == b"."
+
+
+def test_a_closed_pipe_without_the_byte_is_an_exit() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    try:
+        assert not await_done(read_fd)
+    finally:
+        os.close(read_fd)
+
+
+def test_a_byte_written_before_the_exit_still_counts_as_done() -> None:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b".")
+    os.close(write_fd)
+    try:
+        assert await_done(read_fd)
+    finally:
+        os.close(read_fd)
