@@ -154,6 +154,14 @@ def reaped_children_cpu_s(pid: int) -> float:
     return _stat_cpu_s(pid, 13)
 
 
+def descendants_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's descendants, reaped (cutime + cstime) and alive (a work
+    horse that runs job after job, and what it reaped); 0 if gone."""
+    return reaped_children_cpu_s(pid) + sum(
+        own_cpu_s(child) + descendants_cpu_s(child) for child in children(pid)
+    )
+
+
 def own_cpu_s(pid: int) -> float:
     """CPU seconds of the process itself (utime + stime), 0 if gone."""
     return _stat_cpu_s(pid, 11)

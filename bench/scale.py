@@ -118,13 +118,13 @@ def run(h: Harness) -> list[Row]:
         d_lat.append(latencies)
         h.await_idle(workers)
         redis0, self0 = h.redis_cpu_s(), time.process_time()
-        workers0 = sum(procs.reaped_children_cpu_s(p) for p in pids)
+        workers0 = sum(procs.descendants_cpu_s(p) for p in pids)
         members0 = sum(procs.own_cpu_s(p) for p in pids)
         rate, latencies = queue_trial(h, workers, jobs)
         cpu["subscriber"] += time.process_time() - self0
-        h.await_idle(workers)  # every horse reaped: its CPU and its CLI's are counted
+        h.await_idle(workers)  # every run over: its horse's CPU and its CLI's are counted
         cpu["redis"] += h.redis_cpu_s() - redis0
-        cpu["workers"] += sum(procs.reaped_children_cpu_s(p) for p in pids) - workers0
+        cpu["workers"] += sum(procs.descendants_cpu_s(p) for p in pids) - workers0
         cpu["members"] += sum(procs.own_cpu_s(p) for p in pids) - members0
         q_rates.append(rate)
         q_lat.append(latencies)

@@ -99,13 +99,13 @@ def run(h: Harness) -> list[Row]:
         cpu.direct_cli += _children_cpu() - cli0
         cpu.direct_reader += time.process_time() - reader0
         h.await_idle(workers)
-        redis0, tree0 = h.redis_cpu_s(), procs.reaped_children_cpu_s(worker_pid)
+        redis0, tree0 = h.redis_cpu_s(), procs.descendants_cpu_s(worker_pid)
         sub0 = time.process_time()
         rate, count = queue_rate(h, workers, n)
         cpu.subscriber += time.process_time() - sub0
-        h.await_idle(workers)  # the horse is reaped: its CPU (and its CLI's) is counted
+        h.await_idle(workers)  # the run is over: its horse's CPU (and its CLI's) is counted
         cpu.redis += h.redis_cpu_s() - redis0
-        cpu.worker_tree += procs.reaped_children_cpu_s(worker_pid) - tree0
+        cpu.worker_tree += procs.descendants_cpu_s(worker_pid) - tree0
         queue.append(rate)
         events += count
     reconnects = h.logs.counts["stream_reconnect"] - reconnects_before
