@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -49,6 +50,7 @@ class AsyncRunStore:
         self.keys = self.calls.keys
         self._reader: aioredis.Redis | None = None
         self._scripts: dict[Script, AsyncScript] = {}
+        self._version_lookup: asyncio.Future[None] | None = None
         # RQ is sync-only: its enqueue is recorded through this client, then replayed
         # on the asyncio pipeline, inside the same MULTI as the submit script.
         recorder = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=_RecordOnly))
@@ -74,10 +76,23 @@ class AsyncRunStore:
             recording.reset()
 
     async def _learn_server_version(self) -> None:
-        # RQ reads it (INFO) before its first enqueue; the recorder cannot ask.
-        if self._queues.server_version is None:
-            info = await self.redis.info("server")
-            self._queues.server_version = placing.version_tuple(info["redis_version"])
+        # RQ reads it (INFO) before its first enqueue; the recorder cannot ask. First
+        # submits that overlap share one INFO: a hundred at once sent a hundred.
+        if self._queues.server_version is not None:
+            return
+        lookup = self._version_lookup
+        if lookup is None:
+            lookup = self._version_lookup = asyncio.ensure_future(self._read_server_version())
+            lookup.add_done_callback(_retrieved)
+        try:
+            await asyncio.shield(lookup)  # one caller cancelled does not cancel the rest
+        finally:
+            if lookup.done() and self._version_lookup is lookup:
+                self._version_lookup = None  # learned, or failed: the next submit asks again
+
+    async def _read_server_version(self) -> None:
+        info = await self.redis.info("server")
+        self._queues.server_version = placing.version_tuple(info["redis_version"])
 
     async def submit(self, run: NewRun, *, reject_if_busy: bool = False) -> Submitted | Busy:
         """See RunStore.submit: the RQ job and the `queued` event in one MULTI/EXEC, on
@@ -268,3 +283,9 @@ class AsyncRunStore:
             removed += int(await self.redis.unlink(*batch))
         await self.redis.zrem(self.keys.sessions, session_id)
         return Deleted(keys_removed=removed)
+
+
+def _retrieved(lookup: asyncio.Future[None]) -> None:
+    """Marks a lookup's error as seen when every caller that awaited it was cancelled."""
+    if not lookup.cancelled():
+        lookup.exception()

@@ -98,3 +98,24 @@ def test_a_script_sha_is_the_one_redis_computes() -> None:
     with redis.Redis() as probe:  # only computes the SHA: register_script sends nothing
         for script in Script:
             assert script.sha == probe.register_script(script.value).sha
+
+
+def test_first_submits_at_once_share_one_info(own: tuple[Settings, redis.Redis]) -> None:
+    # RQ needs the server's version before its first enqueue; a hundred submits at once
+    # on a new AsyncRunStore each sent INFO before this.
+    settings, client = own
+    runs = [new_run(f"herd{index}") for index in range(20)]
+
+    async def submit_all() -> list[Any]:
+        aclient = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+        try:
+            astore = AsyncRunStore(aclient, settings)
+            return await asyncio.gather(*(astore.submit(run) for run in runs))
+        finally:
+            await aclient.aclose()
+
+    client.config_resetstat()
+    results = asyncio.run(submit_all())
+    assert all(isinstance(result, Submitted) for result in results)
+    assert _calls(client, "info") == 1
+    assert RunStore(client, settings).pending_runs("herd7") == [runs[7].run_id]
