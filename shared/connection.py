@@ -156,6 +156,19 @@ def await_subscription(pubsub: PubSub, channel: str, timeout_s: float = 10.0) ->
     deadline = time.monotonic() + timeout_s
     while (remaining := deadline - time.monotonic()) > 0:
         message = pubsub.get_message(timeout=remaining)
-        if message is not None and message.get("type") == "subscribe":
+        # Its own confirmation: a pubsub reused across runs may still hold another's.
+        if (
+            message is not None
+            and message.get("type") == "subscribe"
+            and (channel_of(message) == channel)
+        ):
             return
     raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")
+
+
+def channel_of(message: dict[str, Any]) -> str | None:
+    """The channel a pub/sub message names, as text (redis-py gives bytes or str)."""
+    name = message.get("channel")
+    if isinstance(name, bytes):
+        return name.decode(errors="replace")
+    return name if isinstance(name, str) else None

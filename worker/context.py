@@ -13,6 +13,7 @@ from shared.backoff import Backoff
 from shared.keys import Keys
 from shared.runstore import RunStore
 from shared.settings import Settings
+from worker.control import ControlSubscriber
 from worker.warm import WarmPool
 
 T = TypeVar("T")
@@ -33,9 +34,12 @@ class WorkerContext:
     exec_prefix: tuple[str, ...] = ()
     # Every run record and event write of this worker goes through it (built from redis).
     store: RunStore = field(init=False)
+    # The runs' control subscription, one connection kept across runs (worker/control.py).
+    control: ControlSubscriber = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", RunStore(self.redis, self.settings))
+        object.__setattr__(self, "control", ControlSubscriber(self.redis))
 
 
 def through_outage(

@@ -11,6 +11,7 @@ the process tree we started for this run, or look up a decision the RunStore rec
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import threading
 from collections.abc import Callable
@@ -18,13 +19,40 @@ from collections.abc import Callable
 import redis
 import structlog
 from pydantic import ValidationError
+from redis.client import PubSub
 
-from shared.connection import await_subscription
+from shared.connection import await_subscription, channel_of
 from shared.control import CONTROL_MESSAGE, CancelRequest, PermissionAnswer
 
 log = structlog.get_logger(__name__)
 
 _POLL_S = 1.0
+
+
+class ControlSubscriber:
+    """The pub/sub connection of a process's runs, one run at a time: a run that ended
+    cleanly unsubscribes and leaves it here, so the next run's SUBSCRIBE is one command,
+    not a new connection and its handshake (a work horse runs job after job)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._held: tuple[int, PubSub] | None = None
+
+    def take(self) -> PubSub:
+        held, self._held = self._held, None
+        if held is not None and held[0] == os.getpid():  # never a forked parent's
+            return held[1]
+        return self._client.pubsub()
+
+    def give_back(self, pubsub: PubSub, channel: str) -> None:
+        """Unsubscribe (the next run's wait reads the confirmation) and keep it."""
+        try:
+            pubsub.unsubscribe(channel)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            with contextlib.suppress(redis.RedisError):
+                pubsub.close()
+            return
+        self._held = (os.getpid(), pubsub)
 
 
 class ControlListener:
@@ -40,6 +68,7 @@ class ControlListener:
         current_pid: Callable[[], int],
         on_cancel: Callable[[CancelRequest], None],
         on_answer: Callable[[str], None],
+        subscriber: ControlSubscriber | None = None,
     ) -> None:
         self._client = client
         self._channel = channel
@@ -48,10 +77,12 @@ class ControlListener:
         self._on_cancel = on_cancel
         self._on_answer = on_answer
         self._stop_token = f"stop:{secrets.token_hex(16)}"
-        self._pubsub = client.pubsub()
+        self._subscriber = subscriber
+        self._pubsub = client.pubsub() if subscriber is None else subscriber.take()
         self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
         self._stopping = threading.Event()
         self._unsent: redis.RedisError | None = None
+        self._token_read = False  # the loop ended on our own token: the pubsub is in step
 
     def subscribe(self) -> None:
         """Send SUBSCRIBE without waiting, so the round trip overlaps other work."""
@@ -83,6 +114,9 @@ class ControlListener:
             with contextlib.suppress(redis.RedisError):
                 self._client.publish(self._channel, self._stop_token)
             self._thread.join(timeout=_POLL_S * 2)
+        if self._subscriber is not None and self._token_read and not self._thread.is_alive():
+            self._subscriber.give_back(self._pubsub, self._channel)
+            return
         with contextlib.suppress(redis.RedisError):
             self._pubsub.close()
 
@@ -97,8 +131,11 @@ class ControlListener:
                 continue
             if message is None or message.get("type") != "message":
                 continue
+            if channel_of(message) != self._channel:
+                continue  # a reused pubsub's earlier run's: not ours to act on
             raw = message["data"]
             if raw == self._stop_token.encode():
+                self._token_read = True
                 return
             self._handle(raw)
 

@@ -231,6 +231,7 @@ def _run_cli(
             current_pid=lambda: proc.pid,
             on_cancel=on_cancel,
             on_answer=talk.announce,
+            subscriber=ctx.control,
         )
         listener.subscribe()
         resources.callback(listener.stop)

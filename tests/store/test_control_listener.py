@@ -12,8 +12,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.connection import await_subscription
 from shared.control import CancelRequest, PermissionAnswer
-from worker.control import ControlListener
+from worker.control import ControlListener, ControlSubscriber
 
 # Pub/sub ignores databases: under `pytest -n N` every test process has its own channel,
 # or one process's publish would count (and reach) another's listener.
@@ -138,3 +139,71 @@ def test_an_answer_to_this_run_is_announced_by_request_id(
     redis_client.publish(CHANNEL, cancel())  # a marker: everything before it was handled
     heard.wait_for(1)
     assert heard.answers == ["req-1"]
+
+
+def _listener(
+    client: redis.Redis, channel: str, heard: Heard, subscriber: ControlSubscriber
+) -> ControlListener:
+    return ControlListener(
+        client,
+        channel,
+        run_id=RUN_ID,
+        current_pid=lambda: CLI_PID,
+        on_cancel=heard,
+        on_answer=heard.answer,
+        subscriber=subscriber,
+    )
+
+
+def test_runs_one_after_another_share_one_subscription_connection(
+    redis_client: redis.Redis, heard: Heard
+) -> None:
+    subscriber = ControlSubscriber(redis_client)
+    first = _listener(redis_client, f"{CHANNEL}:1", heard, subscriber)
+    first.subscribe()
+    first.start()
+    connection = first._pubsub.connection
+    assert connection is not None
+    first.stop()
+    assert redis_client.publish(f"{CHANNEL}:1", cancel()) == 0  # unsubscribed
+    second = _listener(redis_client, f"{CHANNEL}:2", heard, subscriber)
+    assert second._pubsub.connection is connection  # kept, still connected
+    second.subscribe()
+    second.start()
+    # Heard on the second run's channel, over the first run's connection; the first's
+    # channel reaches nobody.
+    assert redis_client.publish(f"{CHANNEL}:1", cancel(reason="late")) == 0
+    assert redis_client.publish(f"{CHANNEL}:2", cancel(reason="second")) == 1
+    assert [r.reason for r in heard.wait_for(1)] == ["second"]
+    second.stop()
+
+
+def test_a_listener_that_never_listened_does_not_hand_its_pubsub_on(
+    redis_client: redis.Redis, heard: Heard
+) -> None:
+    # Its SUBSCRIBE's confirmation was never read: a next run must not take it for its own.
+    subscriber = ControlSubscriber(redis_client)
+    spawn_failed = _listener(redis_client, f"{CHANNEL}:1", heard, subscriber)
+    spawn_failed.subscribe()
+    spawn_failed.stop()  # as when the CLI could not be spawned: start() never ran
+    nxt = _listener(redis_client, f"{CHANNEL}:2", heard, subscriber)
+    assert nxt._pubsub is not spawn_failed._pubsub
+    nxt.subscribe()
+    nxt.start()
+    assert redis_client.publish(f"{CHANNEL}:2", cancel(reason="heard")) == 1
+    assert [r.reason for r in heard.wait_for(1)] == ["heard"]
+    nxt.stop()
+
+
+def test_the_wait_for_a_subscription_skips_another_channels_confirmation(
+    redis_client: redis.Redis,
+) -> None:
+    pubsub = redis_client.pubsub()
+    try:
+        pubsub.subscribe(f"{CHANNEL}:old")
+        pubsub.subscribe(f"{CHANNEL}:new")
+        await_subscription(pubsub, f"{CHANNEL}:new")
+        # Both confirmations were read: the old one was skipped, not taken for the new.
+        assert pubsub.get_message(timeout=0.2) is None
+    finally:
+        pubsub.close()
