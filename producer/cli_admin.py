@@ -34,8 +34,9 @@ def reap(as_json: bool) -> None:
     default="simple",
     show_default=True,
     help="simple: run jobs in the worker process, which can keep a session's CLI warm "
-    "between runs (WARM_IDLE_S); fork: a work horse per job (RQ's default), forked ahead "
-    "while the worker waits (a spare process, `cq-spare` in ps), no warm CLIs.",
+    "between runs (WARM_IDLE_S); fork: jobs run in a work horse process (RQ's model), "
+    "forked ahead while the worker waits (a spare, `cq-spare` in ps) and kept for up to "
+    "HORSE_RUNS jobs; no warm CLIs.",
 )
 @click.option(
     "--processes",

@@ -370,7 +370,8 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         if session_id is None:
             return
         log.warning("shutdown_grace_over", run_id=run_id)
-        request_cancel(ctx, session_id, run_id, "the worker is shutting down")
+        # As a client would: the flag and the message, atomically, to the run's owner (us).
+        ctx.store.cancel(session_id, run_id, reason="the worker is shutting down")
 
 
 def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:
@@ -378,13 +379,8 @@ def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:
     return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))
 
 
-def request_cancel(ctx: WorkerContext, session_id: str, run_id: str, reason: str) -> None:
-    """Ask the owner of a run (here: ourselves) to cancel it: flag and message, atomically."""
-    ctx.store.cancel(session_id, run_id, reason=reason)
-
-
 class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):
-    """Forks a work horse per job (RQ's default model), ahead of it (worker/spare.py)."""
+    """Runs jobs in a work horse, forked ahead and kept for HORSE_RUNS jobs (worker/spare.py)."""
 
     mode = "fork"
 
