@@ -38,6 +38,12 @@ def encode_body(session_id: str, run_id: str, ts: float, event: Event) -> str:
     return encode_with_header(envelope_header(session_id, run_id), ts, event).decode()
 
 
+def seq_prefix(seq: int) -> bytes:
+    """What the append script puts in front of a body: `{"seq":N,`. A writer that knows
+    the seq a body will get may put it there itself (shared/runstore/scripts.py)."""
+    return b'{"seq":%d,' % seq
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
     """A stream event whose `data` is JSON already: what `StreamEventData` would encode

@@ -18,7 +18,7 @@ from enum import Enum
 import redis
 
 from shared.control import CancelRequest
-from shared.encode import encode_body
+from shared.encode import encode_body, seq_prefix
 from shared.events import Envelope, Event, PermissionRequestData, RunStatus
 from shared.runstore import (
     REPLAY_PAGE,
@@ -239,8 +239,11 @@ class FakeRunStore(RunStore):
         final_status: RunStatus | None = None,
         touch: bool = True,
         now: float | None = None,
+        seq_hint: int = 0,
     ) -> Appended:
         del touch, now
+        if seq_hint:  # as the script reads them: each body behind its expected seq
+            bodies = [_unprefixed(body, seq_hint + i) for i, body in enumerate(bodies)]
         self.appends.append(
             AppendCall(session_id, run_id, token, first_index, tuple(bodies), final_status)
         )
@@ -425,3 +428,11 @@ def fake_context(store: FakeRunStore, worker_name: str = "fake-worker") -> Worke
     # The context builds its store from `redis`; frozen, so swap it the dataclass way.
     object.__setattr__(ctx, "store", store)
     return ctx
+
+
+def _unprefixed(body: str | bytes, seq: int) -> str | bytes:
+    """A body sent with a seq hint, without the prefix the writer put in front of it."""
+    prefix = seq_prefix(seq)
+    raw = body.encode() if isinstance(body, str) else body
+    assert raw.startswith(prefix), f"body {raw[:40]!r} is not prefixed with {prefix!r}"
+    return raw[len(prefix) :]

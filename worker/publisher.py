@@ -30,7 +30,13 @@ import redis
 import structlog
 
 from shared.backoff import retry_backoff
-from shared.encode import EncodedEvent, data_json, encode_with_header, envelope_header
+from shared.encode import (
+    EncodedEvent,
+    data_json,
+    encode_with_header,
+    envelope_header,
+    seq_prefix,
+)
 from shared.events import ErrorCode, ErrorData, Event, EventType, RunStatus
 from shared.runstore import RunStore
 from worker.truncate import truncate_json
@@ -291,15 +297,22 @@ class Publisher:
         # and once a minute: not on every event (most of a small write's Redis CPU).
         now = time.monotonic()
         touch = final_status is not None or now - self._touched_at > _TOUCH_EVERY_S
+        # The seqs these will get if no other writer wrote to the session since our last
+        # write: then Redis logs them as they are (the append script says why).
+        hint = self.last_seq + 1 if self.last_seq else 0
+        bodies = [body for _, body in batch]
+        if hint:
+            bodies = [seq_prefix(hint + i) + body for i, body in enumerate(bodies)]
         written = self._store.append(
             self._session_id,
             self._run_id,
             token=self._token,
             first_index=first_index,
-            bodies=[body for _, body in batch],
+            bodies=bodies,
             final_status=final_status,
             touch=touch,
             now=self._clock(),
+            seq_hint=hint,
         )
         if touch:
             self._touched_at = now

@@ -163,7 +163,11 @@ class RunCalls:
         final_status: RunStatus | None,
         touch: bool,
         now: float,
+        seq_hint: int = 0,
     ) -> ScriptCall:
+        """`seq_hint`: 0 for bodies as encode_body makes them; else the seq the first body
+        is expected to get, each body then prefixed with its own (shared.encode.seq_prefix;
+        the script says why)."""
         k = self.keys
         return ScriptCall(
             Script.APPEND,
@@ -184,6 +188,7 @@ class RunCalls:
                 first_index,
                 final_status.value if final_status is not None else "",
                 1 if touch else 0,
+                seq_hint,
                 *bodies,
             ],
         )

@@ -232,11 +232,13 @@ class RunStore(WorkerRegistry):
         final_status: RunStatus | None = None,
         touch: bool = True,
         now: float | None = None,
+        seq_hint: int = 0,
     ) -> Appended:
         """Write event bodies numbered first_index.. (fenced by token, idempotent per index).
 
         With final_status the run is finished in the same call; `touch` refreshes
-        the session's expiries and its place in the sessions index.
+        the session's expiries and its place in the sessions index. With `seq_hint` the
+        bodies carry the seqs expected for them (RunCalls.append).
         """
         call = self.calls.append(
             session_id,
@@ -247,6 +249,7 @@ class RunStore(WorkerRegistry):
             final_status=final_status,
             touch=touch,
             now=time.time() if now is None else now,
+            seq_hint=seq_hint,
         )
         return replies.appended(self.scripts.write_events(call))
 

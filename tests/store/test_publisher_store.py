@@ -59,3 +59,47 @@ def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.
     ]
     assert [e.seq for e in logged] == [1, 2, 3, 4]
     assert store.run_record(SESSION, run.run_id).final_status == "succeeded"
+
+
+class HintsSeen(RunStore):
+    """Records the seq hint of every append."""
+
+    hints: list[int]
+
+    def append(self, session_id: str, run_id: str, **kwargs: Any) -> Appended:
+        self.hints.append(kwargs.get("seq_hint", 0))
+        return super().append(session_id, run_id, **kwargs)
+
+
+def test_the_publisher_guesses_its_next_seq_and_survives_a_wrong_guess(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    store = HintsSeen(redis_client, settings)
+    store.hints = []
+    run = prepare(settings, PromptJob(session_id=SESSION, prompt="p"))
+    store.submit(run)  # seq 1
+    claimed = store.claim(SESSION, run.run_id, worker="w", host="h")
+    assert isinstance(claimed, Claimed)
+    publisher = Publisher(
+        store,
+        session_id=SESSION,
+        run_id=run.run_id,
+        token=claimed.token,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    text = [Event(type=EventType.TEXT, data=TextData(text=t)) for t in "abc"]
+    publisher.publish(text[0])  # seq 2: no guess before the first reply
+    publisher.publish(text[1])  # seq 3, guessed
+    store.submit(prepare(settings, PromptJob(session_id=SESSION, prompt="next")))  # seq 4
+    publisher.publish(text[2])  # guessed 4, gets 5
+    assert store.hints == [0, 3, 4]
+    logged = list(store.replay(SESSION))
+    assert [e.seq for e in logged] == [1, 2, 3, 4, 5]
+    assert [e.type for e in logged] == [
+        EventType.QUEUED,
+        *[EventType.TEXT] * 2,
+        EventType.QUEUED,
+        EventType.TEXT,
+    ]
+    assert [e.data.get("text") for e in logged if e.type is EventType.TEXT] == ["a", "b", "c"]
+    assert publisher.last_seq == 5
