@@ -61,19 +61,25 @@ def _run_a_canceled_job(client: Client, cwd: Path, spare: int, session: str) -> 
     assert handle.wait(timeout_s=WAIT_S).status == "interrupted"
 
 
+def _forking_worker(start_worker: WorkerFactory, settings: Settings, horse_runs: int) -> int:
+    """A fork-mode worker with this HORSE_RUNS: its pid, once it has its spare."""
+    update = {"horse_runs": horse_runs}
+    worker = start_worker(mode="fork", settings_override=settings.model_copy(update=update))
+    _one_spare(worker.pid)
+    return worker.pid
+
+
 def test_the_spare_runs_jobs_until_horse_runs_then_a_new_one_waits(
     client: Client, start_worker: WorkerFactory, settings: Settings, tmp_path: Path
 ) -> None:
-    worker = start_worker(
-        mode="fork", settings_override=settings.model_copy(update={"horse_runs": 2})
-    )
-    spare = _one_spare(worker.pid)
+    worker_pid = _forking_worker(start_worker, settings, horse_runs=2)
+    spare = _one_spare(worker_pid)
     _run_a_canceled_job(client, tmp_path, spare, "spare-1")
     # Its first job is over: the same process waits for the next one, as the spare.
-    assert _one_spare(worker.pid) == spare
+    assert _one_spare(worker_pid) == spare
     _run_a_canceled_job(client, tmp_path, spare, "spare-1b")
     wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)  # its second and last
-    assert _one_spare(worker.pid) != spare
+    assert _one_spare(worker_pid) != spare
     handle = client.submit(session_id="spare-1c", prompt="hello", cwd=str(tmp_path))
     assert handle.wait(timeout_s=WAIT_S).status == "succeeded"
 
@@ -81,13 +87,11 @@ def test_the_spare_runs_jobs_until_horse_runs_then_a_new_one_waits(
 def test_with_horse_runs_1_every_job_gets_a_new_horse(
     client: Client, start_worker: WorkerFactory, settings: Settings, tmp_path: Path
 ) -> None:
-    worker = start_worker(
-        mode="fork", settings_override=settings.model_copy(update={"horse_runs": 1})
-    )
-    spare = _one_spare(worker.pid)
+    worker_pid = _forking_worker(start_worker, settings, horse_runs=1)
+    spare = _one_spare(worker_pid)
     _run_a_canceled_job(client, tmp_path, spare, "spare-1")
     wait_until(lambda: not is_alive(spare), timeout_s=WAIT_S)  # the horse ended
-    assert _one_spare(worker.pid) != spare
+    assert _one_spare(worker_pid) != spare
 
 
 def test_a_job_still_runs_when_its_spare_died_first(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,12 +92,14 @@ def test_metrics_follow_runs(settings: Settings, client: Client, tmp_path: Path)
         assert not {"ok", "bad", "hang", "waits"} & text_labels
 
 
-def test_pool_members_are_merged_and_outlive_a_killed_member(
-    settings: Settings, client: Client, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _pool_after_four_runs(
+    settings: Settings, client: Client, tmp_path: Path, *extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """A pool of two workers that has run four jobs: (its process, metrics port, folder)."""
     port = free_port()
     options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", "2")
-    with running_worker(settings, tmp_path / "pool.log", *options) as proc:
+    with running_worker(settings, tmp_path / "pool.log", *options, *extra) as proc:
         scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 2, proc)
         (folder,) = tmp_path.glob("claude-queue-metrics-*")
         for index in range(4):
@@ -102,6 +107,13 @@ def test_pool_members_are_merged_and_outlive_a_killed_member(
         scrape_until(
             port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 4
         )
+        yield proc, port, folder
+
+
+def test_pool_members_are_merged_and_outlive_a_killed_member(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    with _pool_after_four_runs(settings, client, tmp_path) as (proc, port, folder):
         victim = next(w.pid for w in client.status().workers if w.pid)
         assert list(folder.glob(f"*_{victim}.db"))
         os.kill(victim, signal.SIGKILL)
@@ -170,16 +182,11 @@ def test_fork_mode_horses_are_counted_and_their_files_folded(
 def test_a_stopped_pool_members_horse_is_folded_with_it(
     settings: Settings, client: Client, tmp_path: Path
 ) -> None:
-    port = free_port()
-    options = ("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", "2")
-    with running_worker(settings, tmp_path / "pool.log", *options, "--mode", "fork") as proc:
-        scrape_until(port, lambda s: value(s, "claude_queue_workers", state="idle") == 2, proc)
-        (folder,) = tmp_path.glob("claude-queue-metrics-*")
-        for index in range(4):
-            assert _run(client, f"h{index}", "hello") == "succeeded"
-        scrape_until(
-            port, lambda s: value(s, "claude_queue_runs_finished_total", status="succeeded") == 4
-        )
+    with _pool_after_four_runs(settings, client, tmp_path, "--mode", "fork") as (
+        proc,
+        port,
+        folder,
+    ):
         members = {w.pid for w in client.status().workers if w.pid}
         horses = {int(p) for p in _pids_with_files(folder) if p.isdigit()} - members - {proc.pid}
         assert horses  # the spares that ran the jobs are alive, with their files

@@ -51,16 +51,23 @@ def heard() -> Heard:
     return Heard()
 
 
-@pytest.fixture
-def listener(redis_client: redis.Redis, heard: Heard) -> Iterator[ControlListener]:
-    listener = ControlListener(
-        redis_client,
-        CHANNEL,
+def _listener(
+    client: redis.Redis, channel: str, heard: Heard, subscriber: ControlSubscriber | None = None
+) -> ControlListener:
+    return ControlListener(
+        client,
+        channel,
         run_id=RUN_ID,
         current_pid=lambda: CLI_PID,
         on_cancel=heard,
         on_answer=heard.answer,
+        subscriber=subscriber,
     )
+
+
+@pytest.fixture
+def listener(redis_client: redis.Redis, heard: Heard) -> Iterator[ControlListener]:
+    listener = _listener(redis_client, CHANNEL, heard)
     listener.subscribe()
     listener.start()
     yield listener
@@ -139,20 +146,6 @@ def test_an_answer_to_this_run_is_announced_by_request_id(
     redis_client.publish(CHANNEL, cancel())  # a marker: everything before it was handled
     heard.wait_for(1)
     assert heard.answers == ["req-1"]
-
-
-def _listener(
-    client: redis.Redis, channel: str, heard: Heard, subscriber: ControlSubscriber
-) -> ControlListener:
-    return ControlListener(
-        client,
-        channel,
-        run_id=RUN_ID,
-        current_pid=lambda: CLI_PID,
-        on_cancel=heard,
-        on_answer=heard.answer,
-        subscriber=subscriber,
-    )
 
 
 def test_runs_one_after_another_share_one_subscription_connection(

@@ -31,8 +31,8 @@ class RepliesLost(RunStore):
         return written
 
 
-def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.Redis) -> None:
-    store = RepliesLost(redis_client, settings, lose=2)
+def _running_publisher(store: RunStore, settings: Settings) -> tuple[Publisher, str]:
+    """The publisher of a run of SESSION, submitted and claimed on `store`, and its run id."""
     run = prepare(settings, PromptJob(session_id=SESSION, prompt="p"))
     store.submit(run)
     claimed = store.claim(SESSION, run.run_id, worker="w", host="h")
@@ -44,6 +44,12 @@ def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.
         token=claimed.token,
         max_event_bytes=settings.max_event_bytes,
     )
+    return publisher, run.run_id
+
+
+def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.Redis) -> None:
+    store = RepliesLost(redis_client, settings, lose=2)
+    publisher, run_id = _running_publisher(store, settings)
     publisher.publish(*(Event(type=EventType.TEXT, data=TextData(text=t)) for t in "ab"))
     finished = FinishedData(status=RunStatus.SUCCEEDED, duration_s=1.0)
     publisher.publish(
@@ -58,7 +64,7 @@ def test_retried_writes_are_logged_once(settings: Settings, redis_client: redis.
         EventType.FINISHED,
     ]
     assert [e.seq for e in logged] == [1, 2, 3, 4]
-    assert store.run_record(SESSION, run.run_id).final_status == "succeeded"
+    assert store.run_record(SESSION, run_id).final_status == "succeeded"
 
 
 class HintsSeen(RunStore):
@@ -76,17 +82,7 @@ def test_the_publisher_guesses_its_next_seq_and_survives_a_wrong_guess(
 ) -> None:
     store = HintsSeen(redis_client, settings)
     store.hints = []
-    run = prepare(settings, PromptJob(session_id=SESSION, prompt="p"))
-    store.submit(run)  # seq 1
-    claimed = store.claim(SESSION, run.run_id, worker="w", host="h")
-    assert isinstance(claimed, Claimed)
-    publisher = Publisher(
-        store,
-        session_id=SESSION,
-        run_id=run.run_id,
-        token=claimed.token,
-        max_event_bytes=settings.max_event_bytes,
-    )
+    publisher, _run_id = _running_publisher(store, settings)  # its run's `queued`: seq 1
     text = [Event(type=EventType.TEXT, data=TextData(text=t)) for t in "abc"]
     publisher.publish(text[0])  # seq 2: no guess before the first reply
     publisher.publish(text[1])  # seq 3, guessed
