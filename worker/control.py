@@ -44,10 +44,12 @@ class ControlSubscriber:
             return held[1]
         return self._client.pubsub()
 
-    def give_back(self, pubsub: PubSub, channel: str) -> None:
-        """Unsubscribe (the next run's wait reads the confirmation) and keep it."""
+    def give_back(self, pubsub: PubSub) -> None:
+        """Unsubscribe from everything and keep it; the next run's wait reads the
+        confirmations. Everything: a reconnect subscribes again to what redis-py still
+        lists, which can include an earlier run's channel."""
         try:
-            pubsub.unsubscribe(channel)  # type: ignore[no-untyped-call]
+            pubsub.unsubscribe()  # type: ignore[no-untyped-call]
         except redis.RedisError:
             with contextlib.suppress(redis.RedisError):
                 pubsub.close()
@@ -115,7 +117,7 @@ class ControlListener:
                 self._client.publish(self._channel, self._stop_token)
             self._thread.join(timeout=_POLL_S * 2)
         if self._subscriber is not None and self._token_read and not self._thread.is_alive():
-            self._subscriber.give_back(self._pubsub, self._channel)
+            self._subscriber.give_back(self._pubsub)
             return
         with contextlib.suppress(redis.RedisError):
             self._pubsub.close()

@@ -200,3 +200,32 @@ def test_the_wait_for_a_subscription_skips_another_channels_confirmation(
         assert pubsub.get_message(timeout=0.2) is None
     finally:
         pubsub.close()
+
+
+def test_a_channel_resubscribed_by_a_reconnect_is_dropped_after_the_next_run(
+    redis_client: redis.Redis, heard: Heard
+) -> None:
+    subscriber = ControlSubscriber(redis_client)
+    channels = [f"{CHANNEL}:{index}" for index in range(3)]
+    first = _listener(redis_client, channels[0], heard, subscriber)
+    first.subscribe()
+    first.start()
+    first.stop()
+    # The connection drops before the UNSUBSCRIBE's confirmation is read: redis-py
+    # still lists the first channel and subscribes to it again when it reconnects.
+    connection = first._pubsub.connection
+    assert connection is not None
+    connection.disconnect()
+    second = _listener(redis_client, channels[1], heard, subscriber)
+    second.subscribe()
+    second.start()
+    assert redis_client.publish(channels[1], cancel(reason="second")) == 1
+    assert [r.reason for r in heard.wait_for(1)] == ["second"]
+    second.stop()
+    third = _listener(redis_client, channels[2], heard, subscriber)
+    third.subscribe()
+    third.start()
+    assert third._pubsub is first._pubsub
+    # Only the third run's channel is subscribed now, on that connection.
+    assert [redis_client.publish(channel, "ping") for channel in channels] == [0, 0, 1]
+    third.stop()
