@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -30,7 +30,10 @@ def _running(store: RunStore, session_id: str) -> tuple[str, str]:
 
 
 def _logged(redis_client: redis.Redis, store: RunStore, session_id: str) -> list[bytes]:
-    return [fields[b"e"] for _id, fields in redis_client.xrange(store.keys.log(session_id))]
+    entries = redis_client.xrange(store.keys.log(session_id)) or []
+    logged = [fields[b"e"] for _id, fields in entries if fields is not None]
+    assert all(isinstance(entry, bytes) for entry in logged)
+    return cast(list[bytes], logged)
 
 
 def _hinted(bodies: list[bytes], hint: int) -> list[bytes]:
@@ -48,7 +51,7 @@ def test_bodies_with_the_right_seqs_are_logged_and_published_as_sent(
         written = store.append("hint", run_id, token=token, first_index=1, bodies=sent, seq_hint=2)
         assert written == Appended(True, last_seq=4)
         assert _logged(redis_client, store, "hint")[1:] == sent
-        published = []
+        published: list[bytes] = []
         while len(published) < 3:
             message = pubsub.get_message(timeout=5)
             if message is not None:
