@@ -172,3 +172,8 @@ def channel_of(message: dict[str, Any]) -> str | None:
     if isinstance(name, bytes):
         return name.decode(errors="replace")
     return name if isinstance(name, str) else None
+
+
+def server_of(kwargs: dict[str, Any]) -> tuple[object, ...]:
+    """Which Redis server and database a connection's (or URL's) arguments name."""
+    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))

@@ -34,7 +34,7 @@ from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 
-from shared.connection import sync_redis
+from shared.connection import server_of, sync_redis
 from shared.envnames import SettingsError
 from shared.events import RunStatus
 from shared.exitcodes import ExitCode
@@ -48,6 +48,7 @@ from shared.rqjobs import (
 from shared.settings import Settings
 from shared.version import package_version
 from worker.context import WorkerContext
+from worker.heartbeat import OneTripHeartbeatMixin
 from worker.job import RunEnded, RunInterrupted, bound_context
 from worker.jobguard import (
     GuardedJob,
@@ -80,7 +81,7 @@ log = structlog.get_logger(__name__)
 WorkerMode = Literal["fork", "simple"]
 
 
-class _ClaudeWorkerMixin(OwnQueueMixin):
+class _ClaudeWorkerMixin(OwnQueueMixin, OneTripHeartbeatMixin):
     """What a claude-queue worker adds to an RQ worker class."""
 
     mode: ClassVar[WorkerMode]
@@ -177,9 +178,9 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         if settings.queue_name not in names:
             # Jobs still run; lost runs of these queues are reaped only by a worker of theirs.
             log.warning("queue_not_configured", queues=names, configured=settings.queue_name)
-        if not settings.redis_sentinels and _server(
+        if not settings.redis_sentinels and server_of(
             self.connection.connection_pool.connection_kwargs
-        ) != _server(
+        ) != server_of(
             redis.connection.parse_url(settings.redis_url.get_secret_value())  # type: ignore[no-untyped-call]
         ):
             log.warning(
@@ -372,11 +373,6 @@ class _ClaudeWorkerMixin(OwnQueueMixin):
         log.warning("shutdown_grace_over", run_id=run_id)
         # As a client would: the flag and the message, atomically, to the run's owner (us).
         ctx.store.cancel(session_id, run_id, reason="the worker is shutting down")
-
-
-def _server(kwargs: dict[str, Any]) -> tuple[object, ...]:
-    """Which Redis server and database a connection's (or URL's) arguments name."""
-    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))
 
 
 class ForkingClaudeWorker(_ClaudeWorkerMixin, SpareHorseMixin, Worker):

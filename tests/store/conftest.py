@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from shared.events import Event, EventType, QueuedData
 from shared.jobs import PromptJob, RunRequest, new_run_id
 from shared.runstore import AsyncRunStore, Claimed, NewRun, RunStore
 from shared.settings import Settings
+from tests.redis_server import RedisServer
 
 Call = Callable[..., Any]
 
@@ -73,3 +76,23 @@ def face(request: pytest.FixtureRequest, store: RunStore, settings: Settings) ->
 
 async def _collected(items: Any) -> list[Any]:
     return [item async for item in items]
+
+
+@pytest.fixture
+def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
+    """A redis-server of the test's own (tests/redis_server.py): settings that name it and
+    a client. Its script cache and its command counts are this test's alone."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield settings.model_copy(update={"redis_url": SecretStr(server.url)}), client
+    finally:
+        client.close()
+        server.stop()
+
+
+def calls(client: redis.Redis, command: str) -> int:
+    """How many times the server ran `command` (INFO commandstats; `own` servers only)."""
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

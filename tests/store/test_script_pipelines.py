@@ -9,38 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from shared.events import EventType
 from shared.runstore import AsyncRunStore, NewRun, RunStore, Submitted
 from shared.runstore.calls import Script
 from shared.settings import Settings
-from tests.redis_server import RedisServer
-from tests.store.conftest import new_run
-
-
-@pytest.fixture
-def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    client = redis.Redis.from_url(server.url)
-    try:
-        yield settings.model_copy(update={"redis_url": SecretStr(server.url)}), client
-    finally:
-        client.close()
-        server.stop()
-
-
-def _calls(client: redis.Redis, command: str) -> int:
-    stats = client.info("commandstats")
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+from tests.store.conftest import calls, new_run
 
 
 def _submit(settings: Settings, run: NewRun, face: str) -> Any:
@@ -69,9 +48,9 @@ def test_submit_loads_its_script_in_its_own_round_trip(
         client.config_resetstat()
         run = new_run(session_id)
         assert isinstance(_submit(settings, run, face), Submitted)
-        assert _calls(client, "script|exists") == 0
-        assert _calls(client, "script|load") == 1
-        assert _calls(client, "evalsha") == 1
+        assert calls(client, "script|exists") == 0
+        assert calls(client, "script|load") == 1
+        assert calls(client, "evalsha") == 1
         assert client.script_exists(Script.SUBMIT.sha) == [True]
         assert store.pending_runs(session_id) == [run.run_id]
         assert [e.type for e in store.replay(session_id)] == [EventType.QUEUED]
@@ -87,8 +66,8 @@ def test_withdrawing_warm_advertisements_loads_its_script_in_the_same_round_trip
     client.script_flush()
     client.config_resetstat()
     store.withdraw_warm("wA", ["s1", "s2"])
-    assert _calls(client, "script|exists") == 0
-    assert _calls(client, "evalsha") == 2
+    assert calls(client, "script|exists") == 0
+    assert calls(client, "evalsha") == 2
     assert store.warm_sessions("wA") == {}
     assert client.get(store.keys.warm_owner("s1")) is None
     assert client.get(store.keys.warm_owner("s2")) is None
@@ -117,5 +96,5 @@ def test_first_submits_at_once_share_one_info(own: tuple[Settings, redis.Redis])
     client.config_resetstat()
     results = asyncio.run(submit_all())
     assert all(isinstance(result, Submitted) for result in results)
-    assert _calls(client, "info") == 1
+    assert calls(client, "info") == 1
     assert RunStore(client, settings).pending_runs("herd7") == [runs[7].run_id]
