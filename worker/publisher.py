@@ -300,9 +300,10 @@ class Publisher:
         # The seqs these will get if no other writer wrote to the session since our last
         # write: then Redis logs them as they are (the append script says why).
         hint = self.last_seq + 1 if self.last_seq else 0
-        bodies = [body for _, body in batch]
         if hint:
-            bodies = [seq_prefix(hint + i) + body for i, body in enumerate(bodies)]
+            bodies = [seq_prefix(hint + i) + body for i, (_, body) in enumerate(batch)]
+        else:
+            bodies = [body for _, body in batch]
         written = self._store.append(
             self._session_id,
             self._run_id,
